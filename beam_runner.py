@@ -1,0 +1,73 @@
+"""Command line: ``python beam_runner.py [--pipeline NAME] [--source KIND[:LANG]=PATTERN ...] [Beam options]``.
+
+Any Beam option passes through (``--runner DataflowRunner --project ...``).
+Local runs (no runner, or DirectRunner) use the FnApiRunner directly, which
+needs no download and honours ``--direct_num_workers``.
+"""
+
+import argparse
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+from mining.summary import format_summary
+from pipelines import io, pretrain
+from pipelines.options import MiningOptions
+from schemas.manifest import MANIFEST_NAME, Manifest
+
+PIPELINES = {pretrain.NAME: pretrain.build}
+
+
+def load_manifest(directory: str) -> Manifest:
+    return Manifest.model_validate_json(io.read_bytes(io.join(directory, MANIFEST_NAME)))
+
+
+def _unknown_options(options: PipelineOptions) -> list[str]:
+    known = options.get_all_options(retain_unknown_options=False)
+    return sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
+
+
+def _local_runner(options: PipelineOptions):
+    runner = options.view_as(StandardOptions).runner
+    if runner is None or runner.lower() in ("directrunner", "direct"):
+        return FnApiRunner()
+    return None
+
+
+def run_pipeline(argv: list[str]) -> int:
+    options = PipelineOptions(argv)
+    unknown = _unknown_options(options)
+    if unknown:
+        raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
+    mining = options.view_as(MiningOptions)
+    io.prepare_output(mining.output)
+    with beam.Pipeline(runner=_local_runner(options), options=options) as pipeline:
+        PIPELINES[mining.pipeline](pipeline, mining)
+    print(format_summary(load_manifest(mining.output), mining.output))
+    return 0
+
+
+def summary_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="beam_runner.py summary", description="Print a run's funnel summary.")
+    parser.add_argument("directory", help="output directory of a run (local or gs://)")
+    args = parser.parse_args(argv)
+    print(format_summary(load_manifest(args.directory), args.directory))
+    return 0
+
+
+COMMANDS = {"summary": summary_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in COMMANDS:
+        return COMMANDS[argv[0]](argv[1:])
+    if argv and not argv[0].startswith("-"):
+        raise SystemExit(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}, or pipeline options")
+    return run_pipeline(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

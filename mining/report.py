@@ -1,0 +1,99 @@
+"""The funnel: how many records each source fed in, and where each one ended."""
+
+import datetime
+from collections import Counter
+
+from mining.records import DeadLetter, Drop
+from schemas import manifest as m
+from schemas import pairs as f
+from schemas.pairs import PAIR_SCHEMA, schema_description, shard_row
+
+INPUT = "input"
+DEAD_LETTER = "dead_letter"
+_DROPPED = "dropped:"
+
+
+class FunnelReport:
+    """Counts per (source, event) and a bounded, deterministic sample of drops.
+
+    Reports from any split of the work merge into the same result: the sample
+    keeps the ``sample_size`` smallest ids per reason.
+    """
+
+    def __init__(self, sample_size: int):
+        self.sample_size = sample_size
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.samples: dict[str, list[dict]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.counts)
+
+    def count_input(self, source: str, n: int = 1) -> None:
+        self.counts[source, INPUT] += n
+
+    def add_dead_letter(self, letter: DeadLetter) -> None:
+        self.counts[letter.source, DEAD_LETTER] += 1
+
+    def add_drop(self, drop: Drop) -> None:
+        record = drop.record
+        self.counts[record[f.SOURCE], _DROPPED + drop.reason] += 1
+        if self.sample_size:
+            sample = self.samples.setdefault(drop.reason, [])
+            sample.append(
+                {**shard_row(record), "reason": drop.reason, "detail": drop.detail, "origin": record[f.ORIGIN]}
+            )
+            if len(sample) >= 2 * self.sample_size:
+                self._trim(drop.reason)
+
+    def merge(self, other: "FunnelReport") -> "FunnelReport":
+        self.counts.update(other.counts)
+        for reason, sample in other.samples.items():
+            self.samples.setdefault(reason, []).extend(sample)
+            self._trim(reason)
+        return self
+
+    def _trim(self, reason: str) -> None:
+        sample = self.samples[reason]
+        sample.sort(key=lambda row: (row[f.ID] or "", row["origin"]))
+        del sample[self.sample_size :]
+
+    def sources(self) -> set[str]:
+        return {source for source, _ in self.counts}
+
+    def totals_for(self, source: str | None) -> dict:
+        """input, dead_letter and dropped-by-reason, for one source or all."""
+        totals = {INPUT: 0, DEAD_LETTER: 0, "dropped": Counter()}
+        for (counted_source, event), n in self.counts.items():
+            if source is not None and counted_source != source:
+                continue
+            if event.startswith(_DROPPED):
+                totals["dropped"][event[len(_DROPPED) :]] += n
+            else:
+                totals[event] += n
+        totals["dropped"] = dict(sorted(totals["dropped"].items()))
+        return totals
+
+
+def build_manifest(pipeline: str, options: dict, report: FunnelReport, shards: list[m.Shard]) -> m.Manifest:
+    """The manifest; pydantic refuses it if any record is unaccounted for."""
+    shards = sorted(shards, key=lambda shard: shard.path)
+    sources = {}
+    for source in sorted(report.sources() | {shard.source for shard in shards}):
+        own = [shard for shard in shards if shard.source == source]
+        languages = Counter()
+        for shard in own:
+            languages.update(shard.languages)
+        sources[source] = m.SourceTotals(
+            **report.totals_for(source),
+            output=sum(shard.rows for shard in own),
+            languages=dict(sorted(languages.items())),
+        )
+    return m.Manifest(
+        pipeline=pipeline,
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        options=options,
+        schema=schema_description(PAIR_SCHEMA),
+        shards=shards,
+        totals=m.Totals(**report.totals_for(None), output=sum(shard.rows for shard in shards)),
+        sources=sources,
+    )

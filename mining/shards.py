@@ -1,0 +1,61 @@
+"""Deterministic shard layout and Arrow IPC stream encoding.
+
+Which shard a row lands in depends only on its id and its source's total size,
+and rows are sorted by id inside a shard, so the bytes of every shard are the
+same whatever the number of workers or the order they saw the data in.
+"""
+
+import hashlib
+import math
+from collections import Counter
+
+import pyarrow as pa
+
+from schemas import pairs as f
+from schemas.manifest import SHARDS_DIR, Shard
+from schemas.pairs import PAIR_SCHEMA, shard_row
+
+ROWS_PER_RECORD_BATCH = 1024
+_ROW_OVERHEAD_BYTES = 80  # offsets, ids, languages and scores
+
+
+def estimated_bytes(record: dict) -> int:
+    texts = (record[f.QUERY], record[f.PASSAGE], *record[f.NEGATIVES])
+    return _ROW_OVERHEAD_BYTES + sum(len(text.encode("utf-8", "surrogatepass")) for text in texts)
+
+
+def shard_count(total_bytes: int, target_bytes: int) -> int:
+    return max(1, math.ceil(total_bytes / target_bytes))
+
+
+def shard_index(record_id: str, count: int) -> int:
+    return int(record_id[:16], 16) % count
+
+
+def shard_path(source: str, index: int, count: int) -> str:
+    return f"{SHARDS_DIR}/{source}/{source}-{index:05d}-of-{count:05d}.arrow"
+
+
+def encode_shard(records: list[dict], compression: str | None = None) -> bytes:
+    """Rows sorted by id, as an Arrow IPC stream."""
+    rows = sorted((shard_row(record) for record in records), key=lambda row: row[f.ID])
+    table = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, PAIR_SCHEMA, options=options) as writer:
+        writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
+    return sink.getvalue().to_pybytes()
+
+
+def shard_entry(path: str, source: str, records: list[dict], data: bytes) -> Shard:
+    languages = Counter()
+    for record in records:
+        languages.update({record[f.QUERY_LANG], record[f.PASSAGE_LANG]})
+    return Shard(
+        path=path,
+        rows=len(records),
+        bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        source=source,
+        languages=dict(sorted(languages.items())),
+    )

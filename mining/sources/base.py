@@ -1,0 +1,161 @@
+"""What every source reader shares: specs, read tasks, JSON-lines parsing, dead letters."""
+
+import re
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, ClassVar, Iterator
+
+import orjson
+
+from mining import languages
+from mining.lines import iter_lines
+from mining.records import DeadLetter
+
+INVALID_UTF8 = "invalid_utf8"
+INVALID_JSON = "invalid_json"
+LINE_TOO_LONG = "line_too_long"
+WRONG_TYPE = "wrong_type"
+MISSING_FIELD = "missing_field"
+INVALID_LANGUAGE = "invalid_language"
+MISALIGNED = "misaligned_line"
+UNREADABLE = "unreadable_file"
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SPEC = re.compile(r"^(?P<kind>[a-z0-9_]+)(?::(?P<lang>[A-Za-z_-]+))?=(?P<pattern>.+)$")
+
+OpenFile = Callable[[str], BinaryIO]
+MatchFiles = Callable[[str], list[str]]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """``KIND[:LANG]=PATTERN`` from the command line."""
+
+    kind: str
+    lang: str | None
+    pattern: str
+
+    @classmethod
+    def parse(cls, text: str) -> "SourceSpec":
+        match = _SPEC.match(text)
+        if not match:
+            raise ValueError(f"--source must be KIND[:LANG]=PATTERN, got {text!r}")
+        lang = match["lang"] and languages.normalize(match["lang"])
+        return cls(match["kind"], lang, match["pattern"])
+
+    def __str__(self) -> str:
+        lang = f":{self.lang}" if self.lang else ""
+        return f"{self.kind}{lang}={self.pattern}"
+
+
+@dataclass(frozen=True)
+class ReadTask:
+    """One unit of reading: a file, or files that are read together."""
+
+    kind: str
+    paths: tuple[str, ...]
+    lang: str | None
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    max_line_bytes: int = 1 << 20
+
+
+class Malformed(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SourceReader:
+    """Turns one kind of input file into pair records and dead letters."""
+
+    kind: ClassVar[str]
+    # Translation pairs: each side keeps its own language.
+    bilingual: ClassVar[bool] = False
+    # Whether the same passage twice in one source is a duplicate by default
+    # (not for QA sets, where one passage answers many questions).
+    dedup_passage: ClassVar[bool] = True
+
+    def plan(self, spec: SourceSpec, match: MatchFiles) -> list[ReadTask]:
+        paths = match(spec.pattern)
+        if not paths:
+            raise FileNotFoundError(f"--source {spec}: no file matches {spec.pattern!r}")
+        return [ReadTask(self.kind, (path,), spec.lang) for path in sorted(paths)]
+
+    def read(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | DeadLetter]:
+        raise NotImplementedError
+
+    def dead_letter(self, reason: str, detail: str, path: str, line: int | None, payload) -> DeadLetter:
+        return DeadLetter.of(reason, detail, self.kind, path, line, payload)
+
+
+class JsonLinesReader(SourceReader):
+    """One JSON value per line; blank lines are not records."""
+
+    def parse(self, value, task: ReadTask, origin: str) -> dict:
+        """The pair in ``value``; raises Malformed."""
+        raise NotImplementedError
+
+    def read(self, task, open_file, limits):
+        for path in task.paths:
+            yield from self._read_file(task, path, open_file, limits)
+
+    def _read_file(self, task, path, open_file, limits):
+        line = None
+        try:
+            with open_file(path) as stream:
+                for line in iter_lines(stream, limits.max_line_bytes):
+                    data = line.data
+                    if line.number == 1 and data.startswith(_UTF8_BOM):
+                        data = data[len(_UTF8_BOM) :]
+                    if line.too_long:
+                        yield self.dead_letter(
+                            LINE_TOO_LONG, f"over {limits.max_line_bytes} bytes", path, line.number, data
+                        )
+                        continue
+                    if not data.strip():
+                        continue
+                    try:
+                        yield self.parse(_decode_json(data), task, f"{path}:{line.number}")
+                    except Malformed as error:
+                        yield self.dead_letter(error.reason, error.detail, path, line.number, data)
+        except (OSError, EOFError, zlib.error) as error:
+            # Corrupt compressed data: what was read stays, the rest is one dead letter.
+            after = f" after line {line.number}" if line else ""
+            yield self.dead_letter(UNREADABLE, f"{type(error).__name__}{after}: {error}", path, None, b"")
+
+
+def _decode_json(data: bytes):
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Malformed(INVALID_UTF8, str(error)) from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as error:
+        raise Malformed(INVALID_JSON, str(error)) from None
+
+
+def require_text(obj: dict, *keys: str) -> str:
+    """The first of ``keys`` present in ``obj``, which must be a string."""
+    for key in keys:
+        if key in obj and obj[key] is not None:
+            value = obj[key]
+            if not isinstance(value, str):
+                raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not a string")
+            return value
+    raise Malformed(MISSING_FIELD, " or ".join(repr(key) for key in keys) + " missing")
+
+
+def declared_language(value, fallback: str | None) -> str | None:
+    if value is None:
+        return fallback
+    if not isinstance(value, str):
+        raise Malformed(WRONG_TYPE, f"language is {type(value).__name__}, not a string")
+    try:
+        return languages.normalize(value)
+    except ValueError as error:
+        raise Malformed(INVALID_LANGUAGE, str(error)) from None

@@ -1,0 +1,18 @@
+"""CC-News style articles: JSON lines ``{"title", "text" | "maintext", "language"?, "url"?}`` -> (title, body)."""
+
+from mining.records import new_pair
+from mining.sources import register
+from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, declared_language, require_text
+
+
+@register
+class CcNewsReader(JsonLinesReader):
+    kind = "ccnews"
+
+    def parse(self, value, task, origin):
+        if not isinstance(value, dict):
+            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        title = require_text(value, "title")
+        body = require_text(value, "text", "maintext")
+        lang = declared_language(value.get("language"), task.lang)
+        return new_pair(self.kind, title, body, query_lang=lang, passage_lang=lang, origin=origin)

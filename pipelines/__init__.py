@@ -1,0 +1,1 @@
+"""Beam wiring: each pipeline composes the stages of ``mining`` into a job."""

@@ -1,0 +1,70 @@
+"""File access through Beam's FileSystems, so gs:// paths work like local ones."""
+
+import os
+import posixpath
+import shutil
+import tempfile
+import uuid
+
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR, SHARDS_DIR
+
+
+def match_files(pattern: str) -> list[str]:
+    """Paths matching a glob, sorted; none for a pattern that matches nothing."""
+    (result,) = FileSystems.match([pattern])
+    return sorted(metadata.path for metadata in result.metadata_list)
+
+
+def open_file(path: str):
+    """A binary stream, decompressed according to the extension (.gz, .zst, .bz2...)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+
+
+def join(base: str, *parts: str) -> str:
+    return FileSystems.join(base, *parts)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Write beside the destination under a hidden name, then rename into place."""
+    directory, name = posixpath.split(path)
+    temporary = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        stream.write(data)
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([temporary], [path])
+
+
+def read_bytes(path: str) -> bytes:
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+        return stream.read()
+
+
+def local_copy(path: str) -> str:
+    """A local path for a file that may be remote (model files)."""
+    if FileSystems.get_scheme(path) in (None, "file"):
+        return path
+    directory = tempfile.mkdtemp(prefix="mining-model-")
+    local = os.path.join(directory, posixpath.basename(path))
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, open(local, "wb") as out:
+        shutil.copyfileobj(remote, out)
+    return local
+
+
+def prepare_output(output: str) -> None:
+    """Make ``output`` ready for a run: empty, or holding only what a run writes, which is replaced.
+
+    Anything else in it is refused, so a typo never deletes a user's files.
+    """
+    ours = (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, MANIFEST_NAME, f".{MANIFEST_NAME}.tmp-")
+    prefix = output.rstrip("/") + "/"
+    present = {path[len(prefix) :].split("/", 1)[0] for path in match_files(join(output, "**"))}
+    strangers = sorted(name for name in present if not name.startswith(ours))
+    if strangers:
+        raise FileExistsError(
+            f"{output} holds files a mining run did not write ({', '.join(strangers[:5])}); choose another --output"
+        )
+    FileSystems.delete([join(output, name) for name in sorted(present)])

@@ -1,0 +1,262 @@
+"""Thin Beam wrappers around the stages in ``mining``.
+
+Records travel in lists of up to ``batch_size`` until a shuffle needs them one
+by one. Each stage reports its drops where it decides them: a Beam counter per
+reason for the job's UI, and a FunnelReport per bundle for the manifest.
+"""
+
+import json
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindows
+
+from mining import dedup, langid, shards
+from mining.clean import clean_batch
+from mining.records import DeadLetter, Drop
+from mining.report import FunnelReport, build_manifest
+from mining.sources import get_reader
+from pipelines import io
+from schemas import pairs as f
+from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR
+
+REPORT = "report"
+DEAD = "dead_letter"
+METRICS_NAMESPACE = "mining"
+
+
+class _ReportingDoFn(beam.DoFn):
+    """Collects one FunnelReport per bundle and emits it on the ``report`` output."""
+
+    def __init__(self, sample_size: int):
+        self._sample_size = sample_size
+        self._counters = {}
+
+    def start_bundle(self):
+        self._report = FunnelReport(self._sample_size)
+
+    def finish_bundle(self):
+        if self._report:
+            yield beam.pvalue.TaggedOutput(REPORT, GlobalWindows.windowed_value(self._report))
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if name not in self._counters:
+            self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
+        self._counters[name].inc(n)
+
+    def _drop_all(self, drops: list[Drop]) -> None:
+        for drop in drops:
+            self._report.add_drop(drop)
+            self._count(f"dropped_{drop.reason}")
+
+
+class ReadBatches(_ReportingDoFn):
+    """ReadTask -> lists of pair records; dead letters on their own output."""
+
+    def __init__(self, limits, batch_size: int, sample_size: int):
+        super().__init__(sample_size)
+        self._limits = limits
+        self._batch_size = batch_size
+
+    def process(self, task):
+        reader = get_reader(task.kind)
+        batch = []
+        for item in reader.read(task, io.open_file, self._limits):
+            self._report.count_input(task.kind)
+            if isinstance(item, DeadLetter):
+                self._report.add_dead_letter(item)
+                self._count(f"dead_letter_{item.reason}")
+                yield beam.pvalue.TaggedOutput(DEAD, item.to_dict())
+                continue
+            batch.append(item)
+            if len(batch) == self._batch_size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+class CleanBatches(_ReportingDoFn):
+    def __init__(self, options, sample_size: int):
+        super().__init__(sample_size)
+        self._options = options
+
+    def process(self, batch):
+        kept, drops = clean_batch(batch, self._options)
+        self._drop_all(drops)
+        if kept:
+            yield kept
+
+
+class IdentifyLanguages(_ReportingDoFn):
+    def __init__(self, model_path: str | None, options, sample_size: int):
+        super().__init__(sample_size)
+        self._model_path = model_path
+        self._options = options
+
+    def setup(self):
+        path = self._model_path and io.local_copy(self._model_path)
+        self._identifier = langid.FastTextIdentifier(path)
+
+    def process(self, batch):
+        kept, drops = langid.identify_batch(batch, self._identifier, self._options)
+        self._drop_all(drops)
+        if kept:
+            yield kept
+
+
+class _KeepSmallestId(_ReportingDoFn):
+    def __init__(self, reason: str, sample_size: int):
+        super().__init__(sample_size)
+        self._reason = reason
+
+    def process(self, keyed_group):
+        key, records = keyed_group
+        for item in dedup.keep_smallest_id(records, self._reason, key):
+            if isinstance(item, Drop):
+                self._drop_all([item])
+            else:
+                yield item
+
+
+class DedupExact(beam.PTransform):
+    """Keep one record per key (the smallest id); ``key_fn`` None means never a duplicate."""
+
+    def __init__(self, key_fn, reason: str, sample_size: int):
+        super().__init__()
+        self._key_fn = key_fn
+        self._reason = reason
+        self._sample_size = sample_size
+
+    def expand(self, records):
+        key_fn = self._key_fn
+        return (
+            records
+            | "Key" >> beam.Map(lambda record: (key_fn(record) or record[f.ID], record))
+            | "Group" >> beam.GroupByKey()
+            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestId(self._reason, self._sample_size)).with_outputs(
+                REPORT, main="kept"
+            )
+        )
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, output: str, compression: str | None):
+        self._output = output
+        self._compression = compression
+
+    def process(self, keyed_group):
+        (source, index, count), records = keyed_group
+        records = list(records)
+        path = shards.shard_path(source, index, count)
+        data = shards.encode_shard(records, self._compression)
+        io.write_atomically(io.join(self._output, path), data)
+        yield shards.shard_entry(path, source, records, data)
+
+
+class WriteShards(beam.PTransform):
+    """Records -> Arrow shards per source; emits the manifest's shard entries."""
+
+    def __init__(self, output: str, target_bytes: int, compression: str | None):
+        super().__init__()
+        self._output = output
+        self._target_bytes = target_bytes
+        self._compression = compression
+
+    def expand(self, records):
+        target = self._target_bytes
+        counts = (
+            records
+            | "Size" >> beam.Map(lambda record: (record[f.SOURCE], shards.estimated_bytes(record)))
+            | "SizePerSource" >> beam.CombinePerKey(sum)
+            | "ShardCount" >> beam.MapTuple(lambda source, size: (source, shards.shard_count(size, target)))
+        )
+
+        def assign(record, shard_counts):
+            source = record[f.SOURCE]
+            count = shard_counts[source]
+            return (source, shards.shard_index(record[f.ID], count), count), record
+
+        return (
+            records
+            | "Assign" >> beam.Map(assign, shard_counts=beam.pvalue.AsDict(counts))
+            | "Group" >> beam.GroupByKey()
+            | "Write" >> beam.ParDo(_WriteShard(self._output, self._compression))
+        )
+
+
+class MergeReports(beam.CombineFn):
+    def __init__(self, sample_size: int):
+        self._sample_size = sample_size
+
+    def create_accumulator(self):
+        return FunnelReport(self._sample_size)
+
+    def add_input(self, accumulator, report):
+        return accumulator.merge(report)
+
+    def merge_accumulators(self, accumulators):
+        merged = self.create_accumulator()
+        for accumulator in accumulators:
+            merged.merge(accumulator)
+        return merged
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class _WriteManifest(beam.DoFn):
+    def __init__(self, output: str, pipeline: str, options: dict):
+        self._output = output
+        self._pipeline = pipeline
+        self._options = options
+
+    def process(self, _, shard_entries, report):
+        manifest = build_manifest(self._pipeline, self._options, report, shard_entries)
+        for reason, sample in sorted(report.samples.items()):
+            lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
+            io.write_atomically(io.join(self._output, REJECTED_DIR, f"{reason}.jsonl"), lines.encode("utf-8"))
+        io.write_atomically(io.join(self._output, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
+        yield manifest
+
+
+class WriteManifest(beam.PTransform):
+    """After every shard is written: rejected samples, then manifest.json."""
+
+    def __init__(self, output: str, pipeline: str, options: dict, sample_size: int):
+        super().__init__()
+        self._output = output
+        self._pipeline = pipeline
+        self._options = options
+        self._sample_size = sample_size
+
+    def expand(self, inputs):
+        shard_entries, reports = inputs
+        report = reports | "MergeReports" >> beam.CombineGlobally(MergeReports(self._sample_size))
+        return (
+            shard_entries.pipeline
+            | "Once" >> beam.Create([None])
+            | "Write" >> beam.ParDo(
+                _WriteManifest(self._output, self._pipeline, self._options),
+                shard_entries=beam.pvalue.AsList(shard_entries),
+                report=beam.pvalue.AsSingleton(report),
+            )
+        )
+
+
+class WriteDeadLetters(beam.PTransform):
+    """Dead letters as JSON lines under dead_letter/."""
+
+    def __init__(self, output: str):
+        super().__init__()
+        self._output = output
+
+    def expand(self, dead_letters):
+        return (
+            dead_letters
+            | "ToJson" >> beam.Map(lambda letter: json.dumps(letter, ensure_ascii=False, sort_keys=True))
+            | "Write" >> beam.io.WriteToText(
+                io.join(self._output, DEAD_LETTER_DIR, "dead_letter"), file_name_suffix=".jsonl"
+            )
+        )
+

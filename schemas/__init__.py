@@ -1,0 +1,1 @@
+"""Arrow schemas and the manifest format: the single source of truth for field names."""

@@ -1,0 +1,52 @@
+"""The pair record: the row of every shard the mining pipelines write.
+
+Inside the pipeline a record is a plain ``dict`` keyed by these names; the
+underscore-prefixed keys are working state that never reaches a shard.
+"""
+
+import pyarrow as pa
+
+ID = "id"
+QUERY = "query"
+PASSAGE = "passage"
+NEGATIVES = "negatives"
+SOURCE = "source"
+QUERY_LANG = "query_lang"
+PASSAGE_LANG = "passage_lang"
+QUERY_LANG_SCORE = "query_lang_score"
+PASSAGE_LANG_SCORE = "passage_lang_score"
+
+# Working keys, dropped before writing.
+DECLARED_QUERY_LANG = "_declared_query_lang"
+DECLARED_PASSAGE_LANG = "_declared_passage_lang"
+BILINGUAL = "_bilingual"
+ORIGIN = "_origin"
+
+PAIR_SCHEMA = pa.schema(
+    [
+        pa.field(ID, pa.string(), nullable=False),
+        pa.field(QUERY, pa.string(), nullable=False),
+        pa.field(PASSAGE, pa.string(), nullable=False),
+        pa.field(NEGATIVES, pa.list_(pa.string()), nullable=False),
+        pa.field(SOURCE, pa.string(), nullable=False),
+        pa.field(QUERY_LANG, pa.string(), nullable=False),
+        pa.field(PASSAGE_LANG, pa.string(), nullable=False),
+        # fastText's probability for the recorded language; null where the
+        # side was too short to identify and its language was inferred.
+        pa.field(QUERY_LANG_SCORE, pa.float32(), nullable=True),
+        pa.field(PASSAGE_LANG_SCORE, pa.float32(), nullable=True),
+    ],
+    metadata={"schema_version": "1"},
+)
+
+TEXT_FIELDS = (QUERY, PASSAGE)
+
+
+def schema_description(schema: pa.Schema = PAIR_SCHEMA) -> dict[str, str]:
+    """Field name to Arrow type string, as the manifest records it."""
+    return {field.name: str(field.type) for field in schema}
+
+
+def shard_row(record: dict) -> dict:
+    """The record restricted to the schema's fields."""
+    return {name: record.get(name) for name in PAIR_SCHEMA.names}

@@ -1,0 +1,1 @@
+"""Contrastive training on the mined shards (torch + transformers, no Beam)."""
