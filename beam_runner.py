@@ -9,7 +9,7 @@ import argparse
 import sys
 
 import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from mining.summary import format_summary
@@ -30,10 +30,14 @@ def _unknown_options(options: PipelineOptions) -> list[str]:
 
 
 def _local_runner(options: PipelineOptions):
+    """The FnApiRunner for local runs: DirectRunner would first try to download Prism."""
     runner = options.view_as(StandardOptions).runner
-    if runner is None or runner.lower() in ("directrunner", "direct"):
-        return FnApiRunner()
-    return None
+    if runner is not None and runner.lower() not in ("directrunner", "direct"):
+        return None
+    direct = options.view_as(DirectOptions)
+    if direct.direct_num_workers != 1 and direct.direct_running_mode == "in_memory":
+        direct.direct_running_mode = "multi_processing"
+    return FnApiRunner()
 
 
 def run_pipeline(argv: list[str]) -> int:

@@ -46,8 +46,11 @@ def pair_key(record: dict) -> bytes:
 
 
 def passage_key(record: dict) -> bytes:
-    """Same key for the same passage within one source."""
-    return _digest(record[f.SOURCE], record[f.PASSAGE])
+    """Same key for the same passage within one source and language pair.
+
+    A sentence translated into many languages stays once per language pair.
+    """
+    return _digest(record[f.SOURCE], record[f.QUERY_LANG], record[f.PASSAGE])
 
 
 def keep_smallest_id(records: Iterable[dict], reason: str, key: bytes) -> Iterator[dict | Drop]:

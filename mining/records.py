@@ -37,9 +37,12 @@ def new_pair(
 
 
 def content_id(record: dict) -> str:
-    """Stable id: a hash of the source and the (cleaned) texts."""
+    """Stable id: a hash of everything a shard row derives from, the (cleaned) texts,
+    the source and the declared languages, so records with equal ids are interchangeable.
+    """
     digest = hashlib.blake2b(digest_size=16)
-    for text in (record[f.SOURCE], record[f.QUERY], record[f.PASSAGE], *record[f.NEGATIVES]):
+    declared = (record[f.DECLARED_QUERY_LANG] or "", record[f.DECLARED_PASSAGE_LANG] or "")
+    for text in (record[f.SOURCE], *declared, record[f.QUERY], record[f.PASSAGE], *record[f.NEGATIVES]):
         digest.update(text.encode("utf-8", "surrogatepass"))
         digest.update(b"\x1f")
     return digest.hexdigest()

@@ -1,10 +1,15 @@
 """File access through Beam's FileSystems, so gs:// paths work like local ones."""
 
+import bz2
+import contextlib
+import gzip
+import lzma
 import os
 import posixpath
 import shutil
 import tempfile
 import uuid
+from typing import BinaryIO, Iterator
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -18,9 +23,26 @@ def match_files(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in result.metadata_list)
 
 
-def open_file(path: str):
-    """A binary stream, decompressed according to the extension (.gz, .zst, .bz2...)."""
-    return FileSystems.open(path, compression_type=CompressionTypes.AUTO)
+# Python's own decompressors, which raise on a truncated file where Beam's
+# CompressedFile would end quietly and lose the rest without a trace.
+_DECOMPRESSORS = {
+    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
+    ".bz2": bz2.BZ2File,
+    ".xz": lzma.LZMAFile,
+    ".lzma": lzma.LZMAFile,
+}
+
+
+@contextlib.contextmanager
+def open_file(path: str) -> Iterator[BinaryIO]:
+    """A binary stream, decompressed according to the extension (.gz, .bz2, .xz)."""
+    decompressor = _DECOMPRESSORS.get(posixpath.splitext(path)[1].lower())
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
+        if decompressor is None:
+            yield raw
+        else:
+            with decompressor(raw) as stream:
+                yield stream
 
 
 def join(base: str, *parts: str) -> str:

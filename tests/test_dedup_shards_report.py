@@ -1,0 +1,91 @@
+import hashlib
+import random
+
+import pyarrow as pa
+import pytest
+from pydantic import ValidationError
+
+from mining import dedup, shards
+from mining.records import Drop, new_pair
+from mining.report import FunnelReport, build_manifest
+from schemas.manifest import Totals
+from schemas.pairs import PAIR_SCHEMA
+
+
+def _record(query, passage, source="sbert", lang="en", record_id=None):
+    record = new_pair(source, query, passage)
+    record.update(id=record_id or hashlib.md5(f"{query}|{passage}".encode()).hexdigest(), query_lang=lang,
+                  passage_lang=lang, query_lang_score=None, passage_lang_score=0.9)
+    return record
+
+
+def test_pair_key_ignores_case_punctuation_and_spacing():
+    a = _record("What time is it?", "It is three o'clock.")
+    b = _record("what time is it", "It is three o’clock!!")
+    c = _record("What time is it?", "It is four o'clock.")
+    assert dedup.pair_key(a) == dedup.pair_key(b) != dedup.pair_key(c)
+    assert dedup.pair_key(_record("a b", "c")) != dedup.pair_key(_record("a", "b c"))
+
+
+def test_passage_key_is_per_source_and_language_pair():
+    base = _record("q1", "Same passage.")
+    assert dedup.passage_key(base) == dedup.passage_key(_record("q2", "same passage"))
+    assert dedup.passage_key(base) != dedup.passage_key(_record("q1", "Same passage.", source="ccnews"))
+    assert dedup.passage_key(base) != dedup.passage_key(_record("q1", "Same passage.", lang="de"))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_keep_smallest_id_whatever_the_order(seed):
+    records = [_record("q", "p", record_id=f"{i:032x}") for i in (7, 3, 9, 1, 4)]
+    random.Random(seed).shuffle(records)
+    out = list(dedup.keep_smallest_id(iter(records), dedup.DUPLICATE_PAIR, b"\x01"))
+    kept = [item for item in out if not isinstance(item, Drop)]
+    assert [r["id"] for r in kept] == [f"{1:032x}"]
+    assert sorted(d.record["id"] for d in out if isinstance(d, Drop)) == [f"{i:032x}" for i in (3, 4, 7, 9)]
+
+
+def test_shard_bytes_do_not_depend_on_row_order():
+    records = [_record(f"query {i}", f"passage {i}") for i in range(3000)]
+    first = shards.encode_shard(records)
+    random.Random(1).shuffle(records)
+    assert shards.encode_shard(records) == first
+    table = pa.ipc.open_stream(first).read_all()
+    assert table.schema.equals(PAIR_SCHEMA) and table.num_rows == 3000
+    assert table.column("id").to_pylist() == sorted(r["id"] for r in records)
+    assert len(pa.ipc.open_stream(first).read_all().to_batches()) == 3
+    assert pa.ipc.open_stream(shards.encode_shard(records, "zstd")).read_all().equals(table)
+
+
+def test_shard_layout():
+    assert shards.shard_count(0, 100) == 1 and shards.shard_count(250, 100) == 3
+    assert shards.shard_path("nllb", 2, 10) == "shards/nllb/nllb-00002-of-00010.arrow"
+    ids = [hashlib.md5(str(i).encode()).hexdigest() for i in range(10000)]
+    counts = [0] * 4
+    for record_id in ids:
+        counts[shards.shard_index(record_id, 4)] += 1
+    assert min(counts) > 2300
+
+
+def _report(drops, inputs, size=2):
+    report = FunnelReport(size)
+    report.count_input("sbert", inputs)
+    for drop in drops:
+        report.add_drop(drop)
+    return report
+
+
+def test_reports_merge_to_the_same_result_in_any_split():
+    drops = [Drop(_record(f"q{i}", f"p{i}", record_id=f"{i:032x}"), "duplicate_pair") for i in range(10)]
+    whole = _report(drops, 10)
+    parts = _report(drops[7:], 3).merge(_report(drops[:4], 4)).merge(_report(drops[4:7], 3))
+    assert parts.counts == whole.counts
+    assert [r["id"] for r in parts.samples["duplicate_pair"]] == [f"{i:032x}" for i in (0, 1)]
+    assert parts.totals_for("sbert") == {"input": 10, "dead_letter": 0, "dropped": {"duplicate_pair": 10}}
+
+
+def test_manifest_refuses_unconserved_totals():
+    with pytest.raises(ValidationError, match="not conserved"):
+        Totals(input=5, output=3, dropped={"x": 1}, dead_letter=0)
+    report = _report([], 3)
+    with pytest.raises(ValidationError, match="not conserved"):
+        build_manifest("pretrain", {}, report, [])
