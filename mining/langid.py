@@ -31,7 +31,11 @@ class LidOptions:
     threshold: float = 0.5
     # UTF-8 bytes, so a CJK character counts three times a Latin letter.
     min_bytes: int = 24
-    top_k: int = 3
+    # A side agrees with a language when fastText gives that language at least
+    # this probability among its top_k: close languages (da/no, hr/bs/sr,
+    # id/ms) share probability mass, so the top label alone is too strict.
+    plausible_prob: float = 0.01
+    top_k: int = 5
 
 
 Prediction = list[tuple[str, float]]  # (label, probability), most probable first
@@ -58,6 +62,10 @@ class FastTextIdentifier:
 
 def _identifiable(text: str, options: LidOptions) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) >= options.min_bytes
+
+
+def _plausible(prediction: Prediction, lang: str, options: LidOptions) -> bool:
+    return dict(prediction).get(lang, 0.0) >= options.plausible_prob
 
 
 def _probability(prediction: Prediction | None, lang: str) -> float | None:
@@ -106,7 +114,7 @@ def _decide_monolingual(record: dict, prediction: dict[str, Prediction], options
     if declared:
         for side, side_prediction in prediction.items():
             top, prob = side_prediction[0]
-            if prob >= options.threshold and declared not in dict(side_prediction):
+            if prob >= options.threshold and not _plausible(side_prediction, declared, options):
                 return DECLARED_MISMATCH, f"{side} is {top} ({prob:.2f}), declared {declared}"
         lang = declared
     else:
@@ -117,7 +125,7 @@ def _decide_monolingual(record: dict, prediction: dict[str, Prediction], options
         other = f.QUERY if primary == f.PASSAGE else None
         if other in prediction:
             other_top, other_prob = prediction[other][0]
-            if other_prob >= options.threshold and lang not in dict(prediction[other]):
+            if other_prob >= options.threshold and not _plausible(prediction[other], lang, options):
                 return PAIR_MISMATCH, f"{primary} is {lang}, {other} is {other_top} ({other_prob:.2f})"
     _record_languages(
         record, lang, lang,
@@ -136,7 +144,7 @@ def _decide_bilingual(record: dict, prediction: dict[str, Prediction], options: 
             langs[side] = declared or UNDETERMINED
             continue
         top, prob = side_prediction[0]
-        if declared and declared in dict(side_prediction):
+        if declared and _plausible(side_prediction, declared, options):
             langs[side] = declared
         elif prob < options.threshold:
             return LOW_CONFIDENCE, f"{side} is {top} ({prob:.2f})"

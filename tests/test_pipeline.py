@@ -1,0 +1,180 @@
+"""The whole pretrain pipeline on the FnApiRunner, with real files and the real fastText model."""
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import beam_runner
+from schemas.manifest import Manifest
+from tests.conftest import write_lines
+
+GERMAN = [
+    ("Wie hoch ist der Kölner Dom?", "Der Kölner Dom ist mit seinen zwei Türmen gut 157 Meter hoch und prägt die Stadt."),
+    ("Wann fährt der letzte Zug?", "Der letzte Zug nach München fährt heute Abend um zweiundzwanzig Uhr vom Hauptbahnhof."),
+]
+ENGLISH = [
+    ("How long is the river Thames?", "The Thames flows for about 346 kilometres from the Cotswolds to the North Sea."),
+    ("What do pandas eat?", "Giant pandas feed almost entirely on bamboo, eating for up to fourteen hours a day."),
+]
+SPANISH = ("¿Dónde nace el río Ebro?", "El río Ebro nace en Fontibre, en Cantabria, y desemboca en el mar Mediterráneo.")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    write_lines(
+        root / "sbert" / "qa.jsonl",
+        [
+            *map(list, GERMAN), *map(list, ENGLISH), list(SPANISH),
+            list(ENGLISH[0]),  # exact duplicate
+            [ENGLISH[1][0].upper(), ENGLISH[1][1] + "  "],  # duplicate up to case and spacing
+            [ENGLISH[0][0], GERMAN[0][1]],  # sides in two languages
+            ["Same words on both sides here", "same words on both sides here"],
+            ["An empty passage follows", "   "],
+            ["Was ist FranzÃ¶sisch?", "<p>FranzÃ¶sisch ist eine romanische Sprache, die in Frankreich gesprochen wird.</p>"],
+            b'["unterminated", ',
+            b'["caf\xff", "invalid bytes"]',
+            {"not": "an array"},
+            ["one item"],
+        ],
+    )
+    body = "Die Regierung hat am Montag ein neues Gesetz zum Klimaschutz vorgestellt, das ab dem kommenden Jahr gilt."
+    write_lines(
+        root / "ccnews" / "news.jsonl.gz",
+        [
+            {"title": "Neues Klimagesetz vorgestellt", "text": body, "language": "de"},
+            {"title": "Regierung stellt Gesetz vor", "maintext": body},  # syndicated copy
+            {"title": "Nouvelle loi sur le climat", "text": body, "language": "fr"},  # wrong declared language
+            {"title": "Kein Text"},
+        ],
+        compress=True,
+    )
+    return root
+
+
+def run(corpus: Path, output: Path, tatoeba_dir: Path, *extra: str) -> Manifest:
+    args = [
+        f"--source=sbert={corpus}/sbert/*.jsonl",
+        f"--source=ccnews={corpus}/ccnews/*",
+        f"--source=nllb={tatoeba_dir}/tatoeba.cmn-eng",
+        f"--output={output}",
+        *extra,
+    ]
+    assert beam_runner.main(args) == 0
+    return Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+
+
+@pytest.fixture(scope="module")
+def mined(corpus, tatoeba_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("out")
+    return output, run(corpus, output, tatoeba_dir, "--shard-size-mb=0.02")
+
+
+def _rows(output: Path, manifest: Manifest) -> list[dict]:
+    return [row for shard in manifest.shards for row in pa.ipc.open_stream(output / shard.path).read_all().to_pylist()]
+
+
+def test_every_record_is_accounted_for(mined):
+    _, manifest = mined
+    sbert, ccnews, nllb = (manifest.sources[name] for name in ("sbert", "ccnews", "nllb"))
+    assert (sbert.input, sbert.output, sbert.dead_letter) == (15, 6, 4)
+    assert sbert.dropped == {
+        "duplicate_pair": 2, "empty_side": 1, "identical_sides": 1, "lang_pair_mismatch": 1,
+    }
+    assert (ccnews.input, ccnews.output, ccnews.dead_letter) == (4, 1, 1)
+    assert ccnews.dropped == {"duplicate_passage": 1, "lang_declared_mismatch": 1}
+    assert nllb.input == 1000 and nllb.output >= 980
+    assert manifest.totals.input == 1019
+    # pydantic has checked input == output + dropped + dead_letter for each.
+
+
+def test_shards_match_the_manifest_and_load_everywhere(mined):
+    output, manifest = mined
+    assert len([s for s in manifest.shards if s.source == "nllb"]) > 1, "small --shard-size-mb splits a source"
+    for shard in manifest.shards:
+        data = (output / shard.path).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (shard.bytes, shard.sha256)
+        table = pa.ipc.open_stream(data).read_all()
+        assert table.num_rows == shard.rows and set(table.column("source").to_pylist()) == {shard.source}
+    rows = _rows(output, manifest)
+    assert len(rows) == manifest.totals.output == len({row["id"] for row in rows})
+    leftovers = [p for p in output.rglob("*") if p.name.startswith(".")]
+    assert not leftovers
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
+    files = [str(output / shard.path) for shard in manifest.shards]
+    loaded = datasets.load_dataset("arrow", data_files=files, split="train", cache_dir=str(output.parent / "hf"))
+    assert loaded.num_rows == manifest.totals.output
+
+
+def test_cleaned_and_identified_rows(mined):
+    output, manifest = mined
+    rows = {row["query"]: row for row in _rows(output, manifest)}
+    french = rows["Was ist Französisch?"]
+    assert french["passage"].startswith("Französisch ist eine romanische Sprache") and "<p>" not in french["passage"]
+    assert (french["query_lang"], french["passage_lang"]) == ("de", "de")
+    assert rows[SPANISH[0]]["passage_lang"] == "es"
+    chinese = [row for row in rows.values() if row["source"] == "nllb"]
+    assert Counter((row["query_lang"], row["passage_lang"]) for row in chinese) == {("zh", "en"): len(chinese)}
+    assert manifest.sources["nllb"].languages == {"en": len(chinese), "zh": len(chinese)}
+
+
+def test_dead_letters_and_rejected_samples_are_written(mined):
+    output, manifest = mined
+    letters = [json.loads(line) for path in (output / "dead_letter").glob("*.jsonl") for line in path.open()]
+    assert Counter(letter["reason"] for letter in letters) == {
+        "invalid_json": 1, "invalid_utf8": 1, "wrong_type": 1, "missing_field": 2,
+    }
+    assert all(letter["file"] and letter["payload"] is not None for letter in letters)
+    rejected = {path.stem: [json.loads(line) for line in path.open()] for path in (output / "rejected").glob("*.jsonl")}
+    assert set(rejected) == set(manifest.totals.dropped)
+    (duplicate,) = rejected["duplicate_passage"]
+    assert duplicate["source"] == "ccnews" and duplicate["detail"].startswith("group ")
+
+
+def test_same_shards_whatever_the_worker_count(corpus, tatoeba_dir, tmp_path, mined):
+    _, first = mined
+    second = run(
+        corpus, tmp_path / "two", tatoeba_dir, "--shard-size-mb=0.02",
+        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
+    )
+    assert [(s.path, s.sha256) for s in second.shards] == [(s.path, s.sha256) for s in first.shards]
+    assert second.totals == first.totals
+
+
+def test_rerun_replaces_output_but_never_foreign_files(corpus, tatoeba_dir, tmp_path):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        run(corpus, output, tatoeba_dir)
+    (output / "notes.txt").unlink()
+    run(corpus, output, tatoeba_dir, "--shard-size-mb=0.02")
+    manifest = run(corpus, output, tatoeba_dir)
+    assert sorted(str(p.relative_to(output)) for p in (output / "shards").rglob("*.arrow")) == sorted(
+        s.path for s in manifest.shards
+    )
+
+
+def test_unknown_option_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="--sorce"):
+        beam_runner.main(["--sorce=sbert=x", f"--output={tmp_path}"])
+
+
+@pytest.mark.parametrize("code", ["fra", "rus", "cmn", "kor", "ell", "heb"])
+def test_tatoeba_translations_are_kept_with_their_languages(tatoeba_dir, tmp_path, code):
+    output = tmp_path / code
+    assert beam_runner.main([f"--source=nllb={tatoeba_dir}/tatoeba.{code}-eng", f"--output={output}"]) == 0
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    rows = _rows(output, manifest)
+    assert manifest.totals.input == 1000
+    assert len(rows) >= 980, manifest.totals.dropped
+    (pair,) = {(row["query_lang"], row["passage_lang"]) for row in rows}
+    assert pair[1] == "en" and pair[0] == {"fra": "fr", "rus": "ru", "cmn": "zh", "kor": "ko", "ell": "el", "heb": "he"}[code]
