@@ -3,6 +3,8 @@
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -178,3 +180,24 @@ def test_tatoeba_translations_are_kept_with_their_languages(tatoeba_dir, tmp_pat
     assert len(rows) >= 980, manifest.totals.dropped
     (pair,) = {(row["query_lang"], row["passage_lang"]) for row in rows}
     assert pair[1] == "en" and pair[0] == {"fra": "fr", "rus": "ru", "cmn": "zh", "kor": "ko", "ell": "el", "heb": "he"}[code]
+
+
+def test_default_run_mines_the_bundled_samples(tmp_path):
+    """The Quick start: no arguments but the output, every stage has work to do."""
+    result = subprocess.run(
+        [sys.executable, "beam_runner.py", f"--output={tmp_path}"],
+        cwd=Path(beam_runner.__file__).parent, capture_output=True, text=True, check=True,
+    )
+    manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
+    assert f"input {manifest.totals.input} = output {manifest.totals.output}" in result.stdout
+    assert set(manifest.sources) == {"sbert", "nllb", "ccnews"}
+    assert {
+        "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage",
+        "lang_declared_mismatch", "lang_pair_mismatch",
+    } <= set(manifest.totals.dropped)
+    letters = [json.loads(line) for path in (tmp_path / "dead_letter").glob("*.jsonl") for line in path.open()]
+    assert {"invalid_json", "invalid_utf8", "wrong_type", "misaligned_line"} <= {letter["reason"] for letter in letters}
+    languages = Counter()
+    for source in manifest.sources.values():
+        languages.update(source.languages)
+    assert len([lang for lang, rows in languages.items() if rows >= 20]) >= 10
