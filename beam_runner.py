@@ -6,16 +6,29 @@ needs no download and honours ``--direct_num_workers``.
 """
 
 import argparse
+import logging
 import sys
 
-import apache_beam as beam
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from mining.summary import format_summary
-from pipelines import io, pretrain
-from pipelines.options import MiningOptions
-from schemas.manifest import MANIFEST_NAME, Manifest
+class _WithoutBigQueryNotice(logging.Filter):
+    """Beam announces at import that BigQuery's client is missing; no stage here uses BigQuery."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("apitools not found")
+
+
+# Before Beam is imported, so its import-time notice meets the filter.
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+logging.getLogger().handlers[0].addFilter(_WithoutBigQueryNotice())
+
+import apache_beam as beam  # noqa: E402
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+
+from mining.summary import format_summary  # noqa: E402
+from pipelines import io, pretrain  # noqa: E402
+from pipelines.options import MiningOptions  # noqa: E402
+from schemas.manifest import MANIFEST_NAME, Manifest  # noqa: E402
 
 PIPELINES = {pretrain.NAME: pretrain.build}
 
