@@ -64,14 +64,14 @@ def _identifiable(text: str, options: LidOptions) -> bool:
     return len(text.encode("utf-8", "surrogatepass")) >= options.min_bytes
 
 
-def _plausible(prediction: Prediction, lang: str, options: LidOptions) -> bool:
-    return dict(prediction).get(lang, 0.0) >= options.plausible_prob
-
-
 def _probability(prediction: Prediction | None, lang: str) -> float | None:
     if prediction is None:
         return None
     return next((prob for label, prob in prediction if label == lang), 0.0)
+
+
+def _plausible(prediction: Prediction, lang: str, options: LidOptions) -> bool:
+    return _probability(prediction, lang) >= options.plausible_prob
 
 
 def identify_batch(
@@ -84,7 +84,7 @@ def identify_batch(
         query, passage = record[f.QUERY], record[f.PASSAGE]
         sides = [(f.QUERY, query), (f.PASSAGE, passage)]
         long_sides = [(side, text) for side, text in sides if _identifiable(text, options)]
-        if not long_sides and not record[f.BILINGUAL]:
+        if not long_sides and not record[f.BILINGUAL] and not record[f.DECLARED_PASSAGE_LANG]:
             long_sides = [("both", f"{query} {passage}")]
         for side, text in long_sides:
             to_predict.append(text)
@@ -107,9 +107,12 @@ def identify_batch(
 def _decide_monolingual(record: dict, prediction: dict[str, Prediction], options: LidOptions):
     declared = record[f.DECLARED_PASSAGE_LANG]
     if "both" in prediction:
-        (top, prob), *_ = prediction["both"]
-        lang = declared or (top if prob >= options.threshold else UNDETERMINED)
+        top, prob = prediction["both"][0]
+        lang = top if prob >= options.threshold else UNDETERMINED
         _record_languages(record, lang, lang, None, None)
+        return None, ""
+    if not prediction:
+        _record_languages(record, declared, declared, None, None)
         return None, ""
     if declared:
         for side, side_prediction in prediction.items():

@@ -25,6 +25,8 @@ def test_short_side_is_never_the_reason_to_drop(identifier):
     assert not drops
     assert kept[0]["query_lang"] == "de" and kept[0]["query_lang_score"] is None
     assert kept[1]["passage_lang_score"] is None
+    kept, drops = _run(identifier, new_pair("ccnews", "Kiel", "Hamburg", query_lang="de", passage_lang="de"))
+    assert not drops and (kept[0]["query_lang"], kept[0]["query_lang_score"]) == ("de", None)
 
 
 def test_sides_in_two_languages_are_dropped(identifier):
