@@ -8,8 +8,8 @@ never dropped only because a short side is unidentifiable.
 from dataclasses import dataclass
 from pathlib import Path
 
-from mining.records import Drop
 from mining.languages import UNDETERMINED
+from mining.records import Drop
 from schemas import pairs as f
 
 LOW_CONFIDENCE = "lang_low_confidence"
@@ -90,11 +90,11 @@ def identify_batch(
             to_predict.append(text)
             slots.append((index, side))
     predictions: list[dict[str, Prediction]] = [{} for _ in records]
-    for (index, side), prediction in zip(slots, identifier.predict(to_predict, options.top_k)):
+    for (index, side), prediction in zip(slots, identifier.predict(to_predict, options.top_k), strict=True):
         predictions[index][side] = prediction
 
     kept, drops = [], []
-    for record, prediction in zip(records, predictions):
+    for record, prediction in zip(records, predictions, strict=True):
         decide = _decide_bilingual if record[f.BILINGUAL] else _decide_monolingual
         reason, detail = decide(record, prediction, options)
         if reason:

@@ -19,8 +19,16 @@ from mining.lines import iter_lines
 from mining.records import new_pair
 from mining.sources import register
 from mining.sources.base import (
-    INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISALIGNED, MISSING_FIELD, UNREADABLE, WRONG_TYPE,
-    JsonLinesReader, Malformed, ReadTask,
+    INVALID_LANGUAGE,
+    INVALID_UTF8,
+    LINE_TOO_LONG,
+    MISALIGNED,
+    MISSING_FIELD,
+    UNREADABLE,
+    WRONG_TYPE,
+    JsonLinesReader,
+    Malformed,
+    ReadTask,
 )
 
 _ALIGNED_NAME = re.compile(
