@@ -30,8 +30,6 @@ from pipelines import io, pretrain  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import MANIFEST_NAME, Manifest  # noqa: E402
 
-PIPELINES = {pretrain.NAME: pretrain.build}
-
 
 def load_manifest(directory: str) -> Manifest:
     return Manifest.model_validate_json(io.read_bytes(io.join(directory, MANIFEST_NAME)))
@@ -61,7 +59,7 @@ def run_pipeline(argv: list[str]) -> int:
     mining = options.view_as(MiningOptions)
     io.prepare_output(mining.output)
     with beam.Pipeline(runner=_local_runner(options), options=options) as pipeline:
-        PIPELINES[mining.pipeline](pipeline, mining)
+        pretrain.build(pipeline, mining)
     print(format_summary(load_manifest(mining.output), mining.output))
     return 0
 

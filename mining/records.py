@@ -17,12 +17,14 @@ def new_pair(
     query_lang: str | None = None,
     passage_lang: str | None = None,
     bilingual: bool = False,
+    task: str | None = None,
     origin: str = "",
 ) -> dict:
     """A pair as readers emit it, before cleaning and language ID.
 
     ``query_lang``/``passage_lang`` are the declared languages, if any.
     ``bilingual`` marks translation pairs, whose sides keep their own language.
+    ``task`` is the instruction a fine-tuning pair teaches.
     """
     return {
         f.QUERY: query,
@@ -32,6 +34,7 @@ def new_pair(
         f.DECLARED_QUERY_LANG: query_lang,
         f.DECLARED_PASSAGE_LANG: passage_lang,
         f.BILINGUAL: bilingual,
+        f.TASK: task,
         f.ORIGIN: origin,
     }
 

@@ -6,7 +6,9 @@ from collections import Counter
 from mining.records import DeadLetter, Drop
 from schemas import manifest as m
 from schemas import pairs as f
-from schemas.pairs import PAIR_SCHEMA, schema_description, shard_row
+import pyarrow as pa
+
+from schemas.pairs import schema_description
 
 INPUT = "input"
 DEAD_LETTER = "dead_letter"
@@ -39,9 +41,8 @@ class FunnelReport:
         self.counts[record[f.SOURCE], _DROPPED + drop.reason] += 1
         if self.sample_size:
             sample = self.samples.setdefault(drop.reason, [])
-            sample.append(
-                {**shard_row(record), "reason": drop.reason, "detail": drop.detail, "origin": record[f.ORIGIN]}
-            )
+            public = {key: value for key, value in record.items() if not key.startswith("_")}
+            sample.append({**public, "reason": drop.reason, "detail": drop.detail, "origin": record.get(f.ORIGIN, "")})
             if len(sample) >= 2 * self.sample_size:
                 self._trim(drop.reason)
 
@@ -54,7 +55,7 @@ class FunnelReport:
 
     def _trim(self, reason: str) -> None:
         sample = self.samples[reason]
-        sample.sort(key=lambda row: (row[f.ID] or "", row["origin"]))
+        sample.sort(key=lambda row: (row.get(f.ID) or "", row["origin"]))
         del sample[self.sample_size :]
 
     def sources(self) -> set[str]:
@@ -74,25 +75,43 @@ class FunnelReport:
         return totals
 
 
-def build_manifest(pipeline: str, options: dict, report: FunnelReport, shards: list[m.Shard]) -> m.Manifest:
+def sampling_weights(outputs: dict[str, int], alpha: float) -> dict[str, float]:
+    """Each source's share of training batches: n_i^alpha / sum_j n_j^alpha."""
+    powered = {source: n**alpha for source, n in outputs.items() if n}
+    total = sum(powered.values())
+    return {source: powered.get(source, 0.0) / total if total else 0.0 for source in outputs}
+
+
+def build_manifest(
+    pipeline: str,
+    schema: pa.Schema,
+    options: dict,
+    report: FunnelReport,
+    shards: list[m.Shard],
+    sampling_alpha: float,
+) -> m.Manifest:
     """The manifest; pydantic refuses it if any record is unaccounted for."""
     shards = sorted(shards, key=lambda shard: shard.path)
+    names = sorted(report.sources() | {shard.source for shard in shards})
+    outputs = {source: sum(shard.rows for shard in shards if shard.source == source) for source in names}
+    weights = sampling_weights(outputs, sampling_alpha)
     sources = {}
-    for source in sorted(report.sources() | {shard.source for shard in shards}):
-        own = [shard for shard in shards if shard.source == source]
+    for source in names:
         languages = Counter()
-        for shard in own:
-            languages.update(shard.languages)
+        for shard in shards:
+            if shard.source == source:
+                languages.update(shard.languages)
         sources[source] = m.SourceTotals(
             **report.totals_for(source),
-            output=sum(shard.rows for shard in own),
+            output=outputs[source],
             languages=dict(sorted(languages.items())),
+            sampling_weight=weights[source],
         )
     return m.Manifest(
         pipeline=pipeline,
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         options=options,
-        schema=schema_description(PAIR_SCHEMA),
+        schema=schema_description(schema),
         shards=shards,
         totals=m.Totals(**report.totals_for(None), output=sum(shard.rows for shard in shards)),
         sources=sources,

@@ -36,13 +36,13 @@ def shard_path(source: str, index: int, count: int) -> str:
     return f"{SHARDS_DIR}/{source}/{source}-{index:05d}-of-{count:05d}.arrow"
 
 
-def encode_shard(records: list[dict], compression: str | None = None) -> bytes:
+def encode_shard(records: list[dict], schema: pa.Schema = PAIR_SCHEMA, compression: str | None = None) -> bytes:
     """Rows sorted by id, as an Arrow IPC stream."""
-    rows = sorted((shard_row(record) for record in records), key=lambda row: row[f.ID])
-    table = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
+    rows = sorted((shard_row(record, schema) for record in records), key=lambda row: row[f.ID])
+    table = pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(sink, PAIR_SCHEMA, options=options) as writer:
+    with pa.ipc.new_stream(sink, schema, options=options) as writer:
         writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
     return sink.getvalue().to_pybytes()
 

@@ -3,6 +3,7 @@
 import bz2
 import contextlib
 import gzip
+import io
 import lzma
 import os
 import posixpath
@@ -10,6 +11,8 @@ import shutil
 import tempfile
 import uuid
 from typing import BinaryIO, Iterator
+
+import zstandard
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -23,6 +26,50 @@ def match_files(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in result.metadata_list)
 
 
+class ZstdReader(io.RawIOBase):
+    """Zstandard frames one after another, as Pushshift's dumps come (2 GiB windows).
+
+    zstandard's stream_reader ends quietly on a truncated file; this raises.
+    """
+
+    def __init__(self, raw: BinaryIO):
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor(max_window_size=2**31)
+        self._frame = None
+        self._pending = bytearray()
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._done and (size < 0 or len(self._pending) < size):
+            self._decompress_chunk()
+        if size < 0:
+            size = len(self._pending)
+        data = bytes(self._pending[:size])
+        del self._pending[:size]
+        return data
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _decompress_chunk(self) -> None:
+        chunk = self._raw.read(1 << 20)
+        if not chunk:
+            if self._frame is not None and not self._frame.eof:
+                raise EOFError("zstd data ends inside a frame: the file is truncated")
+            self._done = True
+            return
+        while chunk:
+            if self._frame is None or self._frame.eof:
+                self._frame = self._decompressor.decompressobj()
+            self._pending += self._frame.decompress(chunk)
+            chunk = self._frame.unused_data if self._frame.eof else b""
+
+
 # Python's own decompressors, which raise on a truncated file where Beam's
 # CompressedFile would end quietly and lose the rest without a trace.
 _DECOMPRESSORS = {
@@ -30,12 +77,13 @@ _DECOMPRESSORS = {
     ".bz2": bz2.BZ2File,
     ".xz": lzma.LZMAFile,
     ".lzma": lzma.LZMAFile,
+    ".zst": ZstdReader,
 }
 
 
 @contextlib.contextmanager
 def open_file(path: str) -> Iterator[BinaryIO]:
-    """A binary stream, decompressed according to the extension (.gz, .bz2, .xz)."""
+    """A binary stream, decompressed according to the extension (.gz, .bz2, .xz, .zst)."""
     decompressor = _DECOMPRESSORS.get(posixpath.splitext(path)[1].lower())
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
         if decompressor is None:

@@ -6,7 +6,7 @@ from mining.clean import CleanOptions
 from mining.langid import LidOptions
 from mining.sources import ReadLimits
 
-PIPELINE_NAMES = ("pretrain",)
+PIPELINE_NAMES = ("pretrain", "finetune")
 
 
 class MiningOptions(PipelineOptions):
@@ -50,6 +50,10 @@ class MiningOptions(PipelineOptions):
             help="dropped records kept per reason under rejected/",
         )
         group.add_argument("--batch-size", dest="batch_size", type=int, default=512, help="records per bundle step")
+        group.add_argument(
+            "--sampling-alpha", dest="sampling_alpha", type=float, default=0.5,
+            help="the manifest's per-source training weights are output^alpha, normalised",
+        )
 
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)

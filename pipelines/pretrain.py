@@ -1,4 +1,7 @@
-"""The pre-training pairs pipeline: read -> clean -> language ID -> exact dedup -> shards + manifest."""
+"""The mining pipelines: read -> join -> clean -> language ID -> exact dedup -> shards + manifest.
+
+``pretrain`` and ``finetune`` share every stage; fine-tuning rows add a task.
+"""
 
 from importlib import resources
 
@@ -9,13 +12,17 @@ from mining.sources import SourceSpec, get_reader
 from pipelines import io, stages
 from pipelines.options import MiningOptions
 from schemas import pairs as f
+from schemas.pairs import SCHEMA_BY_PIPELINE
 
-NAME = "pretrain"
+BUNDLED_KINDS = {
+    "pretrain": ("sbert", "nllb", "ccnews"),
+    "finetune": (),
+}
 
 
-def bundled_sources() -> list[str]:
+def bundled_sources(pipeline: str) -> list[str]:
     samples = resources.files("mining") / "samples"
-    return [f"{kind}={samples / kind}/*" for kind in ("sbert", "nllb", "ccnews")]
+    return [f"{kind}={samples / kind}/*" for kind in BUNDLED_KINDS[pipeline]]
 
 
 def passage_dedup_sources(specs: list[SourceSpec], setting: str) -> dict[str, bool]:
@@ -39,12 +46,33 @@ def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_de
         "shard_size_mb": options.shard_size_mb,
         "shard_compression": options.shard_compression,
         "rejected_sample_size": options.rejected_sample_size,
+        "sampling_alpha": options.sampling_alpha,
     }
 
 
+def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list, list]:
+    """Shuffle rounds for the sources that join records; their pair batches and reports."""
+    pairs, reports = [], []
+    parts = read[stages.JOIN]
+    for round_index in range(max((reader.join_rounds for reader in readers), default=0)):
+        joined = (
+            parts
+            | f"Join{round_index}/Group" >> beam.GroupByKey()
+            | f"Join{round_index}/Pairs" >> beam.ParDo(
+                stages.JoinGroups(round_index, batch_size, sample_size)
+            ).with_outputs(stages.JOIN, stages.REPORT, main="pairs")
+        )
+        pairs.append(joined.pairs)
+        reports.append(joined[stages.REPORT])
+        parts = joined[stages.JOIN]
+    return pairs, reports
+
+
 def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
-    specs = [SourceSpec.parse(text) for text in options.source or bundled_sources()]
-    tasks = [task for spec in specs for task in get_reader(spec.kind).plan(spec, io.match_files)]
+    specs = [SourceSpec.parse(text) for text in options.source or bundled_sources(options.pipeline)]
+    readers = [get_reader(spec.kind) for spec in specs]
+    tasks = [task for spec, reader in zip(specs, readers, strict=True) for task in reader.plan(spec, io.match_files)]
+    schema = SCHEMA_BY_PIPELINE[options.pipeline]
     passage_dedup = passage_dedup_sources(specs, options.passage_dedup)
     sample_size = options.rejected_sample_size
     output = options.output
@@ -54,9 +82,10 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(stages.ReadBatches(options.read_limits(), options.batch_size, sample_size))
-        .with_outputs(stages.DEAD, stages.REPORT, main="pairs")
+        .with_outputs(stages.DEAD, stages.REPORT, stages.JOIN, main="pairs")
     )
-    cleaned = read.pairs | "Clean" >> beam.ParDo(
+    joined_pairs, join_reports = join_rounds(read, readers, options.batch_size, sample_size)
+    cleaned = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Clean" >> beam.ParDo(
         stages.CleanBatches(options.clean_options(), sample_size)
     ).with_outputs(stages.REPORT, main="pairs")
     identified = cleaned.pairs | "LanguageID" >> beam.ParDo(
@@ -75,10 +104,14 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
         passage_key, dedup.DUPLICATE_PASSAGE, sample_size
     )
     shard_entries = unique.kept | "WriteShards" >> stages.WriteShards(
-        output, int(options.shard_size_mb * 2**20), None if options.shard_compression == "none" else options.shard_compression
+        output,
+        schema,
+        int(options.shard_size_mb * 2**20),
+        None if options.shard_compression == "none" else options.shard_compression,
     )
     read[stages.DEAD] | "DeadLetters" >> stages.WriteDeadLetters(output)
-    reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)]
+    reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
     (shard_entries, reports | "Reports" >> beam.Flatten()) | "Manifest" >> stages.WriteManifest(
-        output, NAME, recorded_options(options, specs, passage_dedup), sample_size
+        output, options.pipeline, schema, recorded_options(options, specs, passage_dedup),
+        options.sampling_alpha, sample_size,
     )

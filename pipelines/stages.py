@@ -16,12 +16,14 @@ from mining.clean import clean_batch
 from mining.records import DeadLetter, Drop
 from mining.report import FunnelReport, build_manifest
 from mining.sources import get_reader
+from mining.sources.base import JoinPart
 from pipelines import io
 from schemas import pairs as f
 from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR
 
 REPORT = "report"
 DEAD = "dead_letter"
+JOIN = "join"
 METRICS_NAMESPACE = "mining"
 
 
@@ -62,6 +64,10 @@ class ReadBatches(_ReportingDoFn):
         reader = get_reader(task.kind)
         batch = []
         for item in reader.read(task, io.open_file, self._limits):
+            if isinstance(item, JoinPart):
+                # Not a candidate yet: the join that decides it counts it.
+                yield beam.pvalue.TaggedOutput(JOIN, ((task.kind, item.key), item))
+                continue
             self._report.count_input(task.kind)
             if isinstance(item, DeadLetter):
                 self._report.add_dead_letter(item)
@@ -74,6 +80,39 @@ class ReadBatches(_ReportingDoFn):
                 batch = []
         if batch:
             yield batch
+
+
+class JoinGroups(_ReportingDoFn):
+    """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``."""
+
+    def __init__(self, round_index: int, batch_size: int, sample_size: int):
+        super().__init__(sample_size)
+        self._round = round_index
+        self._batch_size = batch_size
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._batch = []
+
+    def process(self, keyed_group):
+        (kind, key), parts = keyed_group
+        for item in get_reader(kind).join(self._round, key, parts):
+            if isinstance(item, JoinPart):
+                yield beam.pvalue.TaggedOutput(JOIN, ((kind, item.key), item))
+                continue
+            self._report.count_input(kind)
+            if isinstance(item, Drop):
+                self._drop_all([item])
+                continue
+            self._batch.append(item)
+            if len(self._batch) == self._batch_size:
+                yield self._batch
+                self._batch = []
+
+    def finish_bundle(self):
+        if self._batch:
+            yield GlobalWindows.windowed_value(self._batch)
+        yield from super().finish_bundle()
 
 
 class CleanBatches(_ReportingDoFn):
@@ -141,15 +180,16 @@ class DedupExact(beam.PTransform):
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, output: str, compression: str | None):
+    def __init__(self, output: str, schema, compression: str | None):
         self._output = output
+        self._schema = schema
         self._compression = compression
 
     def process(self, keyed_group):
         (source, index, count), records = keyed_group
         records = list(records)
         path = shards.shard_path(source, index, count)
-        data = shards.encode_shard(records, self._compression)
+        data = shards.encode_shard(records, self._schema, self._compression)
         io.write_atomically(io.join(self._output, path), data)
         yield shards.shard_entry(path, source, records, data)
 
@@ -157,9 +197,10 @@ class _WriteShard(beam.DoFn):
 class WriteShards(beam.PTransform):
     """Records -> Arrow shards per source; emits the manifest's shard entries."""
 
-    def __init__(self, output: str, target_bytes: int, compression: str | None):
+    def __init__(self, output: str, schema, target_bytes: int, compression: str | None):
         super().__init__()
         self._output = output
+        self._schema = schema
         self._target_bytes = target_bytes
         self._compression = compression
 
@@ -181,7 +222,7 @@ class WriteShards(beam.PTransform):
             records
             | "Assign" >> beam.Map(assign, shard_counts=beam.pvalue.AsDict(counts))
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteShard(self._output, self._compression))
+            | "Write" >> beam.ParDo(_WriteShard(self._output, self._schema, self._compression))
         )
 
 
@@ -206,13 +247,17 @@ class MergeReports(beam.CombineFn):
 
 
 class _WriteManifest(beam.DoFn):
-    def __init__(self, output: str, pipeline: str, options: dict):
+    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float):
         self._output = output
         self._pipeline = pipeline
+        self._schema = schema
         self._options = options
+        self._sampling_alpha = sampling_alpha
 
     def process(self, _, shard_entries, report):
-        manifest = build_manifest(self._pipeline, self._options, report, shard_entries)
+        manifest = build_manifest(
+            self._pipeline, self._schema, self._options, report, shard_entries, self._sampling_alpha
+        )
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
             io.write_atomically(io.join(self._output, REJECTED_DIR, f"{reason}.jsonl"), lines.encode("utf-8"))
@@ -223,11 +268,13 @@ class _WriteManifest(beam.DoFn):
 class WriteManifest(beam.PTransform):
     """After every shard is written: rejected samples, then manifest.json."""
 
-    def __init__(self, output: str, pipeline: str, options: dict, sample_size: int):
+    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, sample_size: int):
         super().__init__()
         self._output = output
         self._pipeline = pipeline
+        self._schema = schema
         self._options = options
+        self._sampling_alpha = sampling_alpha
         self._sample_size = sample_size
 
     def expand(self, inputs):
@@ -237,7 +284,7 @@ class WriteManifest(beam.PTransform):
             shard_entries.pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
-                _WriteManifest(self._output, self._pipeline, self._options),
+                _WriteManifest(self._output, self._pipeline, self._schema, self._options, self._sampling_alpha),
                 shard_entries=beam.pvalue.AsList(shard_entries),
                 report=beam.pvalue.AsSingleton(report),
             )

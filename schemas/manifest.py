@@ -45,6 +45,9 @@ class Totals(_Strict):
 
 class SourceTotals(Totals):
     languages: dict[str, int] = Field(default_factory=dict)
+    sampling_weight: float = Field(
+        ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
+    )
 
 
 class Manifest(_Strict):

@@ -15,6 +15,7 @@ QUERY_LANG = "query_lang"
 PASSAGE_LANG = "passage_lang"
 QUERY_LANG_SCORE = "query_lang_score"
 PASSAGE_LANG_SCORE = "passage_lang_score"
+TASK = "task"
 
 # Working keys, dropped before writing.
 DECLARED_QUERY_LANG = "_declared_query_lang"
@@ -39,6 +40,11 @@ PAIR_SCHEMA = pa.schema(
     metadata={"schema_version": "1"},
 )
 
+# Fine-tuning rows also say which task they teach (an instruction).
+FINETUNE_SCHEMA = PAIR_SCHEMA.append(pa.field(TASK, pa.string(), nullable=False))
+
+SCHEMA_BY_PIPELINE = {"pretrain": PAIR_SCHEMA, "finetune": FINETUNE_SCHEMA}
+
 TEXT_FIELDS = (QUERY, PASSAGE)
 
 
@@ -47,6 +53,6 @@ def schema_description(schema: pa.Schema = PAIR_SCHEMA) -> dict[str, str]:
     return {field.name: str(field.type) for field in schema}
 
 
-def shard_row(record: dict) -> dict:
+def shard_row(record: dict, schema: pa.Schema = PAIR_SCHEMA) -> dict:
     """The record restricted to the schema's fields."""
-    return {name: record.get(name) for name in PAIR_SCHEMA.names}
+    return {name: record.get(name) for name in schema.names}

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from mining import dedup, shards
 from mining.records import Drop, new_pair
-from mining.report import FunnelReport, build_manifest
+from mining.report import FunnelReport, build_manifest, sampling_weights
 from schemas.manifest import Totals
 from schemas.pairs import PAIR_SCHEMA
 
@@ -53,7 +53,7 @@ def test_shard_bytes_do_not_depend_on_row_order():
     assert table.schema.equals(PAIR_SCHEMA) and table.num_rows == 3000
     assert table.column("id").to_pylist() == sorted(r["id"] for r in records)
     assert len(pa.ipc.open_stream(first).read_all().to_batches()) == 3
-    assert pa.ipc.open_stream(shards.encode_shard(records, "zstd")).read_all().equals(table)
+    assert pa.ipc.open_stream(shards.encode_shard(records, compression="zstd")).read_all().equals(table)
 
 
 def test_shard_layout():
@@ -88,4 +88,10 @@ def test_manifest_refuses_unconserved_totals():
         Totals(input=5, output=3, dropped={"x": 1}, dead_letter=0)
     report = _report([], 3)
     with pytest.raises(ValidationError, match="not conserved"):
-        build_manifest("pretrain", {}, report, [])
+        build_manifest("pretrain", PAIR_SCHEMA, {}, report, [], sampling_alpha=0.5)
+
+
+def test_sampling_weights_follow_alpha():
+    weights = sampling_weights({"big": 10000, "small": 100, "empty": 0}, alpha=0.5)
+    assert weights == pytest.approx({"big": 100 / 110, "small": 10 / 110, "empty": 0.0})
+    assert sampling_weights({"a": 3, "b": 1}, alpha=1.0) == pytest.approx({"a": 0.75, "b": 0.25})

@@ -1,15 +1,17 @@
 """What every source reader shares: specs, read tasks, JSON-lines parsing, dead letters."""
 
+import lzma
 import re
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ClassVar, Iterator
+from typing import BinaryIO, Callable, ClassVar, Iterable, Iterator
 
 import orjson
+import zstandard
 
 from mining import languages
 from mining.lines import iter_lines
-from mining.records import DeadLetter
+from mining.records import DeadLetter, Drop
 
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
@@ -19,6 +21,9 @@ MISSING_FIELD = "missing_field"
 INVALID_LANGUAGE = "invalid_language"
 MISALIGNED = "misaligned_line"
 UNREADABLE = "unreadable_file"
+
+# What a damaged or truncated compressed file raises while being read.
+CORRUPT_INPUT_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
 _SPEC = re.compile(r"^(?P<kind>[a-z0-9_]+)(?::(?P<lang>[A-Za-z_-]+))?=(?P<pattern>.+)$")
@@ -69,8 +74,24 @@ class Malformed(Exception):
         self.detail = detail
 
 
+@dataclass(frozen=True)
+class JoinPart:
+    """A record that becomes a pair only together with others (a reply and its parent,
+    a question and its answers): grouped by (kind, key) through a shuffle, then joined.
+    """
+
+    key: str
+    role: str
+    value: dict
+
+
 class SourceReader:
-    """Turns one kind of input file into pair records and dead letters."""
+    """Turns one kind of input file into pair records and dead letters.
+
+    The funnel's unit is the pair candidate: ``read`` yields one pair record per
+    candidate (a line with several positives yields several), or a DeadLetter
+    per record it cannot parse.
+    """
 
     kind: ClassVar[str]
     # Translation pairs: each side keeps its own language.
@@ -78,6 +99,8 @@ class SourceReader:
     # Whether the same passage twice in one source is a duplicate by default
     # (not for QA sets, where one passage answers many questions).
     dedup_passage: ClassVar[bool] = True
+    # Shuffle rounds the source needs to join its records (JoiningReader).
+    join_rounds: ClassVar[int] = 0
 
     def plan(self, spec: SourceSpec, match: MatchFiles) -> list[ReadTask]:
         paths = match(spec.pattern)
@@ -122,7 +145,7 @@ class JsonLinesReader(SourceReader):
                         yield self.parse(_decode_json(data), task, f"{path}:{line.number}")
                     except Malformed as error:
                         yield self.dead_letter(error.reason, error.detail, path, line.number, data)
-        except (OSError, EOFError, zlib.error) as error:
+        except CORRUPT_INPUT_ERRORS as error:
             # Corrupt compressed data: what was read stays, the rest is one dead letter.
             after = f" after line {line.number}" if line else ""
             yield self.dead_letter(UNREADABLE, f"{type(error).__name__}{after}: {error}", path, None, b"")
@@ -159,3 +182,19 @@ def declared_language(value, fallback: str | None) -> str | None:
         return languages.normalize(value)
     except ValueError as error:
         raise Malformed(INVALID_LANGUAGE, str(error)) from None
+
+
+class JoiningReader(SourceReader):
+    """A source whose pairs join records through shuffles.
+
+    ``read`` also yields JoinParts. Round ``r`` groups the parts by key and calls
+    ``join(r, key, parts)``, which yields, for every pair candidate it decides, a
+    pair record or a Drop, and JoinParts for round ``r + 1``. Records that only
+    give context (a thread's submission, a question's answers) are not
+    candidates. A group holds one key's parts: a parent and its direct children.
+    """
+
+    join_rounds = 1
+
+    def join(self, round_index: int, key: str, parts: Iterable[JoinPart]) -> Iterator[dict | Drop | JoinPart]:
+        raise NotImplementedError

@@ -11,7 +11,6 @@ The English side, when there is one, is the passage.
 
 import posixpath
 import re
-import zlib
 from itertools import zip_longest
 
 from mining import languages
@@ -19,6 +18,7 @@ from mining.lines import iter_lines
 from mining.records import new_pair
 from mining.sources import register
 from mining.sources.base import (
+    CORRUPT_INPUT_ERRORS,
     INVALID_LANGUAGE,
     INVALID_UTF8,
     LINE_TOO_LONG,
@@ -133,7 +133,7 @@ class NllbReader(JsonLinesReader):
                         query_lang=query_lang, passage_lang=passage_lang, bilingual=True,
                         origin=f"{query_path}:{number}",
                     )
-        except (OSError, EOFError, zlib.error) as error:
+        except CORRUPT_INPUT_ERRORS as error:
             yield self.dead_letter(UNREADABLE, f"{type(error).__name__} after line {number}: {error}", query_path, None, b"")
 
 
