@@ -27,6 +27,13 @@ _SUBTAG = re.compile(r"[-_]")
 _CODE = re.compile(r"^[a-z]{2,3}$")
 
 
+def is_known(code: str) -> bool:
+    """Whether ISO 639 has this two- or three-letter code."""
+    code = code.lower()
+    field = "alpha_2" if len(code) == 2 else "alpha_3"
+    return pycountry.languages.get(**{field: code}) is not None
+
+
 @functools.cache
 def normalize(code: str) -> str:
     """The convention's code for ``code``; ValueError when it is no language code."""

@@ -55,8 +55,11 @@ def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list,
     pairs, reports = [], []
     parts = read[stages.JOIN]
     for round_index in range(max((reader.join_rounds for reader in readers), default=0)):
+        current, later = parts | f"Join{round_index}/Round" >> beam.Partition(
+            lambda keyed_part, _, index=round_index: 0 if keyed_part[1].round == index else 1, 2
+        )
         joined = (
-            parts
+            current
             | f"Join{round_index}/Group" >> beam.GroupByKey()
             | f"Join{round_index}/Pairs" >> beam.ParDo(
                 stages.JoinGroups(round_index, batch_size, sample_size)
@@ -64,7 +67,7 @@ def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list,
         )
         pairs.append(joined.pairs)
         reports.append(joined[stages.REPORT])
-        parts = joined[stages.JOIN]
+        parts = (later, joined[stages.JOIN]) | f"Join{round_index}/Next" >> beam.Flatten()
     return pairs, reports
 
 

@@ -74,6 +74,9 @@ class ReadBatches(_ReportingDoFn):
                 self._count(f"dead_letter_{item.reason}")
                 yield beam.pvalue.TaggedOutput(DEAD, item.to_dict())
                 continue
+            if isinstance(item, Drop):
+                self._drop_all([item])
+                continue
             batch.append(item)
             if len(batch) == self._batch_size:
                 yield batch

@@ -50,7 +50,7 @@ def test_sbert_pairs_and_every_malformed_kind(tmp_path):
     ]
     assert pairs[0]["_declared_query_lang"] == "en" and pairs[0]["_origin"] == f"{path}:1"
     assert [(letter.reason, letter.line) for letter in letters] == [
-        ("invalid_json", 4), ("wrong_type", 5), ("missing_field", 6), ("wrong_type", 7),
+        ("invalid_json", 4), ("missing_field", 5), ("missing_field", 6), ("wrong_type", 7),
         ("invalid_utf8", 8), ("line_too_long", 9),
     ]
     assert all(letter.file == str(path) and letter.source == "sbert" for letter in letters)

@@ -11,7 +11,7 @@ import zstandard
 
 from mining import languages
 from mining.lines import iter_lines
-from mining.records import DeadLetter, Drop
+from mining.records import DeadLetter, Drop, new_pair
 
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
@@ -83,14 +83,16 @@ class JoinPart:
     key: str
     role: str
     value: dict
+    round: int = 0
 
 
 class SourceReader:
     """Turns one kind of input file into pair records and dead letters.
 
     The funnel's unit is the pair candidate: ``read`` yields one pair record per
-    candidate (a line with several positives yields several), or a DeadLetter
-    per record it cannot parse.
+    candidate (a line with several positives yields several), a Drop for a
+    candidate that a rule of the source rejects, or a DeadLetter per record it
+    cannot parse.
     """
 
     kind: ClassVar[str]
@@ -101,6 +103,8 @@ class SourceReader:
     dedup_passage: ClassVar[bool] = True
     # Shuffle rounds the source needs to join its records (JoiningReader).
     join_rounds: ClassVar[int] = 0
+    # The instruction fine-tuning rows carry when a record names none.
+    task: ClassVar[str] = "Retrieve semantically similar text"
 
     def plan(self, spec: SourceSpec, match: MatchFiles) -> list[ReadTask]:
         paths = match(spec.pattern)
@@ -108,8 +112,11 @@ class SourceReader:
             raise FileNotFoundError(f"--source {spec}: no file matches {spec.pattern!r}")
         return [ReadTask(self.kind, (path,), spec.lang) for path in sorted(paths)]
 
-    def read(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | DeadLetter]:
+    def read(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | Drop | DeadLetter]:
         raise NotImplementedError
+
+    def pair(self, query: str, passage: str, *, task: str | None = None, **fields) -> dict:
+        return new_pair(self.kind, query, passage, task=task or self.task, **fields)
 
     def dead_letter(self, reason: str, detail: str, path: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter.of(reason, detail, self.kind, path, line, payload)
@@ -118,8 +125,8 @@ class SourceReader:
 class JsonLinesReader(SourceReader):
     """One JSON value per line; blank lines are not records."""
 
-    def parse(self, value, task: ReadTask, origin: str) -> dict:
-        """The pair in ``value``; raises Malformed."""
+    def parse(self, value, task: ReadTask, origin: str) -> dict | Drop | JoinPart | list:
+        """The pair(s) in ``value`` (a list for several); raises Malformed."""
         raise NotImplementedError
 
     def read(self, task, open_file, limits):
@@ -142,9 +149,14 @@ class JsonLinesReader(SourceReader):
                     if not data.strip():
                         continue
                     try:
-                        yield self.parse(_decode_json(data), task, f"{path}:{line.number}")
+                        parsed = self.parse(_decode_json(data), task, f"{path}:{line.number}")
                     except Malformed as error:
                         yield self.dead_letter(error.reason, error.detail, path, line.number, data)
+                        continue
+                    if isinstance(parsed, list):
+                        yield from parsed
+                    else:
+                        yield parsed
         except CORRUPT_INPUT_ERRORS as error:
             # Corrupt compressed data: what was read stays, the rest is one dead letter.
             after = f" after line {line.number}" if line else ""
@@ -173,6 +185,26 @@ def require_text(obj: dict, *keys: str) -> str:
     raise Malformed(MISSING_FIELD, " or ".join(repr(key) for key in keys) + " missing")
 
 
+def language_from_path(path: str) -> str | None:
+    """A two-letter language code naming the file's folder (``xP3/fr/...``, ``ru.stackoverflow.com/...``)."""
+    folder = path.rstrip("/").rsplit("/", 2)[-2] if "/" in path else ""
+    label = folder.split(".", 1)[0].lower()
+    if len(label) == 2 and languages.is_known(label):
+        return languages.normalize(label)
+    return None
+
+
+def optional_text(obj: dict, *keys: str) -> str:
+    """The first of ``keys`` holding a string; "" where none holds anything."""
+    for key in keys:
+        value = obj.get(key)
+        if value is not None:
+            if not isinstance(value, str):
+                raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not a string")
+            return value
+    return ""
+
+
 def declared_language(value, fallback: str | None) -> str | None:
     if value is None:
         return fallback
@@ -192,6 +224,8 @@ class JoiningReader(SourceReader):
     pair record or a Drop, and JoinParts for round ``r + 1``. Records that only
     give context (a thread's submission, a question's answers) are not
     candidates. A group holds one key's parts: a parent and its direct children.
+    A part joins in the round its ``round`` names, so a reader can hold parts
+    back for a later round's key.
     """
 
     join_rounds = 1

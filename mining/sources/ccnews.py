@@ -1,6 +1,5 @@
 """CC-News style articles: JSON lines ``{"title", "text" | "maintext", "language"?, "url"?}`` -> (title, body)."""
 
-from mining.records import new_pair
 from mining.sources import register
 from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, declared_language, require_text
 
@@ -15,4 +14,4 @@ class CcNewsReader(JsonLinesReader):
         title = require_text(value, "title")
         body = require_text(value, "text", "maintext")
         lang = declared_language(value.get("language"), task.lang)
-        return new_pair(self.kind, title, body, query_lang=lang, passage_lang=lang, origin=origin)
+        return self.pair(title, body, query_lang=lang, passage_lang=lang, origin=origin)

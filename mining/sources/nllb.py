@@ -15,7 +15,6 @@ from itertools import zip_longest
 
 from mining import languages
 from mining.lines import iter_lines
-from mining.records import new_pair
 from mining.sources import register
 from mining.sources.base import (
     CORRUPT_INPUT_ERRORS,
@@ -98,8 +97,8 @@ class NllbReader(JsonLinesReader):
         if sides[0][0] == _ENGLISH:
             sides.reverse()
         (query_lang, query), (passage_lang, passage) = sides
-        return new_pair(
-            self.kind, query, passage,
+        return self.pair(
+            query, passage,
             query_lang=query_lang, passage_lang=passage_lang, bilingual=True, origin=origin,
         )
 
@@ -128,8 +127,8 @@ class NllbReader(JsonLinesReader):
                         payload = query.data + b"\t" + passage.data
                         yield self.dead_letter(error.reason, error.detail, query_path, number, payload)
                         continue
-                    yield new_pair(
-                        self.kind, query_text, passage_text,
+                    yield self.pair(
+                        query_text, passage_text,
                         query_lang=query_lang, passage_lang=passage_lang, bilingual=True,
                         origin=f"{query_path}:{number}",
                     )

@@ -1,8 +1,33 @@
-"""sentence-transformers training data: JSON lines of ``[query, passage]`` or ``[query, passage, negative, ...]``."""
+"""sentence-transformers training data, JSON lines in three forms:
 
-from mining.records import new_pair
+- ``[query, passage]`` or ``[query, passage, negative, ...]``;
+- ``{"query": q, "pos": [p, ...], "neg": [n, ...]}``: one pair per positive, negatives kept;
+- ``{"set": [a, b, c, ...]}``: duplicate sets (paraphrases), one pair per neighbouring two.
+"""
+
 from mining.sources import register
-from mining.sources.base import MISSING_FIELD, WRONG_TYPE, JsonLinesReader, Malformed
+from mining.sources.base import MISSING_FIELD, WRONG_TYPE, JsonLinesReader, Malformed, SourceReader, require_text
+
+
+def text_list(value: dict, key: str, minimum: int) -> list[str]:
+    items = value.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of strings")
+    if len(items) < minimum:
+        raise Malformed(MISSING_FIELD, f"{key!r} needs at least {minimum} item(s), has {len(items)}")
+    return items
+
+
+def query_pos_neg_pairs(
+    reader: SourceReader, value: dict, lang: str | None, origin: str, task: str | None = None
+) -> list[dict]:
+    """One pair per positive of a ``{"query", "pos", "neg"}`` record."""
+    query = require_text(value, "query")
+    negatives = text_list(value, "neg", 0)
+    return [
+        reader.pair(query, positive, negatives=negatives, query_lang=lang, passage_lang=lang, task=task, origin=origin)
+        for positive in text_list(value, "pos", 1)
+    ]
 
 
 @register
@@ -11,15 +36,23 @@ class SbertReader(JsonLinesReader):
     dedup_passage = False
 
     def parse(self, value, task, origin):
+        if isinstance(value, dict):
+            if "set" in value:
+                texts = text_list(value, "set", 2)
+                return [
+                    self.pair(first, second, query_lang=task.lang, passage_lang=task.lang, origin=origin)
+                    for first, second in zip(texts, texts[1:])
+                ]
+            return query_pos_neg_pairs(self, value, task.lang, origin)
         if not isinstance(value, list):
-            raise Malformed(WRONG_TYPE, f"expected a JSON array, got {type(value).__name__}")
+            raise Malformed(WRONG_TYPE, f"expected a JSON array or object, got {type(value).__name__}")
         if len(value) < 2:
             raise Malformed(MISSING_FIELD, f"expected [query, passage, negatives...], got {len(value)} item(s)")
         for position, text in enumerate(value):
             if not isinstance(text, str):
                 raise Malformed(WRONG_TYPE, f"item {position} is {type(text).__name__}, not a string")
         query, passage, *negatives = value
-        return new_pair(
-            self.kind, query, passage, negatives=negatives,
+        return self.pair(
+            query, passage, negatives=negatives,
             query_lang=task.lang, passage_lang=task.lang, origin=origin,
         )

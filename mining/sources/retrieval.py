@@ -1,0 +1,19 @@
+"""Labelled retrieval sets in the FlagEmbedding/BGE format:
+JSON lines ``{"query", "pos": [...], "neg": [...], "prompt"?}``; the prompt becomes the row's task.
+"""
+
+from mining.sources import register
+from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, optional_text
+from mining.sources.sbert import query_pos_neg_pairs
+
+@register
+class RetrievalReader(JsonLinesReader):
+    kind = "retrieval"
+    dedup_passage = False
+    task = "Given a query, retrieve relevant passages"
+
+    def parse(self, value, task, origin):
+        if not isinstance(value, dict):
+            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        instruction = optional_text(value, "prompt").strip() or None
+        return query_pos_neg_pairs(self, value, task.lang, origin, task=instruction)
