@@ -60,7 +60,7 @@ _HTML_TAG = re.compile(
     r"script|small|span|strong|style|sub|sup|table|tbody|td|th|thead|tr|u|ul)\b[^<>]*>|<!--",
     re.IGNORECASE,
 )
-_BLOCK_TAG = re.compile(r"(<\s*/?\s*(?:blockquote|br|div|h[1-6]|hr|li|p|td|th|tr)\b)", re.IGNORECASE)
+_BLOCK_TAG = re.compile(r"(<\s*/?\s*(?:blockquote|br|div|h[1-6]|hr|li|ol|p|pre|table|td|th|tr|ul)\b)", re.IGNORECASE)
 _HTML_ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 # Controls, zero-width and bidi formatting characters. ZWJ/ZWNJ (U+200C/D)
 # stay: Persian, Indic scripts and emoji sequences need them.
@@ -78,13 +78,18 @@ def repair_encoding(text: str) -> str:
     return ftfy.fix_text(text, _FTFY_CONFIG)
 
 
+def html_to_text(markup: str) -> str:
+    """The text of an HTML fragment; block boundaries become spaces, scripts and styles go."""
+    tree = LexborHTMLParser(_BLOCK_TAG.sub(r" \1", markup))
+    for node in tree.css("script, style"):
+        node.decompose()
+    return tree.body.text(separator="").strip() if tree.body else ""
+
+
 def strip_html(text: str) -> str:
     """Turn HTML tag and entity remnants into plain text; prose with '<' stays."""
     if _HTML_TAG.search(text):
-        tree = LexborHTMLParser(_BLOCK_TAG.sub(r" \1", text))
-        for node in tree.css("script, style"):
-            node.decompose()
-        return tree.body.text(separator="") if tree.body else ""
+        return html_to_text(text)
     if "&" in text and _HTML_ENTITY.search(text):
         return html.unescape(text)
     return text

@@ -4,6 +4,7 @@ Adding a kind is adding a module here: every module in this package is
 imported when the registry is first used.
 """
 
+import functools
 import importlib
 import pkgutil
 
@@ -21,15 +22,14 @@ def register(cls: type[SourceReader]) -> type[SourceReader]:
     return cls
 
 
+@functools.cache
 def _discover() -> None:
     for module in pkgutil.iter_modules(__path__):
-        if module.name != "base":
-            importlib.import_module(f"{__name__}.{module.name}")
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 def kinds() -> list[str]:
-    if not _READERS:
-        _discover()
+    _discover()
     return sorted(_READERS)
 
 

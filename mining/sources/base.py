@@ -60,6 +60,8 @@ class ReadTask:
     kind: str
     paths: tuple[str, ...]
     lang: str | None
+    # The --source it comes from: files of one source may join each other.
+    spec: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,13 @@ class Malformed(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+@dataclass(frozen=True)
+class TextLine:
+    number: int
+    text: str
+    data: bytes
 
 
 @dataclass(frozen=True)
@@ -110,7 +119,7 @@ class SourceReader:
         paths = match(spec.pattern)
         if not paths:
             raise FileNotFoundError(f"--source {spec}: no file matches {spec.pattern!r}")
-        return [ReadTask(self.kind, (path,), spec.lang) for path in sorted(paths)]
+        return [ReadTask(self.kind, (path,), spec.lang, str(spec)) for path in sorted(paths)]
 
     def read(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | Drop | DeadLetter]:
         raise NotImplementedError
@@ -120,6 +129,28 @@ class SourceReader:
 
     def dead_letter(self, reason: str, detail: str, path: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter.of(reason, detail, self.kind, path, line, payload)
+
+    def text_lines(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["TextLine | DeadLetter"]:
+        """A file's decoded lines, blank ones included; an overlong or undecodable line, and
+        the rest of a file that turns out corrupt, as dead letters (what was read stays)."""
+        number = 0
+        try:
+            with open_file(path) as stream:
+                for line in iter_lines(stream, limits.max_line_bytes):
+                    number = line.number
+                    data = line.data
+                    if number == 1 and data.startswith(_UTF8_BOM):
+                        data = data[len(_UTF8_BOM) :]
+                    if line.too_long:
+                        yield self.dead_letter(LINE_TOO_LONG, f"over {limits.max_line_bytes} bytes", path, number, data)
+                        continue
+                    try:
+                        yield TextLine(number, data.decode("utf-8"), data)
+                    except UnicodeDecodeError as error:
+                        yield self.dead_letter(INVALID_UTF8, str(error), path, number, data)
+        except CORRUPT_INPUT_ERRORS as error:
+            detail = f"{type(error).__name__} after line {number}: {error}"
+            yield self.dead_letter(UNREADABLE, detail, path, None, b"")
 
 
 class JsonLinesReader(SourceReader):
@@ -134,40 +165,24 @@ class JsonLinesReader(SourceReader):
             yield from self._read_file(task, path, open_file, limits)
 
     def _read_file(self, task, path, open_file, limits):
-        line = None
-        try:
-            with open_file(path) as stream:
-                for line in iter_lines(stream, limits.max_line_bytes):
-                    data = line.data
-                    if line.number == 1 and data.startswith(_UTF8_BOM):
-                        data = data[len(_UTF8_BOM) :]
-                    if line.too_long:
-                        yield self.dead_letter(
-                            LINE_TOO_LONG, f"over {limits.max_line_bytes} bytes", path, line.number, data
-                        )
-                        continue
-                    if not data.strip():
-                        continue
-                    try:
-                        parsed = self.parse(_decode_json(data), task, f"{path}:{line.number}")
-                    except Malformed as error:
-                        yield self.dead_letter(error.reason, error.detail, path, line.number, data)
-                        continue
-                    if isinstance(parsed, list):
-                        yield from parsed
-                    else:
-                        yield parsed
-        except CORRUPT_INPUT_ERRORS as error:
-            # Corrupt compressed data: what was read stays, the rest is one dead letter.
-            after = f" after line {line.number}" if line else ""
-            yield self.dead_letter(UNREADABLE, f"{type(error).__name__}{after}: {error}", path, None, b"")
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+                continue
+            if not line.text.strip():
+                continue
+            try:
+                yield from as_items(self.parse(_decode_json(line.text), task, f"{path}:{line.number}"))
+            except Malformed as error:
+                yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
 
 
-def _decode_json(data: bytes):
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Malformed(INVALID_UTF8, str(error)) from None
+def as_items(parsed) -> list:
+    """What ``parse`` returned, as a list."""
+    return parsed if isinstance(parsed, list) else [parsed]
+
+
+def _decode_json(text: str):
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:

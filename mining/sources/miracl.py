@@ -1,0 +1,37 @@
+"""MIRACL / Mr. TyDi layout: topics TSV (qid, query), qrels TREC, corpus JSON lines
+``{"docid", "title", "text"}`` (the passage is title and text), joined as a relevance set.
+Files are told apart by name: ``topics*``/``queries*``, ``qrels*``, anything else is corpus.
+"""
+
+import posixpath
+
+import orjson
+
+from mining.sources import register
+from mining.sources.base import INVALID_JSON, WRONG_TYPE, Malformed, optional_text, require_text
+from mining.sources.relevance import CORPUS, QRELS, QUERIES, RelevanceReader
+
+
+@register
+class MiraclReader(RelevanceReader):
+    kind = "miracl"
+    task = "Given a question, retrieve Wikipedia passages that answer the question"
+
+    def file_role(self, path):
+        name = posixpath.basename(path).lower()
+        if name.startswith(("topics", "queries")):
+            return QUERIES
+        if name.startswith("qrels"):
+            return QRELS
+        return CORPUS
+
+    def parse_document(self, line):
+        try:
+            value = orjson.loads(line)
+        except orjson.JSONDecodeError as error:
+            raise Malformed(INVALID_JSON, str(error)) from None
+        if not isinstance(value, dict):
+            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        title = optional_text(value, "title")
+        text = require_text(value, "text")
+        return require_text(value, "docid"), f"{title}\n{text}" if title else text

@@ -1,0 +1,74 @@
+"""Natural-language inference sets: SNLI/MNLI JSON lines, or SNLI/MNLI/XNLI TSV with a header row.
+
+Rows with the same premise (and language) join through a shuffle. Each
+entailment row is a candidate, (premise, hypothesis), with the premise's
+contradictions as hard negatives; neutral and unlabelled rows are no
+candidates. XNLI's ``language`` column declares each row's language.
+"""
+
+import posixpath
+
+from mining.records import DeadLetter
+from mining.sources import register
+from mining.sources.base import (
+    WRONG_TYPE, JoiningReader, JoinPart, JsonLinesReader, Malformed, as_items, declared_language, require_text,
+)
+
+ENTAILMENT, CONTRADICTION = "entailment", "contradiction"
+_TSV_SUFFIXES = (".tsv", ".txt")
+
+
+@register
+class NliReader(JoiningReader, JsonLinesReader):
+    kind = "nli"
+    dedup_passage = False
+    task = "Given a premise, retrieve a hypothesis that is entailed by the premise"
+
+    def parse(self, value, task, origin):
+        if not isinstance(value, dict):
+            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        label = value.get("gold_label", value.get("label"))
+        if label not in (ENTAILMENT, CONTRADICTION):
+            return []
+        premise = require_text(value, "sentence1", "premise")
+        hypothesis = require_text(value, "sentence2", "hypothesis")
+        lang = declared_language(value.get("language"), task.lang)
+        part = {"premise": premise, "hypothesis": hypothesis, "lang": lang, "origin": origin}
+        return JoinPart(f"{task.spec}|{lang}|{premise}", label, part)
+
+    def read(self, task, open_file, limits):
+        for path in task.paths:
+            if posixpath.splitext(path.removesuffix(".gz"))[1].lower() in _TSV_SUFFIXES:
+                yield from self._read_tsv(task, path, open_file, limits)
+            else:
+                yield from self._read_file(task, path, open_file, limits)
+
+    def _read_tsv(self, task, path, open_file, limits):
+        header = None
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+                continue
+            fields = line.text.split("\t")
+            if header is None:
+                header = fields
+                continue
+            if len(fields) != len(header):
+                detail = f"{len(fields)} fields where the header has {len(header)}"
+                yield self.dead_letter(WRONG_TYPE, detail, path, line.number, line.data)
+                continue
+            try:
+                yield from as_items(self.parse(dict(zip(header, fields)), task, f"{path}:{line.number}"))
+            except Malformed as error:
+                yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
+
+    def join(self, round_index, key, parts):
+        parts = sorted(parts, key=lambda part: part.value["origin"])
+        negatives = [part.value["hypothesis"] for part in parts if part.role == CONTRADICTION]
+        for part in parts:
+            if part.role == ENTAILMENT:
+                value = part.value
+                yield self.pair(
+                    value["premise"], value["hypothesis"], negatives=negatives,
+                    query_lang=value["lang"], passage_lang=value["lang"], origin=value["origin"],
+                )

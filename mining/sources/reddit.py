@@ -1,0 +1,91 @@
+"""Reddit, as Pushshift dumps come (JSON lines, plain, .gz or .zst): (parent, reply) pairs.
+
+Comments (``RC_*``: ``id, parent_id, body, score, ...``) reply to a comment
+(``parent_id`` ``t1_...``) or to a submission (``t3_...``); submissions
+(``RS_*``: ``id, title, selftext, ...``) may be read in the same run to pair
+top-level comments with their post. Each comment is a candidate, joined with
+its parent through a shuffle. E5's rules: bodies ``[deleted]``/``[removed]``,
+score below 1 and bodies over 4096 characters make no pair, on either side.
+"""
+
+from mining.records import Drop
+from mining.sources import register
+from mining.sources.base import MISSING_FIELD, WRONG_TYPE, JoiningReader, JoinPart, JsonLinesReader, Malformed
+
+MAX_BODY_CHARS = 4096
+REMOVED_BODIES = ("[deleted]", "[removed]")
+
+DELETED = "deleted"
+LOW_SCORE = "low_score"
+BODY_TOO_LONG = "body_too_long"
+PARENT_MISSING = "parent_missing"
+PARENT_FILTERED = "parent_filtered"
+
+_PARENT, _REPLY = "parent", "reply"
+
+
+def comment_problem(body: str, score: int) -> str | None:
+    """Why a comment may not be one side of a pair, if it may not."""
+    if body.strip() in REMOVED_BODIES:
+        return DELETED
+    if score < 1:
+        return LOW_SCORE
+    if len(body) > MAX_BODY_CHARS:
+        return BODY_TOO_LONG
+    return None
+
+
+def _field(value: dict, key: str, kind: type):
+    if key not in value or value[key] is None:
+        raise Malformed(MISSING_FIELD, f"{key!r} missing")
+    if not isinstance(value[key], kind) or isinstance(value[key], bool):
+        raise Malformed(WRONG_TYPE, f"{key!r} is {type(value[key]).__name__}, not {kind.__name__}")
+    return value[key]
+
+
+@register
+class RedditReader(JoiningReader, JsonLinesReader):
+    kind = "reddit"
+    task = "Given a Reddit comment, retrieve a reply to it"
+
+    def parse(self, value, task, origin):
+        if not isinstance(value, dict):
+            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        post_id = _field(value, "id", str)
+        score = value.get("score", 1)
+        if not isinstance(score, int) or isinstance(score, bool):
+            raise Malformed(WRONG_TYPE, f"'score' is {type(score).__name__}, not int")
+        if "parent_id" not in value:
+            title = _field(value, "title", str)
+            selftext = value.get("selftext") or ""
+            text = title if selftext.strip() in REMOVED_BODIES or not selftext.strip() else f"{title}\n{selftext}"
+            problem = DELETED if title.strip() in REMOVED_BODIES else None
+            part = {"text": text, "problem": problem, "lang": task.lang, "origin": origin}
+            return JoinPart(f"t3_{post_id}", _PARENT, part)
+        body = _field(value, "body", str)
+        parent_id = _field(value, "parent_id", str)
+        part = {"text": body, "problem": comment_problem(body, score), "lang": task.lang, "origin": origin}
+        return [JoinPart(parent_id, _REPLY, part), JoinPart(f"t1_{post_id}", _PARENT, part)]
+
+    def join(self, round_index, key, parts):
+        parts = list(parts)
+        # A dump may hold a post twice: the copy with the smallest origin stands, whatever the shuffle order.
+        parent = min(
+            (part.value for part in parts if part.role == _PARENT), key=lambda value: value["origin"], default=None
+        )
+        for part in parts:
+            if part.role != _REPLY:
+                continue
+            reply = part.value
+            record = self.pair(
+                parent["text"] if parent else "", reply["text"],
+                query_lang=reply["lang"], passage_lang=reply["lang"], origin=reply["origin"],
+            )
+            if reply["problem"]:
+                yield Drop(record, reply["problem"])
+            elif parent is None:
+                yield Drop(record, PARENT_MISSING, key)
+            elif parent["problem"]:
+                yield Drop(record, PARENT_FILTERED, f"{key}: {parent['problem']}")
+            else:
+                yield record

@@ -1,0 +1,124 @@
+"""Relevance-judged retrieval sets: queries, a corpus and qrels, joined in two shuffle rounds.
+
+Round 0 groups each corpus document with the judgments naming it; round 1
+groups each query with its judged documents. Every positive judgment
+(relevance > 0) is a candidate: (query, document), with the query's judged
+non-relevant documents as negatives. Files join within one ``--source``.
+Not a source kind itself: ``msmarco`` and ``miracl`` build on it.
+"""
+
+import re
+from typing import Iterator
+
+from mining.records import DeadLetter, Drop
+from mining.sources.base import WRONG_TYPE, JoiningReader, JoinPart, Malformed, language_from_path
+
+DOC_MISSING = "doc_missing"
+QUERY_MISSING = "query_missing"
+
+QUERIES, CORPUS, QRELS = "queries", "corpus", "qrels"
+_DOC, _JUDGMENT, _QUERY, _JUDGED = "doc", "judgment", "query", "judged"
+_WHITESPACE = re.compile(r"\s+")
+
+
+def parse_query(line: str) -> tuple[str, str]:
+    """``qid<TAB>query``."""
+    qid, tab, text = line.partition("\t")
+    if not tab:
+        raise Malformed(WRONG_TYPE, "expected qid<TAB>query")
+    return qid.strip(), text
+
+
+def parse_qrel(line: str) -> tuple[str, str, int]:
+    """TREC ``qid Q0 docid relevance``, or ``qid docid [relevance]``; tabs or spaces."""
+    fields = _WHITESPACE.split(line.strip())
+    if len(fields) == 4:
+        qid, _, docid, relevance = fields
+    elif len(fields) in (2, 3):
+        qid, docid, relevance = (*fields, "1")[:3]
+    else:
+        raise Malformed(WRONG_TYPE, f"a qrels line has 2 to 4 fields, not {len(fields)}")
+    try:
+        return qid, docid, int(relevance)
+    except ValueError:
+        raise Malformed(WRONG_TYPE, f"relevance {relevance!r} is no integer") from None
+
+
+class RelevanceReader(JoiningReader):
+    join_rounds = 2
+    dedup_passage = False
+
+    def file_role(self, path: str) -> str:
+        """QUERIES, CORPUS or QRELS (or a role the subclass reads itself)."""
+        raise NotImplementedError
+
+    def parse_document(self, line: str) -> tuple[str, str]:
+        """(docid, text) of a corpus line."""
+        raise NotImplementedError
+
+    def read(self, task, open_file, limits):
+        for path in task.paths:
+            yield from self.read_lines(task, path, open_file, limits)
+
+    def read_lines(self, task, path, open_file, limits) -> Iterator:
+        role = self.file_role(path)
+        lang = task.lang or language_from_path(path)
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+            elif line.text.strip():
+                try:
+                    yield from self.parse_line(role, line.text, task.spec, lang, f"{path}:{line.number}")
+                except Malformed as error:
+                    yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
+
+    def parse_line(self, role: str, line: str, spec: str, lang: str | None, origin: str) -> Iterator:
+        if role == CORPUS:
+            docid, text = self.parse_document(line)
+            yield JoinPart(f"{spec}|{docid}", _DOC, {"text": text, "origin": origin})
+        elif role == QRELS:
+            qid, docid, relevance = parse_qrel(line)
+            value = {"qid": qid, "docid": docid, "relevance": relevance, "lang": lang, "origin": origin}
+            yield JoinPart(f"{spec}|{docid}", _JUDGMENT, value)
+        elif role == QUERIES:
+            qid, text = parse_query(line)
+            yield JoinPart(f"{spec}|{qid}", _QUERY, {"text": text, "origin": origin}, round=1)
+        else:
+            raise ValueError(f"{self.kind} has no file role {role!r}")
+
+    def join(self, round_index, key, parts):
+        parts = list(parts)
+        return (self._join_documents if round_index == 0 else self._join_queries)(key, parts)
+
+    def _join_documents(self, key, parts):
+        spec = key.rsplit("|", 1)[0]
+        document = _first(part.value for part in parts if part.role == _DOC)
+        for part in parts:
+            if part.role != _JUDGMENT:
+                continue
+            judgment = part.value
+            if document is not None:
+                judged = {**judgment, "text": document["text"]}
+                yield JoinPart(f"{spec}|{judgment['qid']}", _JUDGED, judged, round=1)
+            elif judgment["relevance"] > 0:
+                record = self.pair("", "", query_lang=judgment["lang"], passage_lang=judgment["lang"],
+                                   origin=judgment["origin"])
+                yield Drop(record, DOC_MISSING, judgment["docid"])
+
+    def _join_queries(self, key, parts):
+        query = _first(part.value for part in parts if part.role == _QUERY)
+        judged = sorted((part.value for part in parts if part.role == _JUDGED), key=lambda value: value["docid"])
+        negatives = [value["text"] for value in judged if value["relevance"] <= 0]
+        for value in judged:
+            if value["relevance"] <= 0:
+                continue
+            record = self.pair(
+                query["text"] if query else "", value["text"], negatives=negatives,
+                query_lang=value["lang"], passage_lang=value["lang"], origin=value["origin"],
+            )
+            yield record if query else Drop(record, QUERY_MISSING, key.rsplit("|", 1)[1])
+
+
+def _first(values) -> dict | None:
+    """The copy with the smallest origin, so a duplicated line never makes the result depend on shuffle order."""
+    return min(values, key=lambda value: value["origin"], default=None)

@@ -1,0 +1,274 @@
+"""Every source kind on small fixtures in its real published format, awkward cases included.
+
+Joins run here in plain Python, grouped by key as the Beam shuffle groups them;
+tests/test_pipeline.py runs the same readers on the engine.
+"""
+
+import gzip
+import json
+from collections import defaultdict
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from mining.records import DeadLetter, Drop
+from mining.sources import ReadLimits, SourceSpec, get_reader
+from mining.sources.base import JoinPart
+from mining.sources.wikipedia import PASSAGE_CHARS
+from pipelines.io import match_files, open_file
+from tests.conftest import write_lines
+
+
+def mine(spec_text: str):
+    """(pairs, drops, dead letters) of one --source, joins included."""
+    spec = SourceSpec.parse(spec_text)
+    reader = get_reader(spec.kind)
+    items = [item for task in reader.plan(spec, match_files) for item in reader.read(task, open_file, ReadLimits())]
+    for round_index in range(reader.join_rounds):
+        groups, later = defaultdict(list), []
+        for item in items:
+            if isinstance(item, JoinPart):
+                (groups[item.key] if item.round == round_index else later).append(item)
+        done = [item for item in items if not isinstance(item, JoinPart)]
+        items = done + later + [out for key in sorted(groups) for out in reader.join(round_index, key, groups[key])]
+    assert not any(isinstance(item, JoinPart) for item in items)
+    pairs = [item for item in items if isinstance(item, dict)]
+    drops = [item for item in items if isinstance(item, Drop)]
+    letters = [item for item in items if isinstance(item, DeadLetter)]
+    return pairs, drops, letters
+
+
+def reasons(drops):
+    return sorted(drop.reason for drop in drops)
+
+
+def test_wikipedia_sections_chunks_and_parquet(tmp_path):
+    history = " ".join(f"Die Stadt wuchs im {i}. Jahrhundert weiter und baute neue Mauern." for i in range(60))
+    rows = [
+        {"id": "1", "url": "u", "title": "Berlin",
+         "text": f"Berlin ist die Hauptstadt.\n\nGeschichte\n\n{history}\n\nGeografie\n\nBerlin liegt an der Spree."},
+        {"id": "2", "url": "u", "title": "Leer", "text": ""},
+    ]
+    write_lines(tmp_path / "de.jsonl", rows)
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "de.parquet")
+    for pattern in ("de.jsonl", "de.parquet"):
+        pairs, drops, letters = mine(f"wikipedia:de={tmp_path}/{pattern}")
+        queries = [pair["query"] for pair in pairs]
+        assert queries[0] == "Berlin" and queries[-2] == "Berlin: Geografie" and queries[-1] == "Leer"
+        history_passages = [pair["passage"] for pair in pairs if pair["query"] == "Berlin: Geschichte"]
+        assert len(history_passages) >= 3 and all(len(p) <= PASSAGE_CHARS for p in history_passages)
+        assert " ".join(history_passages) == history
+        assert pairs[-1]["passage"] == "" and not drops and not letters
+
+
+def test_mc4_takes_a_heading_first_line_as_title(tmp_path):
+    path = tmp_path / "c4-fr.json.gz"
+    write_lines(path, [
+        {"text": "Recette de la tarte aux pommes\nPréchauffez le four. Coupez les pommes.", "url": "u", "timestamp": "t"},
+        {"text": "Il fait beau aujourd'hui.\nNous irons au parc.", "url": "u", "timestamp": "t"},
+        {"text": "Une seule ligne sans suite", "url": "u", "timestamp": "t"},
+        {"url": "u"},
+    ], compress=True)
+    pairs, drops, letters = mine(f"mc4={path}")
+    assert [(p["query"], p["passage"]) for p in pairs] == [
+        ("Recette de la tarte aux pommes", "Préchauffez le four. Coupez les pommes.")
+    ]
+    assert reasons(drops) == ["no_title", "no_title"]
+    assert [letter.reason for letter in letters] == ["missing_field"]
+
+
+def _zst_lines(rows) -> bytes:
+    return zstandard.ZstdCompressor().compress("".join(json.dumps(row) + "\n" for row in rows).encode())
+
+
+def test_reddit_pairs_replies_with_parents_by_e5_rules(tmp_path):
+    comment = dict(link_id="t3_s1", author="a", subreddit="de", created_utc=1)
+    comments = [
+        {**comment, "id": "c1", "parent_id": "t3_s1", "body": "Erster Kommentar zum Beitrag.", "score": 3},
+        {**comment, "id": "c2", "parent_id": "t1_c1", "body": "Eine Antwort auf den ersten.", "score": 2},
+        {**comment, "id": "c3", "parent_id": "t1_c1", "body": "[removed]", "score": 5},
+        {**comment, "id": "c4", "parent_id": "t1_c3", "body": "Antwort auf Gelöschtes.", "score": 4},
+        {**comment, "id": "c5", "parent_id": "t1_c1", "body": "Schlecht bewertet.", "score": 0},
+        {**comment, "id": "c6", "parent_id": "t1_gone", "body": "Elternteil fehlt.", "score": 1},
+        {**comment, "id": "c7", "parent_id": "t1_c1", "body": "x" * 5000, "score": 9},
+        {**comment, "id": "c8", "parent_id": "t3_other", "body": "Ohne Beitrag.", "score": 1},
+        {**comment, "id": "c9", "parent_id": "t1_c2", "body": "Noch eine Ebene tiefer.", "score": "many"},
+    ]
+    (tmp_path / "RC_2019-04.zst").write_bytes(_zst_lines(comments))
+    write_lines(tmp_path / "RS_2019-04.jsonl", [
+        {"id": "s1", "title": "Ein Beitrag", "selftext": "", "score": 10, "author": "b", "subreddit": "de"},
+    ])
+    pairs, drops, letters = mine(f"reddit:de={tmp_path}/R*")
+    assert sorted((p["query"], p["passage"]) for p in pairs) == [
+        ("Ein Beitrag", "Erster Kommentar zum Beitrag."),
+        ("Erster Kommentar zum Beitrag.", "Eine Antwort auf den ersten."),
+    ]
+    assert reasons(drops) == ["body_too_long", "deleted", "low_score", "parent_filtered", "parent_missing", "parent_missing"]
+    assert [letter.reason for letter in letters] == ["wrong_type"]
+
+
+POSTS = """<?xml version="1.0" encoding="utf-8"?>
+<posts>
+  <row Id="1" PostTypeId="1" AcceptedAnswerId="3" Score="5" Title="How to join lists?" Body="&lt;p&gt;I have &lt;code&gt;a &amp;amp; b&lt;/code&gt;&#x2014;how?&lt;/p&gt;" />
+  <row Id="2" PostTypeId="2" ParentId="1" Score="9" Body="&lt;p&gt;Use extend.&lt;/p&gt;" />
+  <row Id="3" PostTypeId="2" ParentId="1" Score="1" Body="&lt;p&gt;Use &lt;b&gt;plus&lt;/b&gt;.&lt;/p&gt;" />
+  <row Id="4" PostTypeId="1" Score="2" Title="Unanswered question here" Body="&lt;p&gt;Nobody knows.&lt;/p&gt;" />
+  <row Id="5" PostTypeId="1" Score="2" Title="Best by score" Body="&lt;p&gt;Which one?&lt;/p&gt;" />
+  <row Id="6" PostTypeId="2" ParentId="5" Score="3" Body="&lt;p&gt;Three points.&lt;/p&gt;" />
+  <row Id="7" PostTypeId="2" ParentId="5" Score="8" Body="&lt;p&gt;Eight points.&lt;/p&gt;" />
+  <row Id="8" PostTypeId="1" Score="0" Title="Only bad answers" Body="&lt;p&gt;Hm.&lt;/p&gt;" />
+  <row Id="9" PostTypeId="2" ParentId="8" Score="0" Body="&lt;p&gt;Zero.&lt;/p&gt;" />
+  <row Id="10" PostTypeId="2" ParentId="99" Score="4" Body="&lt;p&gt;Orphan.&lt;/p&gt;" />
+  <row Id="11" PostTypeId="4" Body="tag wiki" />
+  <row PostTypeId="1" Title="No id" />
+</posts>
+"""
+
+
+def test_stackexchange_questions_with_their_best_answer(tmp_path):
+    (tmp_path / "en.stackoverflow.com").mkdir()
+    path = tmp_path / "en.stackoverflow.com" / "Posts.xml"
+    path.write_text(POSTS, "utf-8")
+    pairs, drops, letters = mine(f"stackexchange={path}")
+    assert [(p["query"], p["passage"], p["_declared_query_lang"]) for p in pairs] == [
+        ("How to join lists?\nI have a & b—how?", "Use plus.", "en"),
+        ("Best by score\nWhich one?", "Eight points.", "en"),
+    ]
+    assert reasons(drops) == ["no_answer", "no_good_answer"]
+    assert [letter.reason for letter in letters] == ["missing_field"]
+
+
+def test_stackexchange_broken_xml_keeps_rows_before_the_damage(tmp_path):
+    path = tmp_path / "Posts.xml.gz"
+    path.write_bytes(gzip.compress(POSTS.encode()[:700]))
+    pairs, _, letters = mine(f"stackexchange:en={path}")
+    assert [letter.reason for letter in letters] == ["unreadable_file"]
+    assert len(pairs) == 1
+
+
+def test_s2orc_and_xp3(tmp_path):
+    write_lines(tmp_path / "s2orc.jsonl", [
+        {"paper_id": "1", "title": "Attention", "abstract": "We propose a network."},
+        {"paper_id": "2", "title": "Old", "paperAbstract": "Earlier field name."},
+        {"paper_id": "3", "title": "No abstract", "abstract": None},
+        {"paper_id": "4", "title": 5, "abstract": "x"},
+    ])
+    pairs, _, letters = mine(f"s2orc={tmp_path}/s2orc.jsonl")
+    assert [(p["query"], p["passage"]) for p in pairs] == [
+        ("Attention", "We propose a network."), ("Old", "Earlier field name."), ("No abstract", ""),
+    ]
+    assert [letter.reason for letter in letters] == ["wrong_type"]
+
+    write_lines(tmp_path / "xP3" / "fr" / "xp3_fr.jsonl", [{"inputs": "Traduire: hello", "targets": "Bonjour"}])
+    (pair,), _, _ = mine(f"xp3={tmp_path}/xP3/fr/*.jsonl")
+    assert (pair["_declared_query_lang"], pair["_declared_passage_lang"], pair["_bilingual"]) == (None, "fr", True)
+
+
+def test_sbert_dict_forms(tmp_path):
+    write_lines(tmp_path / "d.jsonl", [
+        {"query": "q", "pos": ["p1", "p2"], "neg": ["n1"]},
+        {"set": ["a", "b", "c"]},
+        {"set": ["alone"]},
+        {"query": "q", "pos": "not a list"},
+    ])
+    pairs, _, letters = mine(f"sbert={tmp_path}/d.jsonl")
+    assert [(p["query"], p["passage"], p["negatives"]) for p in pairs] == [
+        ("q", "p1", ["n1"]), ("q", "p2", ["n1"]), ("a", "b", []), ("b", "c", []),
+    ]
+    assert [letter.reason for letter in letters] == ["missing_field", "wrong_type"]
+
+
+def test_squad_v2_drops_unanswerable(tmp_path):
+    document = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [
+        {"context": "Der Rhein fließt durch Köln.", "qas": [
+            {"id": "1", "question": "Wo fließt der Rhein?", "answers": [{"text": "Köln", "answer_start": 23}],
+             "is_impossible": False},
+            {"id": "2", "question": "Wie tief ist er?", "answers": [], "is_impossible": True},
+            {"id": "3", "question": 7, "answers": []},
+        ]},
+        "not a paragraph",
+    ]}]}
+    (tmp_path / "squad.json").write_text(json.dumps(document), "utf-8")
+    (tmp_path / "broken.json").write_text('{"data": [', "utf-8")
+    pairs, drops, letters = mine(f"squad:de={tmp_path}/*.json")
+    assert [(p["query"], p["passage"], p["task"]) for p in pairs] == [
+        ("Wo fließt der Rhein?", "Der Rhein fließt durch Köln.", get_reader("squad").task)
+    ]
+    assert reasons(drops) == ["unanswerable"]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "wrong_type", "wrong_type"]
+
+
+@pytest.mark.parametrize("code", ["en", "de", "zh", "ar", "hi"])
+def test_xquad_questions_all_read(code):
+    pairs, drops, letters = mine(f"squad=../shared/data/xquad/xquad.{code}.json")
+    assert len(pairs) == 1190 and not drops and not letters
+
+
+def test_retrieval_prompt_becomes_the_task(tmp_path):
+    write_lines(tmp_path / "bge.jsonl", [
+        {"query": "q1", "pos": ["p1"], "neg": ["n1", "n2"], "prompt": "Represent this: "},
+        {"query": "q2", "pos": ["p2"], "neg": []},
+    ])
+    pairs, _, _ = mine(f"retrieval={tmp_path}/bge.jsonl")
+    assert [(p["task"], p["negatives"]) for p in pairs] == [
+        ("Represent this:", ["n1", "n2"]), (get_reader("retrieval").task, []),
+    ]
+
+
+def test_msmarco_relevance_join_and_triples(tmp_path):
+    (tmp_path / "collection.tsv").write_text("10\tPassage ten.\n11\tPassage eleven.\n12\tPassage twelve.\n", "utf-8")
+    (tmp_path / "queries.train.tsv").write_text("1\tquery one\n2\tquery two\nbroken line\n", "utf-8")
+    (tmp_path / "qrels.train.tsv").write_text("1\t0\t10\t1\n1\t0\t11\t1\n2\t0\t99\t1\n3\t0\t12\t1\n", "utf-8")
+    (tmp_path / "triples.train.small.tsv").write_text("q\tpos\tneg\nonly\ttwo\n", "utf-8")
+    pairs, drops, letters = mine(f"msmarco={tmp_path}/*.tsv")
+    assert sorted((p["query"], p["passage"]) for p in pairs) == [
+        ("q", "pos"), ("query one", "Passage eleven."), ("query one", "Passage ten."),
+    ]
+    assert reasons(drops) == ["doc_missing", "query_missing"]
+    assert [letter.reason for letter in letters] == ["wrong_type", "wrong_type"]
+
+
+def test_miracl_judged_negatives_and_namespaced_sources(tmp_path):
+    for lang, passage in (("ja", "東京は日本の首都です。"), ("ar", "القاهرة عاصمة مصر.")):
+        folder = tmp_path / lang
+        folder.mkdir()
+        (folder / "topics.tsv").write_text("1\tquestion\n", "utf-8")
+        (folder / "qrels.tsv").write_text("1 Q0 d#0 1\n1 Q0 d#1 0\n", "utf-8")
+        write_lines(folder / "corpus.jsonl", [
+            {"docid": "d#0", "title": "T", "text": passage}, {"docid": "d#1", "title": "", "text": "negative"},
+        ])
+    for lang in ("ja", "ar"):
+        (pair,), drops, letters = mine(f"miracl={tmp_path}/{lang}/*")
+        assert pair["passage"].startswith("T\n") and pair["negatives"] == ["negative"]
+        assert pair["_declared_query_lang"] == lang and not drops and not letters
+
+
+def test_nli_entailments_with_contradictions_as_negatives(tmp_path):
+    rows = [
+        {"gold_label": "entailment", "sentence1": "A man plays guitar.", "sentence2": "A man makes music."},
+        {"gold_label": "contradiction", "sentence1": "A man plays guitar.", "sentence2": "A man sleeps."},
+        {"gold_label": "neutral", "sentence1": "A man plays guitar.", "sentence2": "A man is famous."},
+        {"gold_label": "-", "sentence1": "A man plays guitar.", "sentence2": "Unclear."},
+        {"gold_label": "entailment", "sentence1": "Kids run.", "sentence2": "Children move."},
+    ]
+    write_lines(tmp_path / "snli.jsonl", rows)
+    header = "language\tgold_label\tsentence1\tsentence2\tpairID"
+    tsv = [header, "fr\tentailment\tUn homme joue.\tUn homme fait de la musique.\t1",
+           "fr\tcontradiction\tUn homme joue.\tUn homme dort.\t2", "fr\tbroken"]
+    (tmp_path / "xnli.test.tsv").write_text("\n".join(tsv) + "\n", "utf-8")
+    pairs, drops, letters = mine(f"nli={tmp_path}/*")
+    assert sorted((p["query"], p["passage"], tuple(p["negatives"]), p["_declared_query_lang"]) for p in pairs) == [
+        ("A man plays guitar.", "A man makes music.", ("A man sleeps.",), None),
+        ("Kids run.", "Children move.", (), None),
+        ("Un homme joue.", "Un homme fait de la musique.", ("Un homme dort.",), "fr"),
+    ]
+    assert not drops and [letter.reason for letter in letters] == ["wrong_type"]
+
+
+def test_zstd_truncation_is_a_dead_letter(tmp_path):
+    data = _zst_lines([{"id": f"c{i}", "parent_id": "t3_x", "body": f"body {i} " * 20, "score": 2} for i in range(5000)])
+    (tmp_path / "RC_cut.zst").write_bytes(data[: len(data) // 2])
+    _, _, letters = mine(f"reddit={tmp_path}/RC_cut.zst")
+    assert [letter.reason for letter in letters] == ["unreadable_file"]
