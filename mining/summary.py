@@ -22,14 +22,21 @@ def format_summary(manifest: Manifest, location: str) -> str:
         f"input {totals.input} = output {totals.output} + dropped {dropped} + dead-lettered {totals.dead_letter}",
         "",
     ]
-    reasons = sorted(totals.dropped)
     sources = sorted(manifest.sources)
     by_source = [
-        [source, s.input, s.output, s.dead_letter, *(s.dropped.get(reason, 0) for reason in reasons)]
+        [source, s.input, s.output, sum(s.dropped.values()), s.dead_letter, f"{s.sampling_weight:.3f}"]
         for source, s in ((source, manifest.sources[source]) for source in sources)
     ]
-    by_source.append(["all", totals.input, totals.output, totals.dead_letter, *(totals.dropped[r] for r in reasons)])
-    lines += _table(["source", "input", "output", "dead_letter", *reasons], by_source)
+    by_source.append(["all", totals.input, totals.output, dropped, totals.dead_letter, ""])
+    lines += _table(["source", "input", "output", "dropped", "dead_letter", "weight"], by_source)
+
+    if totals.dropped:
+        lines.append("")
+        rows = [
+            [reason, count, *(manifest.sources[source].dropped.get(reason, 0) or "." for source in sources)]
+            for reason, count in sorted(totals.dropped.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        lines += _table(["dropped", "all", *sources], rows)
 
     languages = Counter()
     for source in sources:
@@ -37,7 +44,7 @@ def format_summary(manifest: Manifest, location: str) -> str:
     if languages:
         lines.append("")
         rows = [
-            [lang, count, *(manifest.sources[source].languages.get(lang, 0) for source in sources)]
+            [lang, count, *(manifest.sources[source].languages.get(lang, 0) or "." for source in sources)]
             for lang, count in sorted(languages.items(), key=lambda item: (-item[1], item[0]))
         ]
         lines += _table(["language", "rows", *sources], rows)

@@ -15,14 +15,14 @@ from schemas import pairs as f
 from schemas.pairs import SCHEMA_BY_PIPELINE
 
 BUNDLED_KINDS = {
-    "pretrain": ("sbert", "nllb", "ccnews"),
-    "finetune": (),
+    "pretrain": ("sbert", "nllb", "ccnews", "wikipedia", "mc4", "reddit", "s2orc", "stackexchange", "xp3"),
+    "finetune": ("squad", "msmarco", "retrieval", "nli", "miracl"),
 }
 
 
 def bundled_sources(pipeline: str) -> list[str]:
     samples = resources.files("mining") / "samples"
-    return [f"{kind}={samples / kind}/*" for kind in BUNDLED_KINDS[pipeline]]
+    return [f"{kind}={samples / kind}/**" for kind in BUNDLED_KINDS[pipeline]]
 
 
 def passage_dedup_sources(specs: list[SourceSpec], setting: str) -> dict[str, bool]:
@@ -88,7 +88,9 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
         .with_outputs(stages.DEAD, stages.REPORT, stages.JOIN, main="pairs")
     )
     joined_pairs, join_reports = join_rounds(read, readers, options.batch_size, sample_size)
-    cleaned = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Clean" >> beam.ParDo(
+    # A big file is read by one worker; spreading its batches lets every worker clean and identify them.
+    spread = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Rebalance" >> beam.Reshuffle()
+    cleaned = spread | "Clean" >> beam.ParDo(
         stages.CleanBatches(options.clean_options(), sample_size)
     ).with_outputs(stages.REPORT, main="pairs")
     identified = cleaned.pairs | "LanguageID" >> beam.ParDo(

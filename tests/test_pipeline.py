@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
+from mining.sources import get_reader
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
 
@@ -190,7 +191,11 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
     )
     manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
     assert f"input {manifest.totals.input} = output {manifest.totals.output}" in result.stdout
-    assert set(manifest.sources) == {"sbert", "nllb", "ccnews"}
+    assert set(manifest.sources) == {
+        "sbert", "nllb", "ccnews", "wikipedia", "mc4", "reddit", "s2orc", "stackexchange", "xp3",
+    }
+    assert all(source.output > 0 for source in manifest.sources.values())
+    assert sum(source.sampling_weight for source in manifest.sources.values()) == pytest.approx(1.0)
     assert {
         "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage",
         "lang_declared_mismatch", "lang_pair_mismatch",
@@ -201,3 +206,31 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
     for source in manifest.sources.values():
         languages.update(source.languages)
     assert len([lang for lang, rows in languages.items() if rows >= 20]) >= 10
+
+
+def test_xquad_through_the_finetune_pipeline(tmp_path):
+    """At least 97% of each language's 1190 question-context pairs come out, with a task."""
+    codes = ("en", "de", "es", "ru", "zh", "ar", "hi")
+    sources = [f"--source=squad:{code}=../shared/data/xquad/xquad.{code}.json" for code in codes]
+    assert beam_runner.main(["--pipeline=finetune", *sources, f"--output={tmp_path}"]) == 0
+    manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
+    assert manifest.pipeline == "finetune" and "task" in manifest.schema_
+    assert manifest.totals.input == 7 * 1190
+    for code in codes:
+        assert manifest.sources["squad"].languages[code] >= 0.97 * 1190, code
+    assert set(manifest.totals.dropped) <= {"duplicate_pair", "lang_declared_mismatch"}
+    rows = _rows(tmp_path, manifest)
+    assert {row["task"] for row in rows} == {get_reader("squad").task}
+
+
+def test_default_finetune_run_joins_and_keeps_negatives(tmp_path):
+    assert beam_runner.main(["--pipeline=finetune", f"--output={tmp_path}"]) == 0
+    manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
+    assert set(manifest.sources) == {"squad", "msmarco", "retrieval", "nli", "miracl"}
+    assert all(source.output > 0 for source in manifest.sources.values())
+    assert {"unanswerable", "doc_missing", "query_missing"} <= set(manifest.totals.dropped)
+    rows = _rows(tmp_path, manifest)
+    by_source = {source: [row for row in rows if row["source"] == source] for source in manifest.sources}
+    assert any(row["negatives"] for row in by_source["nli"]) and any(row["negatives"] for row in by_source["miracl"])
+    assert all(row["task"] for row in rows)
+    assert {row["query_lang"] for row in by_source["miracl"]} == {"ja", "ar"}
