@@ -196,6 +196,12 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
     }
     assert all(source.output > 0 for source in manifest.sources.values())
     assert sum(source.sampling_weight for source in manifest.sources.values()) == pytest.approx(1.0)
+
+    # Joins (Reddit, StackExchange) included, the shards do not depend on the worker count.
+    two = tmp_path.parent / f"{tmp_path.name}-two-workers"
+    assert beam_runner.main([f"--output={two}", "--direct_num_workers=2"]) == 0
+    again = Manifest.model_validate_json((two / "manifest.json").read_text("utf-8"))
+    assert [(s.path, s.sha256) for s in again.shards] == [(s.path, s.sha256) for s in manifest.shards]
     assert {
         "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage",
         "lang_declared_mismatch", "lang_pair_mismatch",
