@@ -28,11 +28,12 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E
 from mining.summary import format_summary  # noqa: E402
 from pipelines import io, pretrain  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
-from schemas.manifest import MANIFEST_NAME, Manifest  # noqa: E402
+from schemas.manifest import MANIFEST_NAME, Manifest, parse_manifest  # noqa: E402
 
 
 def load_manifest(directory: str) -> Manifest:
-    return Manifest.model_validate_json(io.read_bytes(io.join(directory, MANIFEST_NAME)))
+    path = io.join(directory, MANIFEST_NAME)
+    return parse_manifest(io.read_bytes(path), where=path)
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:

@@ -87,24 +87,30 @@ def build_manifest(
     schema: pa.Schema,
     options: dict,
     report: FunnelReport,
-    shards: list[m.Shard],
+    written: list[tuple[m.Shard, dict[str, m.SideLengths]]],
     sampling_alpha: float,
 ) -> m.Manifest:
-    """The manifest; pydantic refuses it if any record is unaccounted for."""
-    shards = sorted(shards, key=lambda shard: shard.path)
+    """The manifest, from each written shard's entry and lengths; pydantic refuses it
+    if any record is unaccounted for."""
+    written = sorted(written, key=lambda item: item[0].path)
+    shards = [shard for shard, _ in written]
     names = sorted(report.sources() | {shard.source for shard in shards})
     outputs = {source: sum(shard.rows for shard in shards if shard.source == source) for source in names}
     weights = sampling_weights(outputs, sampling_alpha)
     sources = {}
     for source in names:
         languages = Counter()
-        for shard in shards:
+        lengths: dict[str, m.SideLengths] = {}
+        for shard, shard_lengths in written:
             if shard.source == source:
                 languages.update(shard.languages)
+                for lang, sides in shard_lengths.items():
+                    lengths.setdefault(lang, m.SideLengths()).merge(sides)
         sources[source] = m.SourceTotals(
             **report.totals_for(source),
             output=outputs[source],
             languages=dict(sorted(languages.items())),
+            lengths=dict(sorted(lengths.items())),
             sampling_weight=weights[source],
         )
     return m.Manifest(

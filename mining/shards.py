@@ -12,7 +12,7 @@ from collections import Counter
 import pyarrow as pa
 
 from schemas import pairs as f
-from schemas.manifest import SHARDS_DIR, Shard
+from schemas.manifest import SHARDS_DIR, Shard, SideLengths
 from schemas.pairs import PAIR_SCHEMA, shard_row
 
 ROWS_PER_RECORD_BATCH = 1024
@@ -45,6 +45,16 @@ def encode_shard(records: list[dict], schema: pa.Schema = PAIR_SCHEMA, compressi
     with pa.ipc.new_stream(sink, schema, options=options) as writer:
         writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
     return sink.getvalue().to_pybytes()
+
+
+def shard_lengths(records: list[dict]) -> dict[str, SideLengths]:
+    """Query and passage lengths per query language."""
+    lengths: dict[str, SideLengths] = {}
+    for record in records:
+        sides = lengths.setdefault(record[f.QUERY_LANG], SideLengths())
+        sides.query.add(len(record[f.QUERY]))
+        sides.passage.add(len(record[f.PASSAGE]))
+    return lengths
 
 
 def shard_entry(path: str, source: str, records: list[dict], data: bytes) -> Shard:

@@ -194,11 +194,11 @@ class _WriteShard(beam.DoFn):
         path = shards.shard_path(source, index, count)
         data = shards.encode_shard(records, self._schema, self._compression)
         io.write_atomically(io.join(self._output, path), data)
-        yield shards.shard_entry(path, source, records, data)
+        yield shards.shard_entry(path, source, records, data), shards.shard_lengths(records)
 
 
 class WriteShards(beam.PTransform):
-    """Records -> Arrow shards per source; emits the manifest's shard entries."""
+    """Records -> Arrow shards per source; emits (shard entry, lengths) for the manifest."""
 
     def __init__(self, output: str, schema, target_bytes: int, compression: str | None):
         super().__init__()
@@ -257,9 +257,9 @@ class _WriteManifest(beam.DoFn):
         self._options = options
         self._sampling_alpha = sampling_alpha
 
-    def process(self, _, shard_entries, report):
+    def process(self, _, written, report):
         manifest = build_manifest(
-            self._pipeline, self._schema, self._options, report, shard_entries, self._sampling_alpha
+            self._pipeline, self._schema, self._options, report, written, self._sampling_alpha
         )
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
@@ -281,14 +281,14 @@ class WriteManifest(beam.PTransform):
         self._sample_size = sample_size
 
     def expand(self, inputs):
-        shard_entries, reports = inputs
+        written, reports = inputs
         report = reports | "MergeReports" >> beam.CombineGlobally(MergeReports(self._sample_size))
         return (
-            shard_entries.pipeline
+            written.pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
                 _WriteManifest(self._output, self._pipeline, self._schema, self._options, self._sampling_alpha),
-                shard_entries=beam.pvalue.AsList(shard_entries),
+                written=beam.pvalue.AsList(written),
                 report=beam.pvalue.AsSingleton(report),
             )
         )

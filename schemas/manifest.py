@@ -1,8 +1,13 @@
 """``manifest.json``: what a pipeline run wrote, and how every input record ended."""
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import posixpath
+
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
+# Length histograms: bin 0 counts empty texts, bin i texts of [2^(i-1), 2^i) characters.
+LENGTH_BINS = 18
 MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 DEAD_LETTER_DIR = "dead_letter"
@@ -11,6 +16,40 @@ REJECTED_DIR = "rejected"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class LengthStats(_Strict):
+    """Text lengths in characters: exact count and sum, power-of-two histogram."""
+
+    count: int = 0
+    sum: int = 0
+    histogram: list[int] = Field(default_factory=lambda: [0] * LENGTH_BINS)
+
+    @field_validator("histogram")
+    @classmethod
+    def _bins(cls, histogram: list[int]) -> list[int]:
+        if len(histogram) != LENGTH_BINS:
+            raise ValueError(f"a length histogram has {LENGTH_BINS} bins, not {len(histogram)}")
+        return histogram
+
+    def add(self, length: int) -> None:
+        self.count += 1
+        self.sum += length
+        self.histogram[min(length.bit_length(), LENGTH_BINS - 1)] += 1
+
+    def merge(self, other: "LengthStats") -> None:
+        self.count += other.count
+        self.sum += other.sum
+        self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+
+
+class SideLengths(_Strict):
+    query: LengthStats = Field(default_factory=LengthStats)
+    passage: LengthStats = Field(default_factory=LengthStats)
+
+    def merge(self, other: "SideLengths") -> None:
+        self.query.merge(other.query)
+        self.passage.merge(other.passage)
 
 
 class Shard(_Strict):
@@ -22,6 +61,15 @@ class Shard(_Strict):
     languages: dict[str, int] = Field(
         description="rows with this language on either side"
     )
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_directory(cls, path: str) -> str:
+        """A manifest never points a reader outside its own directory."""
+        normalised = posixpath.normpath(path)
+        if "://" in path or path.startswith(("/", "\\")) or normalised.startswith(".."):
+            raise ValueError(f"shard path {path!r} must be relative and inside the output directory")
+        return path
 
 
 class Totals(_Strict):
@@ -45,6 +93,9 @@ class Totals(_Strict):
 
 class SourceTotals(Totals):
     languages: dict[str, int] = Field(default_factory=dict)
+    lengths: dict[str, SideLengths] = Field(
+        default_factory=dict, description="per query language: query and passage lengths"
+    )
     sampling_weight: float = Field(
         ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
     )
@@ -64,3 +115,29 @@ class Manifest(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read, in one line naming what is wrong."""
+
+
+def parse_manifest(text: str | bytes, where: str = MANIFEST_NAME) -> Manifest:
+    """The manifest in ``text``; ManifestError naming the field (or the JSON position) otherwise."""
+    try:
+        raw = pydantic.TypeAdapter(dict).validate_json(text)
+    except pydantic.ValidationError as error:
+        problem = error.errors()[0]
+        raise ManifestError(f"{where} is not a JSON object (truncated?): {problem['msg']}") from None
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where}: schema_version {version!r} is not readable here (this version reads {SCHEMA_VERSION})"
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except pydantic.ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
+            for problem in error.errors()[:5]
+        )
+        raise ManifestError(f"{where}: {problems}") from None
