@@ -6,6 +6,7 @@ needs no download and honours ``--direct_num_workers``.
 """
 
 import argparse
+import json
 import logging
 import sys
 
@@ -22,13 +23,21 @@ logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 logging.getLogger().handlers[0].addFilter(_WithoutBigQueryNotice())
 
 import apache_beam as beam  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
-from mining.summary import format_summary  # noqa: E402
+from mining import inspection  # noqa: E402
 from pipelines import io, pretrain  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
-from schemas.manifest import MANIFEST_NAME, Manifest, parse_manifest  # noqa: E402
+from schemas.manifest import (  # noqa: E402
+    DEAD_LETTER_DIR,
+    MANIFEST_NAME,
+    SHARDS_DIR,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+)
 
 
 def load_manifest(directory: str) -> Manifest:
@@ -61,19 +70,78 @@ def run_pipeline(argv: list[str]) -> int:
     io.prepare_output(mining.output)
     with beam.Pipeline(runner=_local_runner(options), options=options) as pipeline:
         pretrain.build(pipeline, mining)
-    print(format_summary(load_manifest(mining.output), mining.output))
+    print(inspection.format_summary(load_manifest(mining.output), mining.output))
     return 0
 
 
-def summary_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="beam_runner.py summary", description="Print a run's funnel summary.")
-    parser.add_argument("directory", help="output directory of a run (local or gs://)")
+def _relative_files(directory: str, folder: str) -> list[str]:
+    prefix = directory.rstrip("/") + "/"
+    return [path[len(prefix) :] for path in io.match_files(io.join(directory, folder, "**"))]
+
+
+def inspect_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="beam_runner.py inspect", description="Look into finished runs.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    summary = commands.add_parser("summary", help="totals, funnel, sources, languages, shards")
+    summary.add_argument("directory")
+    summary.add_argument("--json", action="store_true", help="machine-readable output")
+    verify = commands.add_parser("verify", help="check every shard against the manifest; exit 1 on any problem")
+    verify.add_argument("directory")
+    sample = commands.add_parser("sample", help="print rows, or removed records of a reason")
+    sample.add_argument("directory")
+    sample.add_argument("--source")
+    sample.add_argument("--lang")
+    sample.add_argument("--rejected", metavar="REASON", help="a drop or dead-letter reason")
+    sample.add_argument("-n", type=int, default=5)
+    sample.add_argument("--seed", type=int, default=0)
+    compare = commands.add_parser("diff", help="what changed between two runs")
+    compare.add_argument("directory")
+    compare.add_argument("other")
+    report = commands.add_parser("report", help="a self-contained HTML page")
+    report.add_argument("directory")
+    report.add_argument("--html", required=True, metavar="OUT.html")
     args = parser.parse_args(argv)
-    print(format_summary(load_manifest(args.directory), args.directory))
+
+    directory = args.directory
+    try:
+        manifest = load_manifest(directory)
+    except ManifestError as error:
+        raise SystemExit(str(error)) from None
+
+    def join(*parts: str) -> str:
+        return io.join(directory, *parts)
+
+    if args.command == "summary":
+        print(json.dumps(inspection.summarize(manifest), indent=2) if args.json
+              else inspection.format_summary(manifest, directory))
+    elif args.command == "verify":
+        problems = inspection.verify(manifest, io.open_file, join, _relative_files(directory, SHARDS_DIR))
+        print("\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified")
+        return 1 if problems else 0
+    elif args.command == "sample":
+        if args.rejected:
+            rows = inspection.sample_removed(
+                args.rejected, io.open_file, join, _relative_files(directory, DEAD_LETTER_DIR), args.n, args.seed
+            )
+        else:
+            rows = inspection.sample_rows(manifest, io.open_file, join, args.n, args.seed, args.source, args.lang)
+        print(inspection.format_rows(rows) if rows else "no matching rows")
+    elif args.command == "diff":
+        try:
+            other = load_manifest(args.other)
+        except ManifestError as error:
+            raise SystemExit(str(error)) from None
+        changes = inspection.diff(manifest, other)
+        print("\n".join(changes) if changes else "no differences")
+    else:
+        page = inspection.report_html(manifest, f"Mining run {directory}")
+        with FileSystems.create(args.html) as out:
+            out.write(page.encode("utf-8"))
+        print(f"wrote {args.html}")
     return 0
 
 
-COMMANDS = {"summary": summary_command}
+COMMANDS = {"inspect": inspect_command}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,416 @@
+"""What a data engineer asks of a finished run: summary, verify, sample, diff, report.
+
+Pure functions over a parsed manifest and file access passed in, so they work
+the same on local and gs:// directories.
+"""
+
+import hashlib
+import html
+import io
+import json
+import random
+import statistics
+from collections import Counter
+from typing import BinaryIO, Callable
+
+import pyarrow as pa
+
+from mining import clean, dedup, langid
+from schemas.manifest import LENGTH_BINS, REJECTED_DIR, LengthStats, Manifest
+from schemas.pairs import schema_description
+
+OpenFile = Callable[[str], BinaryIO]
+
+# Where each drop reason is decided; reasons not listed come from the source's own rules.
+STAGE_OF_REASON = {
+    clean.EMPTY_SIDE: "clean", clean.TOO_LONG: "clean", clean.IDENTICAL_SIDES: "clean",
+    langid.LOW_CONFIDENCE: "language_id", langid.DECLARED_MISMATCH: "language_id", langid.PAIR_MISMATCH: "language_id",
+    dedup.DUPLICATE_PAIR: "dedup", dedup.DUPLICATE_PASSAGE: "dedup",
+}
+STAGES = ("read", "clean", "language_id", "dedup")
+
+
+def stage_of(reason: str) -> str:
+    return STAGE_OF_REASON.get(reason, "read")
+
+
+def percentile(stats: LengthStats, q: float) -> int:
+    """Approximate q-th percentile (0-1) of a power-of-two length histogram, interpolated within a bin."""
+    if not stats.count:
+        return 0
+    rank = q * stats.count
+    seen = 0
+    for index, n in enumerate(stats.histogram):
+        if n and seen + n >= rank:
+            low, high = (0, 1) if index == 0 else (2 ** (index - 1), 2**index)
+            return round(low + (high - low) * (rank - seen) / n)
+        seen += n
+    return 2 ** (LENGTH_BINS - 1)
+
+
+def _length_summary(stats: LengthStats) -> dict:
+    mean = stats.sum / stats.count if stats.count else 0.0
+    return {"mean": round(mean, 1), "p50": percentile(stats, 0.5), "p90": percentile(stats, 0.9)}
+
+
+def summarize(manifest: Manifest) -> dict:
+    """Everything ``inspect summary`` prints, as plain data (its --json form)."""
+    totals = manifest.totals
+    funnel, remaining = [{"stage": "input", "remaining": totals.input}], totals.input
+    by_stage = {stage: {} for stage in STAGES}
+    for reason, n in totals.dropped.items():
+        by_stage.setdefault(stage_of(reason), {})[reason] = n
+    for stage, dropped in by_stage.items():
+        lost = sum(dropped.values()) + (totals.dead_letter if stage == "read" else 0)
+        remaining -= lost
+        entry = {"stage": stage, "dropped": dict(sorted(dropped.items())), "remaining": remaining}
+        if stage == "read":
+            entry["dead_letter"] = totals.dead_letter
+        funnel.append(entry)
+
+    sources, languages = [], {}
+    for name, source in sorted(manifest.sources.items()):
+        merged = _merged_lengths(source.lengths.values())
+        sources.append({
+            "source": name, "input": source.input, "output": source.output,
+            "share": _share(source.output, totals.output), "dropped": sum(source.dropped.values()),
+            "dead_letter": source.dead_letter, "sampling_weight": source.sampling_weight,
+            "query_chars": _length_summary(merged[0]), "passage_chars": _length_summary(merged[1]),
+        })
+        for lang, sides in source.lengths.items():
+            query, passage = languages.setdefault(lang, (LengthStats(), LengthStats()))
+            query.merge(sides.query)
+            passage.merge(sides.passage)
+    language_rows = [
+        {"language": lang, "rows": query.count, "share": _share(query.count, totals.output),
+         "query_chars": _length_summary(query), "passage_chars": _length_summary(passage)}
+        for lang, (query, passage) in sorted(languages.items(), key=lambda item: (-item[1][0].count, item[0]))
+    ]
+    sizes = [shard.bytes for shard in manifest.shards]
+    return {
+        "pipeline": manifest.pipeline, "created": manifest.created,
+        "totals": totals.model_dump(), "funnel": funnel, "sources": sources, "languages": language_rows,
+        "shards": {
+            "count": len(sizes), "bytes": sum(sizes),
+            "min_bytes": min(sizes, default=0), "median_bytes": int(statistics.median(sizes)) if sizes else 0,
+            "max_bytes": max(sizes, default=0),
+        },
+    }
+
+
+def _merged_lengths(sides) -> tuple[LengthStats, LengthStats]:
+    query, passage = LengthStats(), LengthStats()
+    for side in sides:
+        query.merge(side.query)
+        passage.merge(side.passage)
+    return query, passage
+
+
+def _share(n: int, total: int) -> float:
+    return round(n / total, 4) if total else 0.0
+
+
+def table(header: list[str], rows: list[list], left: tuple[int, ...] = (0,)) -> list[str]:
+    """Aligned plain-text columns: those in ``left`` left-aligned, numbers right."""
+    cells = [header] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i in left else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in cells
+    ]
+
+
+def format_summary(manifest: Manifest, location: str) -> str:
+    data = summarize(manifest)
+    totals = manifest.totals
+    dropped = sum(totals.dropped.values())
+    lines = [
+        f"{manifest.pipeline}: {totals.output} pairs in {len(manifest.shards)} shard(s) under {location}",
+        f"input {totals.input} = output {totals.output} + dropped {dropped} + dead-lettered {totals.dead_letter}",
+        "",
+    ]
+    funnel_rows = []
+    for step in data["funnel"][1:]:
+        lost = [f"{reason} {n}" for reason, n in sorted(step["dropped"].items(), key=lambda item: -item[1])]
+        if step.get("dead_letter"):
+            lost.insert(0, f"dead_letter {step['dead_letter']}")
+        funnel_rows.append([step["stage"], step["remaining"], ", ".join(lost) or "-"])
+    lines += table(["funnel", f"{totals.input} in", "removed"], funnel_rows, left=(0, 2))
+    lines.append("")
+
+    sources = sorted(manifest.sources)
+    lines += table(
+        ["source", "input", "output", "share", "dropped", "dead_letter", "weight", "query chars", "passage chars"],
+        [
+            [s["source"], s["input"], s["output"], f"{s['share']:.1%}", s["dropped"], s["dead_letter"],
+             f"{s['sampling_weight']:.3f}", _lengths_cell(s["query_chars"]), _lengths_cell(s["passage_chars"])]
+            for s in data["sources"]
+        ],
+    )
+    if totals.dropped:
+        lines.append("")
+        rows = [
+            [reason, count, *(manifest.sources[source].dropped.get(reason, 0) or "." for source in sources)]
+            for reason, count in sorted(totals.dropped.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        lines += table(["dropped", "all", *sources], rows)
+    if data["languages"]:
+        lines.append("")
+
+        def rows_in(source: str, lang: str):
+            sides = manifest.sources[source].lengths.get(lang)
+            return sides.query.count if sides else "."
+
+        lines += table(
+            ["language", "rows", "share", "query chars", "passage chars", *sources],
+            [
+                [row["language"], row["rows"], f"{row['share']:.1%}", _lengths_cell(row["query_chars"]),
+                 _lengths_cell(row["passage_chars"]), *(rows_in(source, row["language"]) for source in sources)]
+                for row in data["languages"]
+            ],
+        )
+    shards = data["shards"]
+    lines += ["", f"shards: {shards['count']}, {_size(shards['bytes'])} in all, "
+              f"{_size(shards['min_bytes'])} / {_size(shards['median_bytes'])} / {_size(shards['max_bytes'])} "
+              "min / median / max"]
+    return "\n".join(lines)
+
+
+def _lengths_cell(lengths: dict) -> str:
+    return f"{lengths['mean']:.0f} ({lengths['p50']}/{lengths['p90']})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the bytes pyarrow reads through it."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def verify(manifest: Manifest, open_file: OpenFile, join: Callable[..., str], listed_files: list[str]) -> list[str]:
+    """Problems with a run's files, one line each; none when everything the manifest says holds.
+
+    Each shard is streamed once (size, sha256, rows and schema together);
+    ``listed_files`` are the paths under shards/, relative to the directory.
+    """
+    problems = []
+    expected_schema = manifest.schema_
+    for shard in manifest.shards:
+        try:
+            with open_file(join(shard.path)) as stream:
+                reader = _HashingReader(stream)
+                try:
+                    arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
+                    rows = sum(batch.num_rows for batch in arrow)
+                    schema = schema_description(arrow.schema)
+                except pa.ArrowException as error:
+                    rows, schema = None, None
+                    problems.append(f"{shard.path}: not a readable Arrow stream ({error})")
+                reader.drain()
+        except (OSError, FileNotFoundError) as error:
+            problems.append(f"{shard.path}: missing ({type(error).__name__})")
+            continue
+        if reader.bytes != shard.bytes:
+            problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
+        if reader.sha256.hexdigest() != shard.sha256:
+            problems.append(f"{shard.path}: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}")
+        if rows is not None and rows != shard.rows:
+            problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
+        if schema is not None and schema != expected_schema:
+            differing = sorted(set(schema.items()) ^ set(expected_schema.items()))
+            problems.append(f"{shard.path}: schema differs from the manifest's in {differing}")
+    listed = {shard.path for shard in manifest.shards}
+    problems += [f"{path}: present but not in the manifest" for path in sorted(set(listed_files) - listed)]
+    return problems
+
+
+def sample_rows(
+    manifest: Manifest, open_file: OpenFile, join: Callable[..., str], n: int, seed: int,
+    source: str | None = None, lang: str | None = None,
+) -> list[dict]:
+    """``n`` rows drawn uniformly (reservoir sampling, seeded) from the matching rows, streaming."""
+    rng = random.Random(seed)
+    chosen, seen = [], 0
+    for shard in manifest.shards:
+        if source and shard.source != source or lang and lang not in shard.languages:
+            continue
+        with open_file(join(shard.path)) as stream:
+            for batch in pa.ipc.open_stream(stream):
+                for row in batch.to_pylist():
+                    if lang and lang not in (row["query_lang"], row["passage_lang"]):
+                        continue
+                    seen += 1
+                    if len(chosen) < n:
+                        chosen.append(row)
+                    elif (slot := rng.randrange(seen)) < n:
+                        chosen[slot] = row
+    return chosen
+
+
+def sample_removed(
+    reason: str, open_file: OpenFile, join: Callable[..., str], dead_letter_files: list[str], n: int, seed: int
+) -> list[dict]:
+    """Rejected rows kept for ``reason``, or dead letters with that reason."""
+    try:
+        with open_file(join(REJECTED_DIR, f"{reason}.jsonl")) as stream:
+            rows = [json.loads(line) for line in stream.read().decode("utf-8").splitlines()]
+    except (OSError, FileNotFoundError):
+        rows = []
+        for path in dead_letter_files:
+            with open_file(join(path)) as stream:
+                rows += [row for row in map(json.loads, stream.read().decode("utf-8").splitlines())
+                         if row["reason"] == reason]
+    return random.Random(seed).sample(rows, min(n, len(rows)))
+
+
+def format_rows(rows: list[dict], width: int = 300) -> str:
+    """Rows readable in a terminal: one block each, long texts cut."""
+    blocks = []
+    for row in rows:
+        if "query" in row:
+            head = f"[{row.get('source')} {row.get('query_lang')}->{row.get('passage_lang')}] {row.get('id')}"
+            if row.get("reason"):
+                head += f"  ({row['reason']}{': ' + row['detail'] if row.get('detail') else ''})"
+            lines = [head, f"  query:   {_cut(row['query'], width)}", f"  passage: {_cut(row['passage'], width)}"]
+            lines += [f"  negative: {_cut(text, width)}" for text in row.get("negatives") or []]
+            if row.get("task"):
+                lines.append(f"  task:    {row['task']}")
+        else:
+            lines = [f"[{row['source']}] {row['reason']}: {row['detail']}  ({row['file']}:{row['line']})",
+                     f"  payload: {_cut(row['payload'], width)}"]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def diff(old: Manifest, new: Manifest) -> list[str]:
+    """What changed from one run to another, one line per difference."""
+    lines = []
+    for key in sorted(set(old.options) | set(new.options)):
+        if old.options.get(key) != new.options.get(key):
+            lines.append(f"option {key}: {old.options.get(key)!r} -> {new.options.get(key)!r}")
+    for field in ("input", "output", "dead_letter"):
+        _changed(lines, f"total {field}", getattr(old.totals, field), getattr(new.totals, field))
+    for reason in sorted(set(old.totals.dropped) | set(new.totals.dropped)):
+        _changed(lines, f"dropped {reason}", old.totals.dropped.get(reason, 0), new.totals.dropped.get(reason, 0))
+    for name in sorted(set(old.sources) | set(new.sources)):
+        before, after = old.sources.get(name), new.sources.get(name)
+        _changed(lines, f"source {name} output", before.output if before else 0, after.output if after else 0)
+    old_languages, new_languages = _languages(old), _languages(new)
+    for lang in sorted(set(old_languages) | set(new_languages)):
+        _changed(lines, f"language {lang} rows", old_languages.get(lang, 0), new_languages.get(lang, 0))
+    old_shards = {shard.path: shard.sha256 for shard in old.shards}
+    new_shards = {shard.path: shard.sha256 for shard in new.shards}
+    lines += [f"shard removed {path}" for path in sorted(set(old_shards) - set(new_shards))]
+    lines += [f"shard added {path}" for path in sorted(set(new_shards) - set(old_shards))]
+    lines += [f"shard changed {path}" for path in sorted(set(old_shards) & set(new_shards))
+              if old_shards[path] != new_shards[path]]
+    return lines
+
+
+def _changed(lines: list[str], label: str, before: int, after: int) -> None:
+    if before != after:
+        lines.append(f"{label}: {before} -> {after} ({after - before:+d})")
+
+
+def _languages(manifest: Manifest) -> Counter:
+    languages = Counter()
+    for source in manifest.sources.values():
+        languages.update(source.languages)
+    return languages
+
+
+def report_html(manifest: Manifest, title: str) -> str:
+    """One self-contained page: funnel, languages, length histograms per source (inline SVG, no scripts)."""
+    data = summarize(manifest)
+    funnel = _bars([(step["stage"], step["remaining"]) for step in data["funnel"]])
+    languages = _bars([(row["language"], row["rows"]) for row in data["languages"]])
+    histograms = "".join(
+        f"<figure><figcaption>{html.escape(name)}: passage characters</figcaption>"
+        + _bars(_histogram_bars(_merged_lengths(source.lengths.values())[1]))
+        + "</figure>"
+        for name, source in sorted(manifest.sources.items())
+    )
+    sources = "".join(
+        f"<tr><td>{html.escape(s['source'])}</td><td>{s['input']}</td><td>{s['output']}</td>"
+        f"<td>{s['dropped']}</td><td>{s['dead_letter']}</td><td>{s['sampling_weight']:.3f}</td></tr>"
+        for s in data["sources"]
+    )
+    totals = manifest.totals
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}} h1{{font-size:1.4rem}}
+table{{border-collapse:collapse}} td,th{{padding:.2rem .6rem;border-bottom:1px solid #ddd;text-align:right}}
+td:first-child,th:first-child{{text-align:left}} figure{{display:inline-block;margin:0 2rem 1rem 0;vertical-align:top}}
+svg text{{font-size:12px}}
+</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>{manifest.pipeline} run of {html.escape(manifest.created)}: input {totals.input} = output {totals.output}
+ + dropped {sum(totals.dropped.values())} + dead-lettered {totals.dead_letter};
+ {len(manifest.shards)} shards.</p>
+<h2>Funnel</h2>{funnel}
+<h2>Sources</h2><table><tr><th>source</th><th>input</th><th>output</th><th>dropped</th><th>dead letter</th>
+<th>weight</th></tr>{sources}</table>
+<h2>Languages (of the query side)</h2>{languages}
+<h2>Passage lengths</h2>{histograms}
+</body></html>
+"""
+
+
+def _histogram_bars(stats: LengthStats) -> list[tuple[str, int]]:
+    """Bins from the first to the last that counts anything, empty ones between included."""
+    used = [index for index, n in enumerate(stats.histogram) if n]
+    if not used:
+        return []
+    return [
+        ("0" if index == 0 else f"{2 ** (index - 1)}+", stats.histogram[index])
+        for index in range(used[0], used[-1] + 1)
+    ]
+
+
+def _bars(items: list[tuple[str, int]], width: int = 420, bar: int = 18) -> str:
+    """A horizontal bar chart as inline SVG."""
+    top = max((n for _, n in items), default=0) or 1
+    label_width = 12 + 8 * max((len(label) for label, _ in items), default=0)
+    rows = []
+    for index, (label, n) in enumerate(items):
+        y = index * (bar + 4)
+        length = round(width * n / top)
+        rows.append(
+            f'<text x="{label_width - 6}" y="{y + bar - 5}" text-anchor="end">{html.escape(label)}</text>'
+            f'<rect x="{label_width}" y="{y}" width="{length}" height="{bar}" fill="#4878a8"/>'
+            f'<text x="{label_width + length + 4}" y="{y + bar - 5}">{n}</text>'
+        )
+    height = len(items) * (bar + 4)
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{label_width + width + 60}" height="{height}" '
+            f'role="img">{"".join(rows)}</svg>')
