@@ -1,0 +1,159 @@
+"""``python -m training``: contrastive pre-training on mined outputs, and held-out splits.
+
+    python -m training pretrain --data DIR [--data DIR ...] --output CKPT [--model PATH|tiny]
+        [--batch-size N] [--chunk-size N] [--max-steps N] [--lr X] [--temperature X] [--seed N] [--resume] ...
+    python -m training split DIR --heldout-fraction F --train DIR --heldout DIR [--seed N]
+
+Under torchrun, ``pretrain`` runs one process per GPU (``torchrun --nproc-per-node 8 -m training pretrain ...``).
+"""
+
+import argparse
+import json
+import re
+
+from training import distributed
+from training.holdout import split_output
+from training.trainer import PretrainConfig, Trainer, resumed_config
+
+_DEFAULTS = PretrainConfig()
+
+
+def _prefix(value: str) -> tuple[str, str, str]:
+    match = re.fullmatch(r"([^:=]+):(query|passage)=(.*)", value, flags=re.DOTALL)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected SOURCE:query=TEXT or SOURCE:passage=TEXT, not {value!r}")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def _pretrain_parser(commands) -> None:
+    parser = commands.add_parser(
+        "pretrain",
+        help="contrastive pre-training (InfoNCE, in-batch negatives) on mined pairs",
+        argument_default=argparse.SUPPRESS,  # on --resume, only what is given overrides the stored run
+    )
+
+    def option(name: str, help: str, **kwargs) -> None:
+        field = name.lstrip("-").replace("-", "_")
+        default = getattr(_DEFAULTS, field, None)
+        shown = default is not None and default is not False and default not in ("", [], {})
+        suffix = f" (default: {default})" if shown else ""
+        # Flags too: an option left out must not override a resumed run's stored value.
+        parser.add_argument(name, dest=field, help=help + suffix, default=argparse.SUPPRESS, **kwargs)
+
+    option(
+        "--data",
+        "mined output directory, local or any fsspec URL (gs://...); repeatable",
+        action="append",
+        metavar="DIR",
+    )
+    option(
+        "--output",
+        "checkpoint directory: a Hugging Face / sentence-transformers model plus the training state",
+        metavar="CKPT",
+    )
+    option(
+        "--model",
+        "transformers encoder (path or hub id), or 'tiny': a small random BERT with a vocabulary trained on --data",
+        metavar="PATH",
+    )
+    option("--batch-size", "pairs per global batch, all ranks together", type=int, metavar="N")
+    option(
+        "--chunk-size",
+        "rows embedded at once with gradient caching; unset: the whole batch at once",
+        type=int,
+        metavar="N",
+    )
+    option("--max-steps", "train up to this step (with --resume: continue up to it)", type=int, metavar="N")
+    option("--lr", "peak learning rate of AdamW", type=float, metavar="X")
+    option(
+        "--warmup-steps",
+        "linear warm-up steps, then linear decay to 0 at --max-steps (default: max-steps / 10)",
+        type=int,
+        metavar="N",
+    )
+    option("--weight-decay", "AdamW weight decay (not on biases and norms)", type=float, metavar="X")
+    option("--max-grad-norm", "gradient clipping", type=float, metavar="X")
+    option("--temperature", "InfoNCE temperature", type=float, metavar="X")
+    option("--seed", "seeds the data order, source draws and initialisation", type=int, metavar="N")
+    option("--alpha", "a batch's source is drawn with probability rows^alpha / sum", type=float, metavar="X")
+    option("--max-query-length", "query tokens kept", type=int, metavar="N")
+    option("--max-passage-length", "passage and negative tokens kept", type=int, metavar="N")
+    option("--max-negatives", "hard negatives used per row (from the negatives column)", type=int, metavar="N")
+    option(
+        "--prefix",
+        "SOURCE:query=TEXT or SOURCE:passage=TEXT: a source's own prefix instead of the E5 ones; repeatable",
+        type=_prefix,
+        action="append",
+        metavar="SOURCE:SIDE=TEXT",
+    )
+    option("--gradient-checkpointing", "recompute activations in the backward pass to save memory", action="store_true")
+    option("--num-workers", "loader worker processes per rank (tokenisation happens there)", type=int, metavar="N")
+    option("--log-every", "steps between metrics lines", type=int, metavar="N")
+    option("--save-every", "steps between checkpoints (one is always written at the end)", type=int, metavar="N")
+    option(
+        "--eval-data",
+        "held-out mined output for in-batch retrieval accuracy; repeatable",
+        action="append",
+        metavar="DIR",
+    )
+    option("--eval-every", "steps between held-out evaluations", type=int, metavar="N")
+    option("--eval-batch-size", "held-out pairs per in-batch retrieval", type=int, metavar="N")
+    option("--eval-max-pairs", "held-out pairs read per source", type=int, metavar="N")
+    option("--cache-dir", "where remote shards are fetched to", metavar="DIR")
+    option("--device", "cpu, cuda, cuda:1, ... (default: the local rank's GPU, else the CPU)", metavar="DEVICE")
+    parser.add_argument(
+        "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
+    )
+    parser.add_argument("--resume", action="store_true", default=False, help="continue the run stored in --output")
+
+
+def _split_parser(commands) -> None:
+    parser = commands.add_parser("split", help="split a mined output into training and held-out outputs")
+    parser.add_argument("source", metavar="DIR", help="mined output directory")
+    parser.add_argument("--heldout-fraction", type=float, required=True, metavar="F")
+    parser.add_argument("--train", required=True, metavar="DIR", help="where the training part is written")
+    parser.add_argument("--heldout", required=True, metavar="DIR", help="where the held-out part is written")
+    parser.add_argument("--seed", type=int, default=0, help="keys the hash that picks held-out rows")
+
+
+def _config(given: dict, resume: bool) -> PretrainConfig:
+    if "output" not in given:
+        raise SystemExit("pretrain: --output is required")
+    prefixes: dict[str, dict[str, str]] = {}
+    for source, side, text in given.pop("prefix", []):
+        prefixes.setdefault(source, {})[side] = text
+    if prefixes:
+        given["prefixes"] = prefixes
+    if resume:
+        try:
+            return resumed_config(given["output"], given)
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"pretrain: {error}") from None
+    if "data" not in given:
+        raise SystemExit("pretrain: --data is required")
+    return PretrainConfig(**given)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _pretrain_parser(commands)
+    _split_parser(commands)
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command")
+    if command == "split":
+        manifests = split_output(args["source"], args["train"], args["heldout"], args["heldout_fraction"], args["seed"])
+        for part, manifest in manifests.items():
+            print(f"{part}: {manifest.totals.output} pairs in {args[part]}")
+        return
+    resume = args.pop("resume")
+    config = _config(args, resume)
+    try:
+        trainer = Trainer(config, resume=resume)
+    except (FileExistsError, ValueError) as error:
+        raise SystemExit(f"pretrain: {error}") from None
+    logged = trainer.run()
+    distributed.teardown()
+    if trainer.context.is_main:
+        losses = [record["loss"] for record in logged if "loss" in record]
+        print(json.dumps({"step": trainer.step, "output": config.output, **({"loss": losses[-1]} if losses else {})}))

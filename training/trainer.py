@@ -1,0 +1,261 @@
+"""Contrastive pre-training: the loop, its optimiser and schedule, logging and checkpoints."""
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from training import checkpoint, distributed
+from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore
+from training.encoder import Encoder
+from training.evaluate import held_out_rows, in_batch_retrieval
+from training.loss import InfoNCELoss
+from training.prompts import Prompts
+from training.step import contrastive_backward
+from training.tiny import build_tiny_encoder
+
+TINY = "tiny"
+
+
+@dataclass
+class PretrainConfig:
+    data: list[str] = field(default_factory=list)
+    output: str = ""
+    model: str = TINY
+    batch_size: int = 256
+    chunk_size: int | None = None  # rows embedded at once with gradient caching; None embeds the batch in one pass
+    max_steps: int = 1000
+    lr: float = 1e-4
+    warmup_steps: int | None = None  # None: a tenth of max_steps, fixed when the run starts
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    temperature: float = 0.01
+    seed: int = 0
+    alpha: float = 0.5
+    max_query_length: int = 128
+    max_passage_length: int = 256
+    max_negatives: int = 1
+    prefixes: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> {"query": ..., "passage": ...}
+    gradient_checkpointing: bool = False
+    num_workers: int = 2
+    log_every: int = 10
+    save_every: int = 1000
+    eval_data: list[str] = field(default_factory=list)
+    eval_every: int = 100
+    eval_batch_size: int = 64
+    eval_max_pairs: int = 1024  # per source
+    cache_dir: str = str(DEFAULT_CACHE_DIR)
+    device: str | None = None
+    progress: bool = True
+
+
+# What may differ between a stored run and its resumption without changing
+# what it computes, or only in floating-point rounding (chunk size).
+MUTABLE_ON_RESUME = frozenset(
+    {
+        "data",  # the stream refuses data whose sources or sizes differ
+        "output",  # the checkpoint may have moved
+        "max_steps",
+        "chunk_size",
+        "gradient_checkpointing",
+        "num_workers",
+        "log_every",
+        "save_every",
+        "eval_data",
+        "eval_every",
+        "eval_batch_size",
+        "eval_max_pairs",
+        "cache_dir",
+        "device",
+        "progress",
+    }
+)
+
+
+def resumed_config(output: str, given: dict) -> PretrainConfig:
+    """The stored run's configuration, with the options given now where they may change."""
+    run = checkpoint.stored_run(Path(output))
+    if run is None:
+        raise FileNotFoundError(f"{output} holds no training state to resume")
+    stored = dict(run.config)
+    conflicts = [key for key, value in given.items() if key not in MUTABLE_ON_RESUME and value != stored.get(key)]
+    if conflicts:
+        raise ValueError(
+            "a resumed run keeps its configuration; these options differ from the stored run: "
+            + ", ".join(f"{key} (stored {stored.get(key)!r}, given {given[key]!r})" for key in conflicts)
+        )
+    return PretrainConfig(**{**stored, **given})
+
+
+def _optimizer(encoder: Encoder, config: PretrainConfig) -> torch.optim.AdamW:
+    # Biases and LayerNorm gains (the one-dimensional parameters) are not decayed.
+    parameters = [p for p in encoder.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in parameters if p.ndim >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class Trainer:
+    def __init__(self, config: PretrainConfig, *, resume: bool = False):
+        self.context = distributed.setup(config.device)
+        self.output = Path(config.output)
+        run = checkpoint.stored_run(self.output) if resume else None
+        if resume and run is None:
+            raise FileNotFoundError(f"{self.output} holds no training state to resume")
+        if not resume and self.output.exists() and any(self.output.iterdir()):
+            raise FileExistsError(
+                f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
+            )
+        if config.warmup_steps is None:
+            config = dataclasses.replace(config, warmup_steps=config.max_steps // 10)
+        self.config = config
+        self.metrics = checkpoint.MetricsLog(self.output)
+        store = ShardStore(Path(config.cache_dir))
+
+        torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
+        self.encoder = self._encoder(store, resume).to(self.context.device)
+        if config.gradient_checkpointing:
+            self.encoder.enable_activation_checkpointing()
+        self.encoder.train()
+        self.optimizer = _optimizer(self.encoder, config)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.max_steps)
+        self.loss_fn = InfoNCELoss(config.temperature)
+        self.prompts = {source: Prompts(**sides) for source, sides in config.prefixes.items()}
+        stream = PairStream(
+            config.data,
+            self.encoder.tokenizer,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            alpha=config.alpha,
+            rank=self.context.rank,
+            world_size=self.context.world_size,
+            max_query_length=config.max_query_length,
+            max_passage_length=config.max_passage_length,
+            max_negatives=config.max_negatives,
+            prompts=self.prompts,
+            default_prompts=self.encoder.prompts,
+            cache_dir=Path(config.cache_dir),
+        )
+        self.loader = PairLoader(stream, num_workers=config.num_workers)
+        self.step = 0
+        if run is not None:
+            checkpoint.restore_state(
+                run, self.context, encoder=self.encoder, optimizer=self.optimizer, scheduler=self.scheduler
+            )
+            self.loader.load_state_dict(run.data)
+            self.step = run.step
+            if self.context.is_main:
+                self.metrics.truncate_after(run.step)
+        # Only the first rank evaluates; the others wait for it in the next step's collectives.
+        evaluates = config.eval_data and self.context.is_main
+        self.held_out = held_out_rows(config.eval_data, store, config.eval_max_pairs) if evaluates else None
+
+    def _encoder(self, store: ShardStore, resume: bool) -> Encoder:
+        if resume:
+            return Encoder.from_pretrained(self.output)  # the weights come from the state
+        if self.config.model != TINY:
+            return Encoder.from_pretrained(self.config.model)
+        # Built once and read back by every rank, so all start from the same weights and vocabulary.
+        if self.context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)
+            checkpoint.export(build_tiny_encoder(self.config.data, store=store, seed=self.config.seed), self.output)
+        distributed.barrier()
+        return Encoder.from_pretrained(self.output)
+
+    def run(self) -> list[dict]:
+        """Trains up to ``max_steps``; returns the metrics logged by this run."""
+        config = self.config
+        logged = []
+        if self.step == 0 and self.held_out is not None:
+            logged.append(self._evaluate())
+        progress = tqdm(
+            total=config.max_steps,
+            initial=self.step,
+            unit="step",
+            disable=not (config.progress and self.context.is_main),
+            dynamic_ncols=True,
+        )
+        window = {"loss": 0.0, "steps": 0, "pairs": 0, "since": time.perf_counter()}
+        batches = iter(self.loader) if self.step < config.max_steps else iter(())
+        for batch in batches:
+            lr = self.scheduler.get_last_lr()[0]
+            loss = contrastive_backward(self.encoder, batch, self.loss_fn, config.chunk_size)
+            distributed.sum_gradients(self.encoder)
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), config.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step = batch.step + 1
+
+            window["loss"] += distributed.all_sum(loss).item()
+            window["steps"] += 1
+            window["pairs"] += batch.global_size
+            progress.update(1)
+            if self.step % config.log_every == 0 or self.step == config.max_steps:
+                elapsed = time.perf_counter() - window["since"]
+                record = {
+                    "step": self.step,
+                    "loss": window["loss"] / window["steps"],
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "pairs_per_s": window["pairs"] / elapsed,
+                }
+                progress.set_postfix(
+                    loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", pairs_s=f"{record['pairs_per_s']:.0f}"
+                )
+                logged.append(self._log(record))
+                window = {"loss": 0.0, "steps": 0, "pairs": 0, "since": time.perf_counter()}
+            paused = time.perf_counter()
+            if self.held_out is not None and (self.step % config.eval_every == 0 or self.step == config.max_steps):
+                logged.append(self._evaluate())
+            if self.step % config.save_every == 0 or self.step == config.max_steps:
+                self.save()
+            window["since"] += time.perf_counter() - paused  # evaluating and saving are not training throughput
+            if self.step >= config.max_steps:
+                break
+        progress.close()
+        return logged
+
+    def _evaluate(self) -> dict:
+        metrics = in_batch_retrieval(
+            self.encoder,
+            self.held_out,
+            batch_size=self.config.eval_batch_size,
+            temperature=self.config.temperature,
+            prompts=self.prompts,
+        )
+        tqdm.write(
+            f"step {self.step}: held-out accuracy {metrics['eval_accuracy']:.3f}"
+            f" (chance {metrics['eval_chance']:.3f}), loss {metrics['eval_loss']:.4f}"
+        )
+        return self._log({"step": self.step, **metrics})
+
+    def _log(self, record: dict) -> dict:
+        if self.context.is_main:
+            self.metrics.append(record)
+        return record
+
+    def save(self) -> None:
+        checkpoint.save_state(
+            self.output,
+            self.context,
+            step=self.step,
+            config=dataclasses.asdict(self.config),
+            data=self.loader.state_dict(),
+            encoder=self.encoder,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+        )
+        if self.context.is_main:
+            checkpoint.export(self.encoder, self.output)
+        distributed.barrier()
+
+
+def pretrain(config: PretrainConfig, *, resume: bool = False) -> list[dict]:
+    return Trainer(config, resume=resume).run()
