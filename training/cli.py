@@ -3,6 +3,7 @@
     python -m training pretrain --data DIR [--data DIR ...] --output CKPT [--model PATH|tiny]
         [--batch-size N] [--chunk-size N] [--max-steps N] [--lr X] [--temperature X] [--seed N] [--resume] ...
     python -m training split DIR --heldout-fraction F --train DIR --heldout DIR [--seed N]
+    python -m training evaluate tatoeba|retrieval --model SPEC --data PATH [...] [--json OUT]
 
 Under torchrun, ``pretrain`` runs one process per GPU (``torchrun --nproc-per-node 8 -m training pretrain ...``).
 """
@@ -11,7 +12,7 @@ import argparse
 import json
 import re
 
-from training import distributed
+from training import distributed, evaluation
 from training.holdout import split_output
 from training.trainer import PretrainConfig, Trainer, resumed_config
 
@@ -96,6 +97,13 @@ def _pretrain_parser(commands) -> None:
         action="append",
         metavar="DIR",
     )
+    option(
+        "--eval-task",
+        "TASK=PATH evaluated with the held-out data: tatoeba=DIR (bitext mining), retrieval=XQUAD.json or "
+        "a MIRACL/BEIR directory; repeatable",
+        action="append",
+        metavar="TASK=PATH",
+    )
     option("--eval-every", "steps between held-out evaluations", type=int, metavar="N")
     option("--eval-batch-size", "held-out pairs per in-batch retrieval", type=int, metavar="N")
     option("--eval-max-pairs", "held-out pairs read per source", type=int, metavar="N")
@@ -114,6 +122,48 @@ def _split_parser(commands) -> None:
     parser.add_argument("--train", required=True, metavar="DIR", help="where the training part is written")
     parser.add_argument("--heldout", required=True, metavar="DIR", help="where the held-out part is written")
     parser.add_argument("--seed", type=int, default=0, help="keys the hash that picks held-out rows")
+
+
+def _evaluate_parser(commands) -> None:
+    parser = commands.add_parser("evaluate", help="score an encoder on bitext mining or retrieval")
+    parser.add_argument("task", choices=("tatoeba", "retrieval"))
+    parser.add_argument(
+        "--model", required=True, metavar="SPEC",
+        help="a checkpoint or transformers encoder (path or hub id), st:PATH for SentenceTransformer(PATH), "
+        "or python:MODULE:CALLABLE taking (texts, kind) and returning a 2-D array",
+    )
+    parser.add_argument(
+        "--data", required=True, action="append", metavar="PATH",
+        help="tatoeba: a LASER-layout directory; retrieval: SQuAD-format JSON (XQuAD, MLQA) or a MIRACL/BEIR "
+        "directory, as LANG=PATH to name its language; repeatable",
+    )
+    parser.add_argument("--languages", nargs="+", metavar="LANG", help="tatoeba: the xxx of tatoeba.xxx-eng")
+    cross = parser.add_mutually_exclusive_group()
+    cross.add_argument("--corpus-language", metavar="LANG", help="retrieval: every language's queries against this one's corpus")
+    cross.add_argument("--pooled", action="store_true", help="retrieval: queries against all corpora pooled")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", metavar="DEVICE")
+    parser.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
+
+
+def _evaluate(args: dict) -> None:
+    encoder = evaluation.load_encoder(args["model"], args["device"], args["batch_size"])
+    try:
+        if args["task"] == "tatoeba":
+            report = evaluation.evaluate_tatoeba(encoder, args["data"][0], args["languages"])
+        else:
+            sets = {}
+            for item in args["data"]:
+                lang, _, path = item.rpartition("=")
+                sets[lang or evaluation.language_of(path)] = evaluation.retrieval_set(path)
+            report = evaluation.evaluate_retrieval(encoder, sets, args["corpus_language"], args["pooled"])
+    except evaluation.EvaluationDataError as error:
+        raise SystemExit(f"evaluate: {error}") from None
+    report["model"] = args["model"]
+    print(evaluation.format_report(report))
+    if args["json"]:
+        with open(args["json"], "w", encoding="utf-8") as out:
+            json.dump(report, out, indent=2)
 
 
 def _config(given: dict, resume: bool) -> PretrainConfig:
@@ -139,8 +189,12 @@ def main(argv: list[str] | None = None) -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(commands)
     _split_parser(commands)
+    _evaluate_parser(commands)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
+    if command == "evaluate":
+        _evaluate(args)
+        return
     if command == "split":
         manifests = split_output(args["source"], args["train"], args["heldout"], args["heldout_fraction"], args["seed"])
         for part, manifest in manifests.items():

@@ -13,6 +13,7 @@ from training import checkpoint, distributed
 from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore
 from training.encoder import Encoder
 from training.evaluate import held_out_rows, in_batch_retrieval
+from training.evaluation import evaluate_spec
 from training.loss import InfoNCELoss
 from training.prompts import Prompts
 from training.step import contrastive_backward
@@ -45,6 +46,7 @@ class PretrainConfig:
     log_every: int = 10
     save_every: int = 1000
     eval_data: list[str] = field(default_factory=list)
+    eval_tasks: list[str] = field(default_factory=list)  # "tatoeba=DIR", "retrieval=PATH": training.evaluation
     eval_every: int = 100
     eval_batch_size: int = 64
     eval_max_pairs: int = 1024  # per source
@@ -66,6 +68,7 @@ MUTABLE_ON_RESUME = frozenset(
         "log_every",
         "save_every",
         "eval_data",
+        "eval_tasks",
         "eval_every",
         "eval_batch_size",
         "eval_max_pairs",
@@ -153,8 +156,10 @@ class Trainer:
             if self.context.is_main:
                 self.metrics.truncate_after(run.step)
         # Only the first rank evaluates; the others wait for it in the next step's collectives.
-        evaluates = config.eval_data and self.context.is_main
-        self.held_out = held_out_rows(config.eval_data, store, config.eval_max_pairs) if evaluates else None
+        self.evaluates = bool(config.eval_data or config.eval_tasks) and self.context.is_main
+        self.held_out = (
+            held_out_rows(config.eval_data, store, config.eval_max_pairs) if self.evaluates and config.eval_data else None
+        )
 
     def _encoder(self, store: ShardStore, resume: bool) -> Encoder:
         if resume:
@@ -172,7 +177,7 @@ class Trainer:
         """Trains up to ``max_steps``; returns the metrics logged by this run."""
         config = self.config
         logged = []
-        if self.step == 0 and self.held_out is not None:
+        if self.step == 0 and self.evaluates:
             logged.append(self._evaluate())
         progress = tqdm(
             total=config.max_steps,
@@ -212,7 +217,7 @@ class Trainer:
                 logged.append(self._log(record))
                 window = {"loss": 0.0, "steps": 0, "pairs": 0, "since": time.perf_counter()}
             paused = time.perf_counter()
-            if self.held_out is not None and (self.step % config.eval_every == 0 or self.step == config.max_steps):
+            if self.evaluates and (self.step % config.eval_every == 0 or self.step == config.max_steps):
                 logged.append(self._evaluate())
             if self.step % config.save_every == 0 or self.step == config.max_steps:
                 self.save()
@@ -223,18 +228,25 @@ class Trainer:
         return logged
 
     def _evaluate(self) -> dict:
-        metrics = in_batch_retrieval(
-            self.encoder,
-            self.held_out,
-            batch_size=self.config.eval_batch_size,
-            temperature=self.config.temperature,
-            prompts=self.prompts,
-        )
-        tqdm.write(
-            f"step {self.step}: held-out accuracy {metrics['eval_accuracy']:.3f}"
-            f" (chance {metrics['eval_chance']:.3f}), loss {metrics['eval_loss']:.4f}"
-        )
-        return self._log({"step": self.step, **metrics})
+        record = {"step": self.step}
+        if self.held_out:
+            metrics = in_batch_retrieval(
+                self.encoder,
+                self.held_out,
+                batch_size=self.config.eval_batch_size,
+                temperature=self.config.temperature,
+                prompts=self.prompts,
+            )
+            tqdm.write(
+                f"step {self.step}: held-out accuracy {metrics['eval_accuracy']:.3f}"
+                f" (chance {metrics['eval_chance']:.3f}), loss {metrics['eval_loss']:.4f}"
+            )
+            record.update(metrics)
+        for spec in self.config.eval_tasks:
+            scores = evaluate_spec(spec, self.encoder, self.config.eval_batch_size)
+            tqdm.write(f"step {self.step}: {spec}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+            record.update({f"{spec.split('=', 1)[0]}/{metric}": value for metric, value in scores.items()})
+        return self._log(record)
 
     def _log(self, record: dict) -> dict:
         if self.context.is_main:

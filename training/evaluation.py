@@ -1,0 +1,346 @@
+"""Evaluation as the mE5 report measures it: bitext mining (Tatoeba) and retrieval (XQuAD, MLQA, MIRACL, BEIR).
+
+Every score comes from exact cosine search over normalised embeddings, done
+in blocks of the corpus so no full query-by-corpus matrix is ever held.
+Ties go to the lower corpus index, so results never depend on the hardware.
+"""
+
+import importlib
+import json
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import fsspec
+import numpy as np
+import torch
+
+from training.prompts import Kind
+
+SEARCH_BLOCK = 16384
+RETRIEVAL_DEPTH = 100
+
+
+class TextEncoder(Protocol):
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray: ...
+
+
+class EvaluationDataError(ValueError):
+    """Evaluation data that cannot be scored, said in one line naming the file."""
+
+
+# --- encoders -------------------------------------------------------------------------------
+
+
+@dataclass
+class _OwnEncoder:
+    encoder: "object"
+    batch_size: int
+
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        return self.encoder.encode(texts, kind, batch_size=self.batch_size).numpy()
+
+
+@dataclass
+class _SentenceTransformer:
+    model: "object"
+    batch_size: int
+
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        prompt_name = kind if kind in self.model.prompts else None
+        return self.model.encode(
+            texts, prompt_name=prompt_name, batch_size=self.batch_size,
+            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False,
+        )
+
+
+@dataclass
+class _Callable:
+    function: Callable[[list[str], str], "np.ndarray"]
+
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        embeddings = np.asarray(self.function(texts, kind), dtype=np.float32)
+        if embeddings.ndim != 2 or len(embeddings) != len(texts):
+            raise ValueError(f"the encoder returned shape {embeddings.shape} for {len(texts)} texts")
+        return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+
+
+def own_encoder(encoder, batch_size: int = 64) -> TextEncoder:
+    """Our training.encoder.Encoder as evaluation's TextEncoder."""
+    return _OwnEncoder(encoder, batch_size)
+
+
+def load_encoder(spec: str, device: str | None = None, batch_size: int = 64) -> TextEncoder:
+    """An encoder from a spec:
+
+    - ``python:MODULE:CALLABLE``: a callable ``(texts, kind) -> 2-D array`` (ONNX, a quantised engine, an API);
+    - ``st:PATH``, or a directory with ``modules.json`` and no transformers config: ``SentenceTransformer(PATH)``;
+    - anything else: a transformers encoder (our checkpoints, a path or hub id), mean pooled, E5 prefixes.
+    """
+    if spec.startswith("python:"):
+        _, module, name = spec.split(":", 2)
+        return _Callable(getattr(importlib.import_module(module), name))
+    directory = Path(spec.removeprefix("st:"))
+    if spec.startswith("st:") or ((directory / "modules.json").exists() and not (directory / "config.json").exists()):
+        from sentence_transformers import SentenceTransformer
+
+        return _SentenceTransformer(SentenceTransformer(str(directory), device=device), batch_size)
+    from training.encoder import Encoder
+
+    encoder = Encoder.from_pretrained(spec)
+    encoder.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
+    return _OwnEncoder(encoder, batch_size)
+
+
+# --- search and metrics -----------------------------------------------------------------------
+
+
+def search(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = SEARCH_BLOCK) -> np.ndarray:
+    """Indices of each query's ``k`` most similar corpus rows, best first; ties to the lower index.
+
+    The corpus is scanned in blocks, keeping a running top k, so memory is
+    queries x (block + k) whatever the corpus size.
+    """
+    k = min(k, len(corpus))
+    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    best_indices = np.zeros((len(queries), 0), dtype=np.int64)
+    for start in range(0, len(corpus), block):
+        scores = queries @ corpus[start : start + block].T
+        indices = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
+        best_scores = np.concatenate([best_scores, scores.astype(np.float32)], axis=1)
+        best_indices = np.concatenate([best_indices, indices], axis=1)
+        order = np.lexsort((best_indices, -best_scores), axis=1)[:, :k]
+        best_scores = np.take_along_axis(best_scores, order, axis=1)
+        best_indices = np.take_along_axis(best_indices, order, axis=1)
+    return best_indices
+
+
+def bitext_scores(retrieved: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+    """Accuracy, and precision, recall and F1 as MTEB's BitextMining task computes them:
+    scikit-learn's support-weighted averages with the retrieved indices as ``y_true``
+    and the gold ones as ``y_pred``, zero where undefined."""
+    y_true, y_pred = np.asarray(retrieved), np.asarray(gold)
+    classes, true_counts = np.unique(y_true, return_counts=True)
+    predicted_counts = np.array([(y_pred == c).sum() for c in classes])
+    hits = np.array([((y_true == c) & (y_pred == c)).sum() for c in classes])
+    precision = np.divide(hits, predicted_counts, out=np.zeros(len(classes)), where=predicted_counts > 0)
+    recall = hits / true_counts
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(len(classes)), where=denominator > 0)
+    weights = true_counts / true_counts.sum()
+    return {
+        "accuracy": float((y_true == y_pred).mean()),
+        "precision": float(weights @ precision),
+        "recall": float(weights @ recall),
+        "f1": float(weights @ f1),
+    }
+
+
+def retrieval_scores(ranked: np.ndarray, relevant: Sequence[dict[int, int]]) -> dict[str, float]:
+    """nDCG@10 (graded gains, as trec_eval), MRR@10 and Recall@1/10/100, averaged over queries."""
+    totals = dict.fromkeys(("ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100"), 0.0)
+    for row, judged in zip(ranked, relevant, strict=True):
+        positives = {doc for doc, grade in judged.items() if grade > 0}
+        gains = [judged.get(int(doc), 0) for doc in row[:10]]
+        ideal = sorted((grade for grade in judged.values() if grade > 0), reverse=True)[:10]
+        dcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(gains))
+        ideal_dcg = sum(gain / math.log2(rank + 2) for rank, gain in enumerate(ideal))
+        totals["ndcg@10"] += dcg / ideal_dcg if ideal_dcg else 0.0
+        first = next((rank for rank, doc in enumerate(row[:10]) if int(doc) in positives), None)
+        totals["mrr@10"] += 1 / (first + 1) if first is not None else 0.0
+        for depth in (1, 10, 100):
+            found = len(positives.intersection(int(doc) for doc in row[:depth]))
+            totals[f"recall@{depth}"] += found / len(positives) if positives else 0.0
+    return {metric: value / len(relevant) for metric, value in totals.items()}
+
+
+# --- data -----------------------------------------------------------------------------------
+
+
+def _read_text(path: str) -> str:
+    with fsspec.open(path, "rt", encoding="utf-8") as stream:
+        return stream.read()
+
+
+def _lines(path: str) -> list[str]:
+    return _read_text(path).splitlines()
+
+
+def tatoeba_pairs(directory: str, languages: Sequence[str] | None = None) -> dict[str, tuple[list[str], list[str]]]:
+    """LASER layout: ``tatoeba.xxx-eng.xxx`` and ``tatoeba.xxx-eng.eng``, line i of one translating line i of the other."""
+    filesystem, root = fsspec.core.url_to_fs(directory)
+    found = sorted(
+        match[1] for name in filesystem.ls(root, detail=False)
+        if (match := re.search(r"tatoeba\.([a-z]{3})-eng\.\1$", name))
+    )
+    chosen = list(languages) if languages else found
+    pairs = {}
+    for lang in chosen:
+        if lang not in found:
+            raise EvaluationDataError(f"{directory}: no tatoeba.{lang}-eng.{lang} (have {', '.join(found) or 'none'})")
+        source = _lines(f"{directory}/tatoeba.{lang}-eng.{lang}")
+        english = _lines(f"{directory}/tatoeba.{lang}-eng.eng")
+        if not source:
+            raise EvaluationDataError(f"{directory}/tatoeba.{lang}-eng.{lang} is empty")
+        if len(source) != len(english):
+            raise EvaluationDataError(
+                f"{directory}/tatoeba.{lang}-eng: {len(source)} {lang} lines but {len(english)} English ones"
+            )
+        pairs[lang] = (source, english)
+    return pairs
+
+
+@dataclass
+class RetrievalSet:
+    queries: list[str]
+    corpus: list[str]
+    relevant: list[dict[int, int]]  # per query: corpus index -> relevance grade
+
+
+def squad_set(path: str) -> RetrievalSet:
+    """SQuAD-format JSON (XQuAD, MLQA): questions as queries, the unique contexts as the corpus."""
+    try:
+        document = json.loads(_read_text(path))
+        paragraphs = [paragraph for article in document["data"] for paragraph in article["paragraphs"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise EvaluationDataError(f"{path} is not SQuAD JSON: {error}") from None
+    corpus, position, queries, relevant = [], {}, [], []
+    for paragraph in paragraphs:
+        context = paragraph["context"]
+        if context not in position:
+            position[context] = len(corpus)
+            corpus.append(context)
+        for qa in paragraph["qas"]:
+            if not qa.get("is_impossible"):
+                queries.append(qa["question"])
+                relevant.append({position[context]: 1})
+    if not queries:
+        raise EvaluationDataError(f"{path} holds no answerable question")
+    return RetrievalSet(queries, corpus, relevant)
+
+
+def beir_set(directory: str) -> RetrievalSet:
+    """MIRACL/BEIR layout: queries (``topics*.tsv`` or ``queries*.jsonl``), ``corpus*.jsonl`` and qrels (TREC or BEIR TSV)."""
+    filesystem, root = fsspec.core.url_to_fs(directory)
+    names = sorted(filesystem.ls(root, detail=False))
+
+    def named(*prefixes: str) -> list[str]:
+        return [name for name in names if Path(name).name.startswith(prefixes)]
+
+    query_text = {}
+    for name in named("topics", "queries"):
+        for line in _lines(name):
+            if name.endswith(".jsonl"):
+                record = json.loads(line)
+                query_text[str(record["_id"])] = record["text"]
+            elif line.strip():
+                qid, text = line.split("\t", 1)
+                query_text[qid] = text
+    corpus, position = [], {}
+    for name in named("corpus"):
+        for line in _lines(name):
+            record = json.loads(line)
+            docid = str(record.get("docid", record.get("_id")))
+            position[docid] = len(corpus)
+            corpus.append(f"{record['title']}\n{record['text']}" if record.get("title") else record["text"])
+    judged: dict[str, dict[int, int]] = {}
+    for name in named("qrels"):
+        for line in _lines(name):
+            fields = line.split()
+            if len(fields) == 4:  # TREC: qid Q0 docid grade
+                qid, _, docid, grade = fields
+            elif len(fields) == 3:  # BEIR: query-id corpus-id score
+                qid, docid, grade = fields
+            else:
+                continue
+            if not grade.lstrip("-").isdigit():
+                continue  # BEIR's header row
+            if docid in position:
+                judged.setdefault(qid, {})[position[docid]] = int(grade)
+    qids = sorted(qid for qid, grades in judged.items() if qid in query_text and any(g > 0 for g in grades.values()))
+    if not qids or not corpus:
+        raise EvaluationDataError(f"{directory}: needs queries, a corpus and qrels with relevant documents")
+    return RetrievalSet([query_text[qid] for qid in qids], corpus, [judged[qid] for qid in qids])
+
+
+# --- tasks ------------------------------------------------------------------------------------
+
+
+def evaluate_tatoeba(encoder: TextEncoder, directory: str, languages: Sequence[str] | None = None) -> dict:
+    """For each language, every sentence's nearest English neighbour by cosine, scored against the gold line."""
+    per_language = {}
+    for lang, (source, english) in tatoeba_pairs(directory, languages).items():
+        retrieved = search(encoder.encode(source, "query"), encoder.encode(english, "query"), k=1)[:, 0]
+        per_language[lang] = bitext_scores(retrieved, np.arange(len(source)))
+    return _report("tatoeba", per_language)
+
+
+def evaluate_retrieval(
+    encoder: TextEncoder, sets: dict[str, RetrievalSet], corpus_language: str | None = None, pooled: bool = False
+) -> dict:
+    """Each language's queries against its own corpus, another language's (``corpus_language``),
+    or all corpora pooled."""
+    per_language = {}
+    corpora = {lang: encoder.encode(data.corpus, "passage") for lang, data in sets.items()}
+    offsets, start = {}, 0
+    for lang, data in sets.items():
+        offsets[lang] = start
+        start += len(data.corpus)
+    for lang, data in sets.items():
+        queries = encoder.encode(data.queries, "query")
+        if pooled:
+            corpus, relevant = np.concatenate(list(corpora.values())), [
+                {offsets[lang] + doc: grade for doc, grade in judged.items()} for judged in data.relevant
+            ]
+        else:
+            target = corpus_language or lang
+            if len(sets[target].corpus) != len(data.corpus):
+                raise EvaluationDataError(f"the {lang} and {target} corpora are not parallel")
+            corpus, relevant = corpora[target], data.relevant
+        per_language[lang] = retrieval_scores(search(queries, corpus, RETRIEVAL_DEPTH), relevant)
+    return _report("retrieval", per_language)
+
+
+def _report(task: str, per_language: dict[str, dict[str, float]]) -> dict:
+    metrics = next(iter(per_language.values())).keys()
+    mean = {metric: float(np.mean([scores[metric] for scores in per_language.values()])) for metric in metrics}
+    return {"task": task, "per_language": per_language, "mean": mean}
+
+
+def evaluate_spec(spec: str, encoder, batch_size: int = 64) -> dict[str, float]:
+    """Mean scores of ``TASK=PATH`` (``tatoeba=DIR`` or ``retrieval=SQUAD.json|BEIR_DIR``) for our encoder,
+    as training logs them."""
+    task, _, path = spec.partition("=")
+    text_encoder = own_encoder(encoder, batch_size)
+    if task == "tatoeba":
+        return evaluate_tatoeba(text_encoder, path)["mean"]
+    if task == "retrieval":
+        return evaluate_retrieval(text_encoder, {"data": retrieval_set(path)})["mean"]
+    raise ValueError(f"evaluation task must be tatoeba=DIR or retrieval=PATH, not {spec!r}")
+
+
+def language_of(path: str) -> str:
+    """The language a file names (``xquad.de.json``), else the file or folder name."""
+    name = Path(path.rstrip("/")).name
+    match = re.search(r"[._-]([a-z]{2,3})\.json$", name)
+    return match[1] if match else name
+
+
+def retrieval_set(path: str) -> RetrievalSet:
+    """SQuAD JSON for a file, the MIRACL/BEIR layout for a directory."""
+    return squad_set(path) if path.endswith(".json") else beir_set(path)
+
+
+def format_report(report: dict) -> str:
+    metrics = list(report["mean"])
+    header = ["language", *metrics]
+    rows = [[lang, *(f"{scores[m]:.4f}" for m in metrics)] for lang, scores in sorted(report["per_language"].items())]
+    rows.append(["mean", *(f"{report['mean'][m]:.4f}" for m in metrics)])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
+        for row in [header, *rows]
+    )
