@@ -24,7 +24,9 @@ logging.getLogger().handlers[0].addFilter(_WithoutBigQueryNotice())
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions  # noqa: E402
+from apache_beam.options.pipeline_options import (  # noqa: E402
+    DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
+)
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from mining import inspection  # noqa: E402
@@ -61,15 +63,39 @@ def _local_runner(options: PipelineOptions):
     return FnApiRunner()
 
 
+def _check_cloud_options(options: PipelineOptions) -> None:
+    runner = (options.view_as(StandardOptions).runner or "").lower()
+    if runner not in ("dataflowrunner", "dataflow"):
+        return
+    cloud = options.view_as(GoogleCloudOptions)
+    for name, value in (("--project", cloud.project), ("--region", cloud.region)):
+        if not value:
+            raise SystemExit(f"--runner DataflowRunner needs {name}")
+    if not (cloud.temp_location or "").startswith("gs://"):
+        raise SystemExit("--runner DataflowRunner needs --temp_location gs://BUCKET/PATH for staging and temp files")
+
+
 def run_pipeline(argv: list[str]) -> int:
+    """Check everything that can be checked before any work starts, each failure one line; then run."""
     options = PipelineOptions(argv)
     unknown = _unknown_options(options)
     if unknown:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
+    _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
-    io.prepare_output(mining.output)
-    with beam.Pipeline(runner=_local_runner(options), options=options) as pipeline:
-        pretrain.build(pipeline, mining)
+    try:
+        plan = pretrain.plan_sources(mining)
+        io.prepare_output(mining.output, mining.overwrite)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(str(error)) from None
+    pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+    pretrain.build(pipeline, mining, plan)
+    result = pipeline.run()
+    template = options.view_as(GoogleCloudOptions).template_location
+    if template:
+        print(f"Dataflow template written to {template}; nothing was submitted")
+        return 0
+    result.wait_until_finish()
     print(inspection.format_summary(load_manifest(mining.output), mining.output))
     return 0
 

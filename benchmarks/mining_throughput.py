@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import beam_runner  # noqa: E402
-from mining import dedup, langid, shards  # noqa: E402
+from mining import dedup, langid, near_dup, shards  # noqa: E402
 from mining.clean import CleanOptions, clean_batch  # noqa: E402
 from mining.records import DeadLetter, Drop  # noqa: E402
 from mining.sources import ReadLimits, ReadTask, get_reader  # noqa: E402
@@ -85,8 +85,19 @@ def stage_functions(path: Path, pairs: int) -> float:
         return out
 
     unique, t_dedup = timed("exact dedup (keys + pick)", len(identified), exact_dedup)
+
+    def near_dedup():
+        options = near_dup.NearDupOptions()
+        hasher = options.hasher()
+        buckets = defaultdict(list)
+        for first in range(0, len(unique), 512):
+            for key, record_id in near_dup.band_keys(unique[first : first + 512], hasher, options, {"sbert": False}):
+                buckets[key].append(record_id)
+        return [edge for ids in buckets.values() for edge in near_dup.bucket_edges(ids)]
+
+    _, t_near = timed("near dedup (MinHash + LSH)", len(unique), near_dedup)
     _, t_write = timed("encode Arrow shard", len(unique), lambda: shards.encode_shard(unique))
-    total = t_read + t_clean + t_lid + t_dedup + t_write
+    total = t_read + t_clean + t_lid + t_dedup + t_near + t_write
     print(f"{'all stage functions':<28} {pairs / total:>10,.0f} pairs/s   ({total:.2f} s)")
     return total
 

@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 
 import pyarrow as pa
 
-from mining import clean, dedup, langid
+from mining import clean, decontaminate, dedup, langid, near_dup
 from schemas.manifest import LENGTH_BINS, REJECTED_DIR, LengthStats, Manifest
 from schemas.pairs import schema_description
 
@@ -26,8 +26,9 @@ STAGE_OF_REASON = {
     clean.EMPTY_SIDE: "clean", clean.TOO_LONG: "clean", clean.IDENTICAL_SIDES: "clean",
     langid.LOW_CONFIDENCE: "language_id", langid.DECLARED_MISMATCH: "language_id", langid.PAIR_MISMATCH: "language_id",
     dedup.DUPLICATE_PAIR: "dedup", dedup.DUPLICATE_PASSAGE: "dedup",
+    decontaminate.CONTAMINATED: "decontaminate", near_dup.NEAR_DUPLICATE: "near_dup",
 }
-STAGES = ("read", "clean", "language_id", "dedup")
+STAGES = ("read", "clean", "decontaminate", "language_id", "dedup", "near_dup")
 
 
 def stage_of(reason: str) -> str:

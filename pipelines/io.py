@@ -3,6 +3,7 @@
 import bz2
 import contextlib
 import gzip
+import hashlib
 import io
 import lzma
 import os
@@ -97,8 +98,17 @@ def join(base: str, *parts: str) -> str:
     return FileSystems.join(base, *parts)
 
 
+# Object stores publish an object only when its upload completes.
+_ATOMIC_UPLOAD_SCHEMES = ("gs", "s3", "azfs")
+
+
 def write_atomically(path: str, data: bytes) -> None:
-    """Write beside the destination under a hidden name, then rename into place."""
+    """Write so no reader ever sees a partial file: in an object store, one upload;
+    on a file system, beside the destination under a hidden name, then a rename."""
+    if FileSystems.get_scheme(path) in _ATOMIC_UPLOAD_SCHEMES:
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            stream.write(data)
+        return
     directory, name = posixpath.split(path)
     temporary = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
     with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
@@ -114,27 +124,38 @@ def read_bytes(path: str) -> bytes:
 
 
 def local_copy(path: str) -> str:
-    """A local path for a file that may be remote (model files)."""
+    """A local path for a file that may be remote (model files), fetched once per machine.
+
+    Every DoFn instance and worker process on a machine shares the copy: it is
+    downloaded under a temporary name and renamed into place, so a reader never
+    sees half a file.
+    """
     if FileSystems.get_scheme(path) in (None, "file"):
         return path
-    directory = tempfile.mkdtemp(prefix="mining-model-")
-    local = os.path.join(directory, posixpath.basename(path))
-    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, open(local, "wb") as out:
-        shutil.copyfileobj(remote, out)
+    digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+    local = os.path.join(tempfile.gettempdir(), "embedmill-models", digest, posixpath.basename(path))
+    if not os.path.exists(local):
+        os.makedirs(os.path.dirname(local), exist_ok=True)
+        partial = f"{local}.{uuid.uuid4().hex}.partial"
+        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, open(partial, "wb") as out:
+            shutil.copyfileobj(remote, out, 1 << 20)
+        os.replace(partial, local)
     return local
 
 
-def prepare_output(output: str) -> None:
-    """Make ``output`` ready for a run: empty, or holding only what a run writes, which is replaced.
-
-    Anything else in it is refused, so a typo never deletes a user's files.
-    """
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Make ``output`` ready for a run: empty, or (with ``overwrite``) holding only what a run
+    writes, which is deleted. Files a run did not write are never touched."""
     ours = (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, MANIFEST_NAME, f".{MANIFEST_NAME}.tmp-")
     prefix = output.rstrip("/") + "/"
     present = {path[len(prefix) :].split("/", 1)[0] for path in match_files(join(output, "**"))}
     strangers = sorted(name for name in present if not name.startswith(ours))
     if strangers:
         raise FileExistsError(
-            f"{output} holds files a mining run did not write ({', '.join(strangers[:5])}); choose another --output"
+            f"--output {output} holds files a mining run did not write ({', '.join(strangers[:5])}); "
+            "choose another directory"
         )
-    FileSystems.delete([join(output, name) for name in sorted(present)])
+    if present and not overwrite:
+        raise FileExistsError(f"--output {output} holds an earlier run; add --overwrite to replace it")
+    if present:
+        FileSystems.delete([join(output, name) for name in sorted(present)])

@@ -4,9 +4,12 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from mining.clean import CleanOptions
 from mining.langid import LidOptions
+from mining.minhash import Shingling
+from mining.near_dup import NearDupOptions
 from mining.sources import ReadLimits
 
 PIPELINE_NAMES = ("pretrain", "finetune")
+_DEFAULT_NGRAM = {"char": 5, "word": 3}
 
 
 class MiningOptions(PipelineOptions):
@@ -19,6 +22,9 @@ class MiningOptions(PipelineOptions):
             help="input files (repeatable); without it, the bundled samples",
         )
         group.add_argument("--output", default="./output", help="output directory, local or gs://")
+        group.add_argument(
+            "--overwrite", action="store_true", help="replace an earlier run in --output (never other files)"
+        )
         group.add_argument(
             "--lid-model", dest="lid_model", default=None,
             help="fastText language-ID model (lid.176.bin or .ftz); default: the bundled lid.176.ftz",
@@ -39,6 +45,45 @@ class MiningOptions(PipelineOptions):
         group.add_argument(
             "--passage-dedup", dest="passage_dedup", choices=("auto", "on", "off"), default="auto",
             help="drop repeated passages within a source; auto: per source kind",
+        )
+        group.add_argument(
+            "--near-dup", dest="near_dup", choices=("on", "off"), default="on",
+            help="drop near-duplicates (MinHash-LSH), keeping the smallest id of each cluster",
+        )
+        group.add_argument(
+            "--near-dup-threshold", dest="near_dup_threshold", type=float, default=NearDupOptions.threshold,
+            help="Jaccard similarity of the shingles from which pairs are near-duplicates",
+        )
+        group.add_argument("--near-dup-num-perm", dest="near_dup_num_perm", type=int, default=NearDupOptions.num_perm)
+        group.add_argument(
+            "--near-dup-shingles", dest="near_dup_shingles", choices=("char", "word"), default="char",
+            help="character n-grams (any script) or word n-grams of the normalised text",
+        )
+        group.add_argument(
+            "--near-dup-ngram", dest="near_dup_ngram", type=int, default=None,
+            help=f"shingle length; default {_DEFAULT_NGRAM['char']} characters or {_DEFAULT_NGRAM['word']} words",
+        )
+        group.add_argument(
+            "--near-dup-hash", dest="near_dup_hash", choices=("sha1", "fast"), default=NearDupOptions.hash,
+            help="shingle hash: sha1 is datasketch's default, fast is numpy's (datasketch with hashfunc=fast_hash32)",
+        )
+        group.add_argument(
+            "--near-dup-text", dest="near_dup_text", choices=("passage", "pair"), default=NearDupOptions.text,
+            help="compare passages (the pair where repeated passages are not duplicates, see --passage-dedup) "
+            "or always query and passage together",
+        )
+        group.add_argument(
+            "--near-dup-scope", dest="near_dup_scope", choices=("source", "all"), default=NearDupOptions.scope,
+            help="compare pairs of one source and language pair, or of one language pair across sources",
+        )
+        group.add_argument(
+            "--near-dup-rounds", dest="near_dup_rounds", type=int, default=NearDupOptions.rounds,
+            help="large-star/small-star shuffle rounds that resolve clusters",
+        )
+        group.add_argument(
+            "--exclude", action="append", default=None, metavar="PATTERN",
+            help="benchmark files whose texts no pair may leak (repeatable): SQuAD .json, topics .tsv, "
+            "or one text per line",
         )
         group.add_argument("--shard-size-mb", dest="shard_size_mb", type=float, default=128.0)
         group.add_argument(
@@ -63,3 +108,16 @@ class MiningOptions(PipelineOptions):
 
     def read_limits(self) -> ReadLimits:
         return ReadLimits(max_line_bytes=self.max_line_bytes)
+
+    def near_dup_options(self) -> NearDupOptions | None:
+        if self.near_dup == "off":
+            return None
+        return NearDupOptions(
+            threshold=self.near_dup_threshold,
+            num_perm=self.near_dup_num_perm,
+            shingling=Shingling(self.near_dup_shingles, self.near_dup_ngram or _DEFAULT_NGRAM[self.near_dup_shingles]),
+            hash=self.near_dup_hash,
+            text=self.near_dup_text,
+            scope=self.near_dup_scope,
+            rounds=self.near_dup_rounds,
+        )

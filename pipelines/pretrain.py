@@ -1,15 +1,19 @@
-"""The mining pipelines: read -> join -> clean -> language ID -> exact dedup -> shards + manifest.
+"""The mining pipelines: read -> join -> clean -> decontaminate -> language ID -> exact dedup -> near dedup
+-> shards + manifest.
 
 ``pretrain`` and ``finetune`` share every stage; fine-tuning rows add a task.
 """
 
+from dataclasses import dataclass
 from importlib import resources
 
 import apache_beam as beam
 
 from mining import dedup
-from mining.sources import SourceSpec, get_reader
+from mining.sources import ReadTask, SourceReader, SourceSpec, get_reader
 from pipelines import io, stages
+from pipelines.decontaminate import Decontaminate, excluded_files
+from pipelines.near_dup import NearDedup
 from pipelines.options import MiningOptions
 from schemas import pairs as f
 from schemas.pairs import SCHEMA_BY_PIPELINE
@@ -34,6 +38,7 @@ def passage_dedup_sources(specs: list[SourceSpec], setting: str) -> dict[str, bo
 
 def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_dedup: dict[str, bool]) -> dict:
     """What the manifest records: everything that shapes the output."""
+    near_dup = options.near_dup_options()
     return {
         "sources": [str(spec) for spec in specs],
         "lid_model": options.lid_model or "lid.176.ftz (bundled)",
@@ -43,6 +48,8 @@ def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_de
         "max_passage_chars": options.max_passage_chars,
         "max_line_bytes": options.max_line_bytes,
         "passage_dedup": passage_dedup,
+        "near_dup": near_dup.describe() if near_dup else "off",
+        "exclude": options.exclude or [],
         "shard_size_mb": options.shard_size_mb,
         "shard_compression": options.shard_compression,
         "rejected_sample_size": options.rejected_sample_size,
@@ -71,10 +78,24 @@ def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list,
     return pairs, reports
 
 
-def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
+@dataclass(frozen=True)
+class SourcePlan:
+    specs: list[SourceSpec]
+    readers: list[SourceReader]
+    tasks: list[ReadTask]
+
+
+def plan_sources(options: MiningOptions) -> SourcePlan:
+    """Parse --source and match its files, before any work starts: a bad spec or a glob
+    that matches nothing raises ValueError or FileNotFoundError naming it."""
     specs = [SourceSpec.parse(text) for text in options.source or bundled_sources(options.pipeline)]
     readers = [get_reader(spec.kind) for spec in specs]
     tasks = [task for spec, reader in zip(specs, readers, strict=True) for task in reader.plan(spec, io.match_files)]
+    return SourcePlan(specs, readers, tasks)
+
+
+def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> None:
+    specs, readers, tasks = plan.specs, plan.readers, plan.tasks
     schema = SCHEMA_BY_PIPELINE[options.pipeline]
     passage_dedup = passage_dedup_sources(specs, options.passage_dedup)
     sample_size = options.rejected_sample_size
@@ -93,7 +114,11 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
     cleaned = spread | "Clean" >> beam.ParDo(
         stages.CleanBatches(options.clean_options(), sample_size)
     ).with_outputs(stages.REPORT, main="pairs")
-    identified = cleaned.pairs | "LanguageID" >> beam.ParDo(
+    screened, optional_reports = cleaned.pairs, []
+    if options.exclude:
+        decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(excluded_files(options.exclude), sample_size)
+        screened, optional_reports = decontaminated.pairs, [decontaminated[stages.REPORT]]
+    identified = screened | "LanguageID" >> beam.ParDo(
         stages.IdentifyLanguages(options.lid_model, options.lid_options(), sample_size)
     ).with_outputs(stages.REPORT, main="pairs")
 
@@ -108,7 +133,13 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
     unique = unique_pairs.kept | "DedupPassages" >> stages.DedupExact(
         passage_key, dedup.DUPLICATE_PASSAGE, sample_size
     )
-    shard_entries = unique.kept | "WriteShards" >> stages.WriteShards(
+    distinct = unique.kept
+    if near_dup_options := options.near_dup_options():
+        near_unique = unique.kept | "NearDedup" >> NearDedup(
+            near_dup_options, passage_dedup, options.batch_size, sample_size
+        )
+        distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[stages.REPORT]]
+    shard_entries = distinct | "WriteShards" >> stages.WriteShards(
         output,
         schema,
         int(options.shard_size_mb * 2**20),
@@ -116,6 +147,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions) -> None:
     )
     read[stages.DEAD] | "DeadLetters" >> stages.WriteDeadLetters(output)
     reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
+    reports += optional_reports
     (shard_entries, reports | "Reports" >> beam.Flatten()) | "Manifest" >> stages.WriteManifest(
         output, options.pipeline, schema, recorded_options(options, specs, passage_dedup),
         options.sampling_alpha, sample_size,

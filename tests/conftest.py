@@ -1,4 +1,6 @@
 import gzip
+import os
+import socket
 import json
 from pathlib import Path
 
@@ -31,3 +33,29 @@ def write_lines(path: Path, lines: list, *, compress: bool = False) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(data, mtime=0) if compress else data)
     return path
+
+
+@pytest.fixture(scope="session")
+def gcs_bucket():
+    """A Cloud Storage API on 127.0.0.1 (gcp-storage-emulator) and a bucket in it.
+
+    The google-cloud-storage client under Beam's GCS filesystem (and gcsfs) finds
+    the server through STORAGE_EMULATOR_HOST, as it would find the real service.
+    """
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True, default_bucket="embedmill-test")
+    server.start()
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
+    try:
+        yield "gs://embedmill-test"
+    finally:
+        server.stop()
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous

@@ -152,23 +152,31 @@ def test_same_shards_whatever_the_worker_count(corpus, tatoeba_dir, tmp_path, mi
     assert second.totals == first.totals
 
 
-def test_rerun_replaces_output_but_never_foreign_files(corpus, tatoeba_dir, tmp_path):
+def test_rerun_needs_overwrite_and_never_touches_foreign_files(corpus, tatoeba_dir, tmp_path):
     output = tmp_path / "out"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match="notes.txt"):
-        run(corpus, output, tatoeba_dir)
+    with pytest.raises(SystemExit, match="notes.txt"):
+        run(corpus, output, tatoeba_dir, "--overwrite")
     (output / "notes.txt").unlink()
     run(corpus, output, tatoeba_dir, "--shard-size-mb=0.02")
-    manifest = run(corpus, output, tatoeba_dir)
+    with pytest.raises(SystemExit, match="add --overwrite"):
+        run(corpus, output, tatoeba_dir)
+    manifest = run(corpus, output, tatoeba_dir, "--overwrite")
     assert sorted(str(p.relative_to(output)) for p in (output / "shards").rglob("*.arrow")) == sorted(
         s.path for s in manifest.shards
     )
 
 
-def test_unknown_option_is_refused(tmp_path):
+def test_bad_options_fail_fast_with_one_line(tmp_path):
     with pytest.raises(SystemExit, match="--sorce"):
         beam_runner.main(["--sorce=sbert=x", f"--output={tmp_path}"])
+    with pytest.raises(SystemExit, match="no file matches"):
+        beam_runner.main([f"--source=sbert={tmp_path}/missing/*.jsonl", f"--output={tmp_path}/out"])
+    with pytest.raises(SystemExit, match="unknown source kind"):
+        beam_runner.main([f"--source=nope={tmp_path}/*", f"--output={tmp_path}/out"])
+    with pytest.raises(SystemExit, match="--temp_location"):
+        beam_runner.main(["--runner=DataflowRunner", "--project=p", "--region=r", f"--output={tmp_path}/out"])
 
 
 @pytest.mark.parametrize("code", ["fra", "rus", "cmn", "kor", "ell", "heb"])
@@ -224,7 +232,8 @@ def test_xquad_through_the_finetune_pipeline(tmp_path):
     assert manifest.totals.input == 7 * 1190
     for code in codes:
         assert manifest.sources["squad"].languages[code] >= 0.97 * 1190, code
-    assert set(manifest.totals.dropped) <= {"duplicate_pair", "lang_declared_mismatch"}
+    # near_duplicate: questions one word apart about the same paragraph.
+    assert set(manifest.totals.dropped) <= {"duplicate_pair", "lang_declared_mismatch", "near_duplicate"}
     rows = _rows(tmp_path, manifest)
     assert {row["task"] for row in rows} == {get_reader("squad").task}
 
