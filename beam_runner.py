@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from mining import inspection  # noqa: E402
-from pipelines import io, pretrain  # noqa: E402
+from pipelines import io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -84,12 +84,12 @@ def run_pipeline(argv: list[str]) -> int:
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
     try:
-        plan = pretrain.plan_sources(mining)
+        plan = mine.plan_sources(mining)
         io.prepare_output(mining.output, mining.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(str(error)) from None
     pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
-    pretrain.build(pipeline, mining, plan)
+    mine.build(pipeline, mining, plan)
     result = pipeline.run()
     template = options.view_as(GoogleCloudOptions).template_location
     if template:

@@ -60,12 +60,17 @@ def test_inspect_verify_on_gcs(mined_on_gcs, capsys):
     assert "verified" in capsys.readouterr().out
     manifest = beam_runner.load_manifest(mined_on_gcs)
     victim = f"{mined_on_gcs}/{manifest.shards[0].path}"
-    data = bytearray(download(victim))
-    data[-100] ^= 0xFF
+    original = download(victim)
+    damaged = bytearray(original)
+    damaged[-100] ^= 0xFF
     with FileSystems.create(victim) as out:
-        out.write(bytes(data))
-    assert beam_runner.main(["inspect", "verify", mined_on_gcs]) == 1
-    assert f"{manifest.shards[0].path}: sha256" in capsys.readouterr().out
+        out.write(bytes(damaged))
+    try:
+        assert beam_runner.main(["inspect", "verify", mined_on_gcs]) == 1
+        assert f"{manifest.shards[0].path}: sha256" in capsys.readouterr().out
+    finally:
+        with FileSystems.create(victim) as out:
+            out.write(original)
 
 
 def test_remote_model_is_fetched_once_per_machine(gcs_bucket):
@@ -142,3 +147,14 @@ def test_no_credentials_or_project_in_outputs(tmp_path):
     assert "needs --temp_location" in transcript and "verified" in transcript
     for secret in [*secrets.values(), pem.splitlines()[1]]:
         assert secret not in transcript and secret not in written, secret
+
+
+def test_training_loader_reads_the_run_from_gcs(mined_on_gcs, tmp_path):
+    from training.data import ShardStore, shards_by_source
+
+    manifest = beam_runner.load_manifest(mined_on_gcs)
+    sources = shards_by_source([mined_on_gcs])
+    store = ShardStore(cache_dir=tmp_path / "cache")
+    rows = {name: sum(store.table(shard).num_rows for shard in shards) for name, shards in sources.items()}
+    assert rows == {name: source.output for name, source in manifest.sources.items()}
+    assert len(list((tmp_path / "cache").glob("*.arrow"))) == len(manifest.shards), "fetched once, by content"

@@ -173,6 +173,8 @@ def test_bad_options_fail_fast_with_one_line(tmp_path):
         beam_runner.main(["--sorce=sbert=x", f"--output={tmp_path}"])
     with pytest.raises(SystemExit, match="no file matches"):
         beam_runner.main([f"--source=sbert={tmp_path}/missing/*.jsonl", f"--output={tmp_path}/out"])
+    with pytest.raises(SystemExit, match="--exclude .*no file matches"):
+        beam_runner.main([f"--exclude={tmp_path}/missing/*", f"--output={tmp_path}/out"])
     with pytest.raises(SystemExit, match="unknown source kind"):
         beam_runner.main([f"--source=nope={tmp_path}/*", f"--output={tmp_path}/out"])
     with pytest.raises(SystemExit, match="--temp_location"):

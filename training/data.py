@@ -38,7 +38,7 @@ from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas import pairs as f
-from schemas.manifest import MANIFEST_NAME, Manifest
+from schemas.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from training.permutation import Permutation
 from training.prompts import E5, Kind, Prompts
 
@@ -67,8 +67,9 @@ def join(directory: str, relative: str) -> str:
 
 
 def read_manifest(directory: str) -> Manifest:
-    with fsspec.open(join(directory, MANIFEST_NAME), "rb") as stream:
-        return Manifest.model_validate_json(stream.read())
+    path = join(directory, MANIFEST_NAME)
+    with fsspec.open(path, "rb") as stream:
+        return parse_manifest(stream.read(), where=path)
 
 
 def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:

@@ -83,15 +83,16 @@ class SourcePlan:
     specs: list[SourceSpec]
     readers: list[SourceReader]
     tasks: list[ReadTask]
+    excluded: list[str]  # benchmark files for decontamination
 
 
 def plan_sources(options: MiningOptions) -> SourcePlan:
-    """Parse --source and match its files, before any work starts: a bad spec or a glob
-    that matches nothing raises ValueError or FileNotFoundError naming it."""
+    """Parse --source and match its (and --exclude's) files, before any work starts: a bad
+    spec or a glob that matches nothing raises ValueError or FileNotFoundError naming it."""
     specs = [SourceSpec.parse(text) for text in options.source or bundled_sources(options.pipeline)]
     readers = [get_reader(spec.kind) for spec in specs]
     tasks = [task for spec, reader in zip(specs, readers, strict=True) for task in reader.plan(spec, io.match_files)]
-    return SourcePlan(specs, readers, tasks)
+    return SourcePlan(specs, readers, tasks, excluded_files(options.exclude or []))
 
 
 def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> None:
@@ -116,7 +117,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
     ).with_outputs(stages.REPORT, main="pairs")
     screened, optional_reports = cleaned.pairs, []
     if options.exclude:
-        decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(excluded_files(options.exclude), sample_size)
+        decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(plan.excluded, sample_size)
         screened, optional_reports = decontaminated.pairs, [decontaminated[stages.REPORT]]
     identified = screened | "LanguageID" >> beam.ParDo(
         stages.IdentifyLanguages(options.lid_model, options.lid_options(), sample_size)
