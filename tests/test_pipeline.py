@@ -213,7 +213,7 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
     again = Manifest.model_validate_json((two / "manifest.json").read_text("utf-8"))
     assert [(s.path, s.sha256) for s in again.shards] == [(s.path, s.sha256) for s in manifest.shards]
     assert {
-        "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage",
+        "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage", "near_duplicate",
         "lang_declared_mismatch", "lang_pair_mismatch",
     } <= set(manifest.totals.dropped)
     letters = [json.loads(line) for path in (tmp_path / "dead_letter").glob("*.jsonl") for line in path.open()]
