@@ -119,5 +119,5 @@ def test_a_run_with_exclusions(squad, tatoeba_dir, tmp_path):
 
 
 def test_an_exclusion_that_matches_nothing_is_refused(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no-such-benchmark"):
+    with pytest.raises(SystemExit, match="no-such-benchmark"):
         beam_runner.main([f"--output={tmp_path}", f"--exclude={tmp_path}/no-such-benchmark/*.json"])
