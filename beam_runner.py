@@ -30,7 +30,7 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from mining import inspection  # noqa: E402
-from pipelines import io, mine  # noqa: E402
+from pipelines import consistency, hard_negatives, io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -45,6 +45,10 @@ from schemas.manifest import (  # noqa: E402
 def load_manifest(directory: str) -> Manifest:
     path = io.join(directory, MANIFEST_NAME)
     return parse_manifest(io.read_bytes(path), where=path)
+
+
+# Pipelines that read a finished run (--input) rather than mine sources.
+DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives}
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:
@@ -83,13 +87,14 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
+    derived = DERIVED_PIPELINES.get(mining.pipeline)
     try:
-        plan = mine.plan_sources(mining)
+        plan = derived.plan(mining) if derived else mine.plan_sources(mining)
         io.prepare_output(mining.output, mining.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(str(error)) from None
     pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
-    mine.build(pipeline, mining, plan)
+    (derived.build if derived else mine.build)(pipeline, mining, plan)
     result = pipeline.run()
     template = options.view_as(GoogleCloudOptions).template_location
     if template:

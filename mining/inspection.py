@@ -15,7 +15,7 @@ from typing import BinaryIO, Callable
 
 import pyarrow as pa
 
-from mining import clean, decontaminate, dedup, langid, near_dup
+from mining import clean, consistency, decontaminate, dedup, langid, near_dup
 from schemas.manifest import LENGTH_BINS, REJECTED_DIR, LengthStats, Manifest
 from schemas.pairs import schema_description
 
@@ -27,6 +27,8 @@ STAGE_OF_REASON = {
     langid.LOW_CONFIDENCE: "language_id", langid.DECLARED_MISMATCH: "language_id", langid.PAIR_MISMATCH: "language_id",
     dedup.DUPLICATE_PAIR: "dedup", dedup.DUPLICATE_PASSAGE: "dedup",
     decontaminate.CONTAMINATED: "decontaminate", near_dup.NEAR_DUPLICATE: "near_dup",
+    # A filter of a finished run: after every mining stage.
+    consistency.INCONSISTENT: "consistency",
 }
 STAGES = ("read", "clean", "decontaminate", "language_id", "dedup", "near_dup")
 

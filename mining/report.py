@@ -26,6 +26,8 @@ class FunnelReport:
         self.sample_size = sample_size
         self.counts: Counter[tuple[str, str]] = Counter()
         self.samples: dict[str, list[dict]] = {}
+        # Consistency-filtered runs: pairs per (source, query language, rank bin).
+        self.ranks: Counter[tuple[str, str, str]] = Counter()
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -35,6 +37,14 @@ class FunnelReport:
 
     def add_dead_letter(self, letter: DeadLetter) -> None:
         self.counts[letter.source, DEAD_LETTER] += 1
+
+    def count_rank(self, source: str, lang: str, rank: int) -> None:
+        self.ranks[source, lang, m.rank_bin_label(rank)] += 1
+
+    def rank_histograms(self, source: str) -> dict[str, dict[str, int]]:
+        """Per query language, every rank bin in order, for a source the filter ranked."""
+        langs = sorted({lang for ranked_source, lang, _ in self.ranks if ranked_source == source})
+        return {lang: {label: self.ranks[source, lang, label] for label in m.RANK_BIN_LABELS} for lang in langs}
 
     def add_drop(self, drop: Drop) -> None:
         record = drop.record
@@ -48,6 +58,7 @@ class FunnelReport:
 
     def merge(self, other: "FunnelReport") -> "FunnelReport":
         self.counts.update(other.counts)
+        self.ranks.update(other.ranks)
         for reason, sample in other.samples.items():
             self.samples.setdefault(reason, []).extend(sample)
             self._trim(reason)
@@ -89,6 +100,7 @@ def build_manifest(
     report: FunnelReport,
     written: list[tuple[m.Shard, dict[str, m.SideLengths]]],
     sampling_alpha: float,
+    parent: m.Parent | None = None,
 ) -> m.Manifest:
     """The manifest, from each written shard's entry and lengths; pydantic refuses it
     if any record is unaccounted for."""
@@ -112,6 +124,7 @@ def build_manifest(
             languages=dict(sorted(languages.items())),
             lengths=dict(sorted(lengths.items())),
             sampling_weight=weights[source],
+            consistency_ranks=report.rank_histograms(source),
         )
     return m.Manifest(
         pipeline=pipeline,
@@ -121,4 +134,5 @@ def build_manifest(
         shards=shards,
         totals=m.Totals(**report.totals_for(None), output=sum(shard.rows for shard in shards)),
         sources=sources,
+        parent=parent,
     )

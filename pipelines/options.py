@@ -8,7 +8,8 @@ from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
 from mining.sources import ReadLimits
 
-PIPELINE_NAMES = ("pretrain", "finetune")
+# pretrain and finetune mine sources; the others read a finished run (--input).
+PIPELINE_NAMES = ("pretrain", "finetune", "consistency", "hardnegatives")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
 
 
@@ -95,6 +96,34 @@ class MiningOptions(PipelineOptions):
             help="dropped records kept per reason under rejected/",
         )
         group.add_argument("--batch-size", dest="batch_size", type=int, default=512, help="records per bundle step")
+        derived = parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives)")
+        derived.add_argument("--input", default=None, help="the finished run (manifest + shards) to read")
+        derived.add_argument(
+            "--model", default=None, metavar="SPEC",
+            help="encoder: a checkpoint or transformers path, st:PATH, or python:MODULE:CALLABLE",
+        )
+        derived.add_argument(
+            "--pool-size", dest="pool_size", type=int, default=10000,
+            help="passages sampled (seeded) from the input that each pair's passage must outrank",
+        )
+        derived.add_argument(
+            "--top-k", dest="top_k", type=float, default=2,
+            help="keep pairs whose passage ranks this high (1 = best); below 1, a fraction of the pool",
+        )
+        derived.add_argument("--seed", type=int, default=0, help="seed of the pool sample")
+        derived.add_argument(
+            "--device", choices=("cpu", "cuda"), default=None, help="where the encoder runs; default: cuda if present"
+        )
+        derived.add_argument(
+            "--corpus", default=None, help="hardnegatives: a finished run whose passages are searched; default --input"
+        )
+        derived.add_argument(
+            "--rank-window", dest="rank_window", default="10:100", metavar="FIRST:LAST",
+            help="hardnegatives: negatives come from these ranks of each query's search results",
+        )
+        derived.add_argument(
+            "--num-negatives", dest="num_negatives", type=int, default=7, help="hardnegatives: negatives per row"
+        )
         group.add_argument(
             "--sampling-alpha", dest="sampling_alpha", type=float, default=0.5,
             help="the manifest's per-source training weights are output^alpha, normalised",

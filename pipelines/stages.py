@@ -250,16 +250,17 @@ class MergeReports(beam.CombineFn):
 
 
 class _WriteManifest(beam.DoFn):
-    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float):
+    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, parent):
         self._output = output
         self._pipeline = pipeline
         self._schema = schema
         self._options = options
         self._sampling_alpha = sampling_alpha
+        self._parent = parent
 
     def process(self, _, written, report):
         manifest = build_manifest(
-            self._pipeline, self._schema, self._options, report, written, self._sampling_alpha
+            self._pipeline, self._schema, self._options, report, written, self._sampling_alpha, self._parent
         )
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
@@ -269,9 +270,11 @@ class _WriteManifest(beam.DoFn):
 
 
 class WriteManifest(beam.PTransform):
-    """After every shard is written: rejected samples, then manifest.json."""
+    """After every shard is written: rejected samples, then manifest.json (``parent``: the run a derived run read)."""
 
-    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, sample_size: int):
+    def __init__(
+        self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, sample_size: int, parent=None
+    ):
         super().__init__()
         self._output = output
         self._pipeline = pipeline
@@ -279,6 +282,7 @@ class WriteManifest(beam.PTransform):
         self._options = options
         self._sampling_alpha = sampling_alpha
         self._sample_size = sample_size
+        self._parent = parent
 
     def expand(self, inputs):
         written, reports = inputs
@@ -287,7 +291,9 @@ class WriteManifest(beam.PTransform):
             written.pipeline
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
-                _WriteManifest(self._output, self._pipeline, self._schema, self._options, self._sampling_alpha),
+                _WriteManifest(
+                    self._output, self._pipeline, self._schema, self._options, self._sampling_alpha, self._parent
+                ),
                 written=beam.pvalue.AsList(written),
                 report=beam.pvalue.AsSingleton(report),
             )

@@ -12,6 +12,14 @@ MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
 DEAD_LETTER_DIR = "dead_letter"
 REJECTED_DIR = "rejected"
+# Consistency ranks: bins 1, 2, 3-4, 5-8, ... up to 2^RANK_BINS_LOG2, then "beyond".
+RANK_BINS_LOG2 = 16
+RANK_BIN_LABELS = ("1", "2", *(f"{2 ** (i - 1) + 1}-{2 ** i}" for i in range(2, RANK_BINS_LOG2 + 1)), "beyond")
+
+
+def rank_bin_label(rank: int) -> str:
+    """The histogram bin of a rank >= 1: bin i holds (2^(i-1), 2^i]."""
+    return RANK_BIN_LABELS[min((rank - 1).bit_length(), RANK_BINS_LOG2 + 1)]
 
 
 class _Strict(BaseModel):
@@ -99,6 +107,17 @@ class SourceTotals(Totals):
     sampling_weight: float = Field(
         ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
     )
+    consistency_ranks: dict[str, dict[str, int]] = Field(
+        default_factory=dict,
+        description="consistency-filtered runs: per query language, pairs (kept and dropped) per rank bin",
+    )
+
+
+class Parent(_Strict):
+    """The finished run a derived run (consistency, hardnegatives) read: where, and the sha256 of its manifest's bytes."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
 class Manifest(_Strict):
@@ -110,6 +129,7 @@ class Manifest(_Strict):
     shards: list[Shard]
     totals: Totals
     sources: dict[str, SourceTotals]
+    parent: Parent | None = Field(default=None, description="the run this one filtered, if any")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -16,6 +16,7 @@ PASSAGE_LANG = "passage_lang"
 QUERY_LANG_SCORE = "query_lang_score"
 PASSAGE_LANG_SCORE = "passage_lang_score"
 TASK = "task"
+CONSISTENCY_RANK = "consistency_rank"
 
 # Working keys, dropped before writing.
 DECLARED_QUERY_LANG = "_declared_query_lang"
@@ -46,6 +47,15 @@ FINETUNE_SCHEMA = PAIR_SCHEMA.append(pa.field(TASK, pa.string(), nullable=False)
 SCHEMA_BY_PIPELINE = {"pretrain": PAIR_SCHEMA, "finetune": FINETUNE_SCHEMA}
 
 TEXT_FIELDS = (QUERY, PASSAGE)
+
+
+def with_consistency_rank(schema: pa.Schema) -> pa.Schema:
+    """The schema of a consistency-filtered run: its input's, plus the rank of each row's passage
+    for its query among a random pool (1 = best). Null only in rows no filter has ranked; a
+    second filter run replaces the column rather than adding another."""
+    if CONSISTENCY_RANK in schema.names:
+        schema = schema.remove(schema.get_field_index(CONSISTENCY_RANK))
+    return schema.append(pa.field(CONSISTENCY_RANK, pa.int32(), nullable=True))
 
 
 def schema_description(schema: pa.Schema = PAIR_SCHEMA) -> dict[str, str]:

@@ -1,0 +1,116 @@
+"""``--pipeline consistency``: re-read a finished run and keep the pairs whose passage ranks in the
+top k for their query among a seeded random pool of the run's own passages.
+
+shards -> pool (the rows with the smallest seeded hash) -> embed the pool once (RunInference)
+-> embed every pair (RunInference) -> rank against the pool as a side input -> shards + manifest.
+"""
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from mining import consistency
+from mining.records import Drop
+from pipelines import stages
+from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
+from pipelines.options import MiningOptions
+from schemas import pairs as f
+from schemas.pairs import SCHEMA_BY_PIPELINE, with_consistency_rank
+
+
+def plan(options: MiningOptions) -> FinishedRun:
+    check_options(options)
+    consistency.resolve_top_k(options.top_k, options.pool_size)
+    return read_run(options.input, "--input")
+
+
+class RankPairs(stages._ReportingDoFn):
+    """Batches of (record, embeddings) -> records with their rank; the rest dropped as ``inconsistent``."""
+
+    def __init__(self, top_k: float, sample_size: int):
+        super().__init__(sample_size)
+        self._top_k = top_k
+
+    def process(self, batch, pool):
+        pool_keys, pool_matrix = pool
+        top_k = consistency.resolve_top_k(self._top_k, len(pool_keys))
+        records = [record for record, _ in batch]
+        embeddings = np.stack([result.inference for _, result in batch])
+        ranks = consistency.passage_ranks(
+            embeddings[:, 0],
+            embeddings[:, 1],
+            np.array([consistency.passage_key(record[f.PASSAGE]) for record in records], dtype=np.uint64),
+            pool_matrix,
+            pool_keys,
+        )
+        for record, rank in zip(records, ranks, strict=True):
+            self._report.count_input(record[f.SOURCE])
+            self._report.count_rank(record[f.SOURCE], record[f.QUERY_LANG], int(rank))
+            item = consistency.judge(record, int(rank), top_k, len(pool_keys))
+            if isinstance(item, Drop):
+                self._drop_all([item])
+            else:
+                yield item
+
+
+def _stack_pool(embedded: list[tuple[int, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(passage keys, embedding matrix), in key order; a passage sampled under several ids counts once."""
+    embedded = sorted(dict(embedded).items())
+    keys = np.array([key for key, _ in embedded], dtype=np.uint64)
+    matrix = np.stack([row for _, row in embedded]) if embedded else np.zeros((0, 0), dtype=np.float32)
+    return keys, matrix
+
+
+def recorded_options(options: MiningOptions) -> dict:
+    return {
+        "derived_by": "consistency",
+        "input": options.input,
+        "model": options.model,
+        "pool_size": options.pool_size,
+        "top_k": options.top_k,
+        "seed": options.seed,
+        "shard_size_mb": options.shard_size_mb,
+        "shard_compression": options.shard_compression,
+        "rejected_sample_size": options.rejected_sample_size,
+        "sampling_alpha": options.sampling_alpha,
+    }
+
+
+def build(pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun) -> None:
+    parent_pipeline = plan.manifest.pipeline
+    schema = with_consistency_rank(SCHEMA_BY_PIPELINE[parent_pipeline])
+    seed, sample_size = options.seed, options.rejected_sample_size
+    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.batch_size))
+
+    records = read_records(pipeline, plan, "Input")
+    pool = (
+        records
+        | "PoolKey" >> beam.Map(lambda record: (consistency.pool_key(seed, record[f.ID]), record[f.PASSAGE]))
+        | "Pool" >> beam.combiners.Top.Smallest(options.pool_size)
+        | "PoolPassages" >> beam.FlatMap(
+            lambda pool_rows: [(consistency.passage_key(passage), (("passage", passage),)) for _, passage in pool_rows]
+        )
+        | "EmbedPool" >> RunInference(handler)
+        | "PoolRows" >> beam.MapTuple(lambda key, result: (key, result.inference[0]))
+        | "PoolList" >> beam.combiners.ToList()
+        | "PoolMatrix" >> beam.Map(_stack_pool)
+    )
+    ranked = (
+        records
+        | "PairTexts" >> beam.Map(lambda record: (record, (("query", record[f.QUERY]), ("passage", record[f.PASSAGE]))))
+        | "EmbedPairs" >> RunInference(handler)
+        | "Batch" >> beam.BatchElements(max_batch_size=options.batch_size)
+        | "Rank" >> beam.ParDo(
+            RankPairs(options.top_k, sample_size), pool=beam.pvalue.AsSingleton(pool)
+        ).with_outputs(stages.REPORT, main="kept")
+    )
+    shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards(
+        options.output,
+        schema,
+        int(options.shard_size_mb * 2**20),
+        None if options.shard_compression == "none" else options.shard_compression,
+    )
+    (shard_entries, ranked[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
+        options.output, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
+        parent=plan.parent,
+    )

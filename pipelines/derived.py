@@ -1,0 +1,103 @@
+"""What the pipelines that read a finished run (--input) share: the run's manifest and shards, and
+the encoder as RunInference's model."""
+
+import hashlib
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from pipelines import io
+from pipelines.options import MiningOptions
+from schemas.manifest import MANIFEST_NAME, Manifest, Parent, parse_manifest
+
+# An example for the encoder: (kind, text) pieces, each embedded with its E5 prefix.
+Texts = tuple[tuple[str, str], ...]
+
+
+class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
+    """RunInference's model: ``training.evaluation.load_encoder(spec)``, loaded once per worker.
+
+    An example is a tuple of (kind, text); its inference is one normalised row per text. A
+    batch is encoded with one call per kind, whatever mix of pairs and pool passages it holds.
+    """
+
+    def __init__(self, spec: str, device: str | None, max_batch_size: int):
+        super().__init__()
+        self._spec = spec
+        self._device = device
+        self._max_batch_size = max_batch_size
+
+    def load_model(self):
+        # Imported here: torch is heavy, and only workers that embed need it.
+        from training.evaluation import load_encoder
+
+        return load_encoder(self._spec, self._device, self._max_batch_size)
+
+    def run_inference(self, batch, model, inference_args=None):
+        texts: dict[str, list[str]] = {}
+        for example in batch:
+            for kind, text in example:
+                texts.setdefault(kind, []).append(text)
+        embedded = {kind: iter(model.encode(kind_texts, kind)) for kind, kind_texts in texts.items()}
+        return [
+            PredictionResult(example, np.stack([next(embedded[kind]) for kind, _ in example])) for example in batch
+        ]
+
+    def share_model_across_processes(self) -> bool:
+        # One copy per GPU is what memory allows; on CPU each process keeps its own.
+        return self._device == "cuda"
+
+    def batch_elements_kwargs(self):
+        return {"max_batch_size": self._max_batch_size}
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    parent: Parent
+    manifest: Manifest
+    shard_paths: list[str]
+
+
+def read_run(directory: str, option: str) -> FinishedRun:
+    """A finished run's manifest, checked before any work starts."""
+    path = io.join(directory, MANIFEST_NAME)
+    if not io.match_files(path):
+        raise FileNotFoundError(f"{option} {directory} holds no {MANIFEST_NAME}: not a finished run")
+    data = io.read_bytes(path)
+    manifest = parse_manifest(data, where=path)
+    return FinishedRun(
+        Parent(path=directory, sha256=hashlib.sha256(data).hexdigest()),
+        manifest,
+        [io.join(directory, shard.path) for shard in manifest.shards],
+    )
+
+
+def check_options(options: MiningOptions) -> None:
+    """ValueError naming what a pipeline over a finished run is missing."""
+    if options.source:
+        raise ValueError(f"--pipeline {options.pipeline} reads --input, not --source")
+    if not options.input or not options.model:
+        raise ValueError(f"--pipeline {options.pipeline} needs --input DIR (a finished run) and --model SPEC")
+    if options.input.rstrip("/") == options.output.rstrip("/"):
+        raise ValueError("--output must differ from --input")
+
+
+class ReadShard(beam.DoFn):
+    """A shard path -> its rows as records."""
+
+    def process(self, path: str):
+        with io.open_file(path) as stream:
+            for batch in pa.ipc.open_stream(stream):
+                yield from batch.to_pylist()
+
+
+def read_records(pipeline: beam.Pipeline, run: FinishedRun, label: str):
+    return (
+        pipeline
+        | f"{label}/Shards" >> beam.Create(run.shard_paths)
+        | f"{label}/Spread" >> beam.Reshuffle()
+        | f"{label}/Read" >> beam.ParDo(ReadShard())
+    )

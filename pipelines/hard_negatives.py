@@ -1,0 +1,165 @@
+"""``--pipeline hardnegatives``: fine-tuning rows whose ``negatives`` are mined with an encoder.
+
+Exact search, distributed: the corpus (``--corpus``, else the input's own passages, one per
+normalised text) is embedded and hashed into blocks; every batch of embedded queries meets every
+block in a shuffle, each meeting keeps its queries' best candidates, and a combiner merges them
+per query down to the end of the rank window.
+"""
+
+import math
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+
+from mining import hard_negatives
+from pipelines import stages
+from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
+from pipelines.options import MiningOptions
+from schemas import pairs as f
+from schemas.pairs import CONSISTENCY_RANK, FINETUNE_SCHEMA, with_consistency_rank
+
+# Corpus passages per block: a block's embeddings are held by one worker at a time.
+CORPUS_BLOCK_ROWS = 16384
+
+
+def plan(options: MiningOptions) -> tuple[FinishedRun, FinishedRun | None]:
+    check_options(options)
+    hard_negatives.parse_rank_window(options.rank_window)
+    if options.num_negatives < 1:
+        raise ValueError(f"--num-negatives must be at least 1, not {options.num_negatives}")
+    return read_run(options.input, "--input"), read_run(options.corpus, "--corpus") if options.corpus else None
+
+
+class SearchBlock(beam.DoFn):
+    """One corpus block and the query batches that meet it -> (query id, best candidates)."""
+
+    def __init__(self, depth: int):
+        self._depth = depth
+
+    def process(self, keyed_group):
+        _, group = keyed_group
+        entries = sorted(entry for block in group["corpus"] for entry in block)
+        if not entries:
+            return
+        keys = np.array([key for key, _, _ in entries], dtype=np.uint64)
+        texts = [text for _, text, _ in entries]
+        matrix = np.stack([row for _, _, row in entries])
+        for batch in group["queries"]:
+            ids = [record_id for record_id, _, _ in batch]
+            queries = np.stack([row for _, _, row in batch])
+            positives = np.array([key for _, key, _ in batch], dtype=np.uint64)
+            found = hard_negatives.block_candidates(queries, positives, matrix, keys, texts, self._depth)
+            yield from zip(ids, found, strict=True)
+
+
+class MergeCandidates(beam.CombineFn):
+    def __init__(self, depth: int):
+        self._depth = depth
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, accumulator, candidates):
+        return hard_negatives.merge_candidates([accumulator, candidates], self._depth)
+
+    def merge_accumulators(self, accumulators):
+        return hard_negatives.merge_candidates(list(accumulators), self._depth)
+
+    def extract_output(self, accumulator):
+        return accumulator
+
+
+class AttachNegatives(stages._ReportingDoFn):
+    """(id, {record, candidates}) -> the record as a fine-tuning row with its mined negatives."""
+
+    def __init__(self, window: tuple[int, int], count: int, sample_size: int):
+        super().__init__(sample_size)
+        self._window = window
+        self._count = count
+
+    def process(self, keyed_group):
+        _, group = keyed_group
+        (record,) = group["record"]
+        candidates = next(iter(group["candidates"]), [])
+        self._report.count_input(record[f.SOURCE])
+        yield {
+            **record,
+            f.NEGATIVES: hard_negatives.choose_negatives(candidates, self._window, self._count),
+            f.TASK: record.get(f.TASK) or "",
+        }
+
+
+def recorded_options(options: MiningOptions) -> dict:
+    return {
+        "derived_by": "hardnegatives",
+        "input": options.input,
+        "corpus": options.corpus or options.input,
+        "model": options.model,
+        "rank_window": options.rank_window,
+        "num_negatives": options.num_negatives,
+        "shard_size_mb": options.shard_size_mb,
+        "shard_compression": options.shard_compression,
+        "rejected_sample_size": options.rejected_sample_size,
+        "sampling_alpha": options.sampling_alpha,
+    }
+
+
+def build(pipeline: beam.Pipeline, options: MiningOptions, plan: tuple[FinishedRun, FinishedRun | None]) -> None:
+    run, corpus_run = plan
+    schema = FINETUNE_SCHEMA
+    if CONSISTENCY_RANK in run.manifest.schema_:
+        schema = with_consistency_rank(schema)
+    window = hard_negatives.parse_rank_window(options.rank_window)
+    depth = window[1]
+    corpus_size = (corpus_run or run).manifest.totals.output
+    blocks = max(1, math.ceil(corpus_size / CORPUS_BLOCK_ROWS))
+    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.batch_size))
+
+    records = read_records(pipeline, run, "Input")
+    corpus_records = read_records(pipeline, corpus_run, "Corpus") if corpus_run else records
+    corpus_blocks = (
+        corpus_records
+        | "CorpusKey" >> beam.Map(lambda record: (hard_negatives.normalized_key(record[f.PASSAGE]), record[f.PASSAGE]))
+        | "OnePerText" >> beam.CombinePerKey(min)
+        | "CorpusTexts" >> beam.MapTuple(lambda key, text: ((key, text), (("passage", text),)))
+        | "EmbedCorpus" >> RunInference(handler)
+        | "CorpusBlock" >> beam.MapTuple(lambda key_text, result: (key_text[0] % blocks, (*key_text, result.inference[0])))
+        | "CorpusBlocks" >> beam.GroupByKey()
+        | "BlockLists" >> beam.MapTuple(lambda block, entries: (block, list(entries)))
+    )
+    query_batches = (
+        records
+        | "QueryTexts" >> beam.Map(
+            lambda record: (
+                (record[f.ID], hard_negatives.normalized_key(record[f.PASSAGE])), (("query", record[f.QUERY]),)
+            )
+        )
+        | "EmbedQueries" >> RunInference(handler)
+        | "QueryRows" >> beam.MapTuple(lambda id_key, result: (*id_key, result.inference[0]))
+        | "QueryBatches" >> beam.BatchElements(max_batch_size=options.batch_size)
+        | "EveryBlock" >> beam.FlatMap(lambda batch: [(block, batch) for block in range(blocks)])
+    )
+    candidates = (
+        {"corpus": corpus_blocks, "queries": query_batches}
+        | "Meet" >> beam.CoGroupByKey()
+        | "Search" >> beam.ParDo(SearchBlock(depth))
+        | "Merge" >> beam.CombinePerKey(MergeCandidates(depth))
+    )
+    rows = (
+        {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
+        | "Join" >> beam.CoGroupByKey()
+        | "Attach" >> beam.ParDo(
+            AttachNegatives(window, options.num_negatives, options.rejected_sample_size)
+        ).with_outputs(stages.REPORT, main="rows")
+    )
+    shard_entries = rows.rows | "WriteShards" >> stages.WriteShards(
+        options.output,
+        schema,
+        int(options.shard_size_mb * 2**20),
+        None if options.shard_compression == "none" else options.shard_compression,
+    )
+    (shard_entries, rows[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
+        options.output, "finetune", schema, recorded_options(options), options.sampling_alpha,
+        options.rejected_sample_size, parent=run.parent,
+    )

@@ -1,0 +1,87 @@
+"""Hard-negative mining: the search pieces on random embeddings, then the pipeline on XQuAD pairs."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+import beam_runner
+from mining.dedup import normalize_for_dedup
+from mining.hard_negatives import (
+    block_candidates,
+    choose_negatives,
+    merge_candidates,
+    normalized_key,
+    parse_rank_window,
+)
+from pipelines import hard_negatives
+from schemas.manifest import Manifest
+from tests.conftest import write_lines
+from tests.test_consistency import ENCODER, xquad_pairs
+
+
+def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
+    rng = np.random.default_rng(0)
+    corpus = rng.normal(size=(50, 8)).astype(np.float32)
+    queries = rng.normal(size=(6, 8)).astype(np.float32)
+    keys = np.arange(100, 150, dtype=np.uint64)
+    texts = [f"passage {i}" for i in range(50)]
+    positives = keys[:6].copy()
+    whole = block_candidates(queries, positives, corpus, keys, texts, 10)
+    halves = [block_candidates(queries, positives, corpus[part], keys[part], texts[part], 10)
+              for part in (slice(0, 25), slice(25, 50))]
+    merged = [merge_candidates([first, second], 10) for first, second in zip(*halves)]
+    assert merged == whole
+    for query, candidates in enumerate(whole):
+        scores = [score for score, _, _ in candidates]
+        assert scores == sorted(scores, reverse=True) and len(candidates) == 10
+        assert int(positives[query]) not in [key for _, key, _ in candidates]
+    assert choose_negatives(whole[0], (2, 4), 2) == [text for _, _, text in whole[0][1:3]]
+
+
+def test_rank_window_and_normalized_key():
+    assert parse_rank_window("10:100") == (10, 100)
+    for bad in ("10", "0:5", "5:4", "a:b"):
+        with pytest.raises(ValueError):
+            parse_rank_window(bad)
+    assert normalized_key("The  Passage.") == normalized_key("the passage")
+
+
+@pytest.fixture(scope="module")
+def mined(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pairs")
+    write_lines(root / "qa.jsonl", [list(pair) for pair in xquad_pairs()[:300]])
+    output = root / "mined"
+    assert beam_runner.main([f"--source=sbert:en={root}/qa.jsonl", f"--output={output}", "--near-dup=off"]) == 0
+    return output
+
+
+def mine_negatives(mined: Path, output: Path) -> Manifest:
+    args = ["--pipeline=hardnegatives", f"--input={mined}", f"--output={output}", f"--model={ENCODER}",
+            "--rank-window=2:20", "--num-negatives=3", "--batch-size=32"]
+    assert beam_runner.main(args) == 0
+    return Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+
+
+def test_pipeline_fills_negatives_from_the_window(mined, tmp_path, monkeypatch):
+    output = tmp_path / "negatives"
+    manifest = mine_negatives(mined, output)
+    parent_bytes = (mined / "manifest.json").read_bytes()
+    assert manifest.pipeline == "finetune" and manifest.schema_["task"] == "string"
+    assert manifest.parent.sha256 == hashlib.sha256(parent_bytes).hexdigest()
+    assert manifest.totals.input == manifest.totals.output == Manifest.model_validate_json(parent_bytes).totals.output
+    rows = [row for shard in manifest.shards
+            for row in pa.ipc.open_stream((output / shard.path).read_bytes()).read_all().to_pylist()]
+    assert len(rows) == manifest.totals.output
+    assert all(len(row["negatives"]) == 3 for row in rows)
+    for row in rows:
+        positive = normalize_for_dedup(row["passage"])
+        assert all(normalize_for_dedup(negative) != positive for negative in row["negatives"])
+        assert len(set(row["negatives"])) == 3
+
+    # The same rows when the corpus is searched in many blocks, merged by the combiner.
+    monkeypatch.setattr(hard_negatives, "CORPUS_BLOCK_ROWS", 8)
+    blocked = mine_negatives(mined, tmp_path / "blocked")
+    assert [shard.sha256 for shard in blocked.shards] == [shard.sha256 for shard in manifest.shards]
