@@ -16,7 +16,7 @@ from typing import BinaryIO, Callable
 import pyarrow as pa
 
 from mining import clean, consistency, decontaminate, dedup, langid, near_dup
-from schemas.manifest import LENGTH_BINS, REJECTED_DIR, LengthStats, Manifest
+from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest
 from schemas.pairs import schema_description
 
 OpenFile = Callable[[str], BinaryIO]
@@ -363,6 +363,15 @@ def report_html(manifest: Manifest, title: str) -> str:
         + "</figure>"
         for name, source in sorted(manifest.sources.items())
     )
+    ranks = Counter()
+    for source in manifest.sources.values():
+        for by_bin in source.consistency_ranks.values():
+            ranks.update(by_bin)
+    rank_section = (
+        "<h2>Consistency ranks (own passage among the pool)</h2>"
+        + _bars([(label, ranks[label]) for label in RANK_BIN_LABELS if label in ranks])
+        if ranks else ""
+    )
     sources = "".join(
         f"<tr><td>{html.escape(s['source'])}</td><td>{s['input']}</td><td>{s['output']}</td>"
         f"<td>{s['dropped']}</td><td>{s['dead_letter']}</td><td>{s['sampling_weight']:.3f}</td></tr>"
@@ -386,6 +395,7 @@ svg text{{font-size:12px}}
 <th>weight</th></tr>{sources}</table>
 <h2>Languages (of the query side)</h2>{languages}
 <h2>Passage lengths</h2>{histograms}
+{rank_section}
 </body></html>
 """
 
