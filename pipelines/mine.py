@@ -1,7 +1,9 @@
 """The mining pipelines: read -> join -> clean -> decontaminate -> language ID -> exact dedup -> near dedup
 -> shards + manifest.
 
-``pretrain`` and ``finetune`` share every stage; fine-tuning rows add a task.
+``pretrain``, ``finetune`` and ``instruct`` share every stage; fine-tuning rows add a task;
+instruction rows (LLM generations) keep the raw query through the stages, so the same example
+under two instructions is one pair for dedup, and are formatted with their instruction at write time.
 """
 
 from dataclasses import dataclass
@@ -9,7 +11,7 @@ from importlib import resources
 
 import apache_beam as beam
 
-from mining import dedup
+from mining import dedup, instruct
 from mining.sources import ReadTask, SourceReader, SourceSpec, get_reader
 from pipelines import io, stages
 from pipelines.decontaminate import Decontaminate, excluded_files
@@ -21,6 +23,7 @@ from schemas.pairs import SCHEMA_BY_PIPELINE
 BUNDLED_KINDS = {
     "pretrain": ("sbert", "nllb", "ccnews", "wikipedia", "mc4", "reddit", "s2orc", "stackexchange", "xp3"),
     "finetune": ("squad", "msmarco", "retrieval", "nli", "miracl"),
+    "instruct": ("synthetic",),
 }
 
 
@@ -30,10 +33,13 @@ def bundled_sources(pipeline: str) -> list[str]:
 
 
 def passage_dedup_sources(specs: list[SourceSpec], setting: str) -> dict[str, bool]:
-    """Per source kind: whether repeated passages are duplicates."""
-    if setting == "auto":
-        return {spec.kind: get_reader(spec.kind).dedup_passage for spec in specs}
-    return {spec.kind: setting == "on" for spec in specs}
+    """Per source (a kind, and the sources a reader splits its kind into): whether repeated passages are duplicates."""
+    dedup_passage = {}
+    for spec in specs:
+        reader = get_reader(spec.kind)
+        for source in (spec.kind, *getattr(reader, "sources", ())):
+            dedup_passage[source] = reader.dedup_passage if setting == "auto" else setting == "on"
+    return dedup_passage
 
 
 def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_dedup: dict[str, bool]) -> dict:
@@ -119,6 +125,8 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
     if options.exclude:
         decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(plan.excluded, sample_size)
         screened, optional_reports = decontaminated.pairs, [decontaminated[stages.REPORT]]
+    if options.pipeline == "instruct":
+        screened = screened | "InstructionIds" >> beam.Map(instruct.with_instruction_ids)
     identified = screened | "LanguageID" >> beam.ParDo(
         stages.IdentifyLanguages(options.lid_model, options.lid_options(), sample_size)
     ).with_outputs(stages.REPORT, main="pairs")
@@ -140,6 +148,8 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
             near_dup_options, passage_dedup, options.batch_size, sample_size
         )
         distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[stages.REPORT]]
+    if options.pipeline == "instruct":
+        distinct = distinct | "FormatQueries" >> beam.Map(instruct.format_row)
     shard_entries = distinct | "WriteShards" >> stages.WriteShards(
         output,
         schema,

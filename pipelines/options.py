@@ -8,8 +8,8 @@ from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
 from mining.sources import ReadLimits
 
-# pretrain and finetune mine sources; the others read a finished run (--input).
-PIPELINE_NAMES = ("pretrain", "finetune", "consistency", "hardnegatives")
+# pretrain, finetune and instruct mine sources; the others read a finished run (--input).
+PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
 
 

@@ -68,7 +68,8 @@ class ReadBatches(_ReportingDoFn):
                 # Not a candidate yet: the join that decides it counts it.
                 yield beam.pvalue.TaggedOutput(JOIN, ((task.kind, item.key), item))
                 continue
-            self._report.count_input(task.kind)
+            # Under the record's own source: a reader may split its kind (one source per template).
+            self._report.count_input(_source_of(item))
             if isinstance(item, DeadLetter):
                 self._report.add_dead_letter(item)
                 self._count(f"dead_letter_{item.reason}")
@@ -83,6 +84,12 @@ class ReadBatches(_ReportingDoFn):
                 batch = []
         if batch:
             yield batch
+
+
+def _source_of(item: dict | Drop | DeadLetter) -> str:
+    if isinstance(item, DeadLetter):
+        return item.source
+    return (item.record if isinstance(item, Drop) else item)[f.SOURCE]
 
 
 class JoinGroups(_ReportingDoFn):

@@ -17,6 +17,9 @@ QUERY_LANG_SCORE = "query_lang_score"
 PASSAGE_LANG_SCORE = "passage_lang_score"
 TASK = "task"
 CONSISTENCY_RANK = "consistency_rank"
+# Instruction data (--pipeline instruct): the paper's template and the raw instruction.
+TASK_TYPE = "task_type"
+INSTRUCTION = "instruction"
 
 # Working keys, dropped before writing.
 DECLARED_QUERY_LANG = "_declared_query_lang"
@@ -44,7 +47,13 @@ PAIR_SCHEMA = pa.schema(
 # Fine-tuning rows also say which task they teach (an instruction).
 FINETUNE_SCHEMA = PAIR_SCHEMA.append(pa.field(TASK, pa.string(), nullable=False))
 
-SCHEMA_BY_PIPELINE = {"pretrain": PAIR_SCHEMA, "finetune": FINETUNE_SCHEMA}
+# Instruction rows: ``query`` is "Instruct: {instruction}\nQuery: {query}", ``task`` the instruction;
+# also the template (short-long, long-short, short-short, long-long, sts, bitext) and the raw instruction.
+INSTRUCT_SCHEMA = FINETUNE_SCHEMA.append(pa.field(TASK_TYPE, pa.string(), nullable=False)).append(
+    pa.field(INSTRUCTION, pa.string(), nullable=False)
+)
+
+SCHEMA_BY_PIPELINE = {"pretrain": PAIR_SCHEMA, "finetune": FINETUNE_SCHEMA, "instruct": INSTRUCT_SCHEMA}
 
 TEXT_FIELDS = (QUERY, PASSAGE)
 

@@ -1,0 +1,184 @@
+"""LLM-generated instruction data ("Improving Text Embeddings with Large Language Models", 2024).
+
+One generation is the LLM's raw response to one of the paper's prompt templates. This module
+turns it into a pair record: find and repair the JSON object in the response (``json-repair``),
+check it against its template, and format the query with its instruction at write time.
+
+Structure (no JSON object, a truncated one, missing keys, values that are not strings) is a
+dead letter (``Malformed``); content that breaks a rule of the template is a named drop.
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+
+import json_repair
+
+from mining.clean import fold_whitespace
+from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
+from schemas import pairs as f
+
+TRUNCATED_JSON = "truncated_json"
+UNKNOWN_TASK_TYPE = "unknown_task_type"
+
+# Drop reasons (the template's content rules).
+EMPTY_INSTRUCTION = "empty_instruction"
+EMPTY_FIELD = "empty_field"
+UNFILLED_PLACEHOLDER = "unfilled_placeholder"
+TOO_SHORT_FOR_TEMPLATE = "too_short_for_template"
+TOO_LONG_FOR_TEMPLATE = "too_long_for_template"
+NEGATIVE_EQUALS_POSITIVE = "negative_equals_positive"
+INSTRUCTION_COPIES_QUERY = "instruction_copies_query"
+
+# Length bounds in characters (after folding whitespace). "short" is a query or a short text
+# (the paper asks for a few words up to a sentence or two), "sentence" an STS or bitext
+# sentence, "long" a document (the paper asks for 50-400 words; 40 characters is a lower
+# bound that still admits a dense CJK paragraph).
+SHORT = (2, 400)
+SENTENCE = (2, 1000)
+LONG = (40, 8192)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A task type: its JSON keys as (query, positive, negative) and each one's length bounds."""
+
+    query: str
+    positive: str
+    negative: str | None
+    query_bounds: tuple[int, int]
+    document_bounds: tuple[int, int]
+    bilingual: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(key for key in (self.query, self.positive, self.negative) if key)
+
+
+_RETRIEVAL = ("user_query", "positive_document", "hard_negative_document")
+TEMPLATES = {
+    "short-long": Template(*_RETRIEVAL, SHORT, LONG),
+    "long-short": Template(*_RETRIEVAL, LONG, SHORT),
+    "short-short": Template(*_RETRIEVAL, SHORT, SHORT),
+    "long-long": Template(*_RETRIEVAL, LONG, LONG),
+    "sts": Template("S1", "S2", "S3", SENTENCE, SENTENCE),
+    "bitext": Template("S1", "S2", None, SENTENCE, SENTENCE, bilingual=True),
+}
+
+# Template slots the LLM left unfilled: {query}, {{text}}, <document>, [passage], [insert ...].
+_SLOT_WORDS = r"(?:text|query|document|passage|sentence|input|answer|question|placeholder|language|insert[^\]>}]*)"
+_PLACEHOLDER = re.compile(
+    r"\{\{?\s*[A-Za-z_][A-Za-z0-9_ ]*\s*\}\}?|<\s*" + _SLOT_WORDS + r"\s*>|\[\s*" + _SLOT_WORDS + r"\s*\]",
+    re.IGNORECASE,
+)
+
+
+def source_name(task_type: str) -> str:
+    """The manifest's source for a template: its totals are per template (and per language)."""
+    return f"synthetic-{task_type}"
+
+
+SOURCES = tuple(source_name(task_type) for task_type in TEMPLATES)
+
+
+def _json_object_text(response: str) -> str:
+    """The JSON object in an LLM response: from its first '{' to the matching '}', skipping
+    code fences and prose around it; Malformed when there is none or it never closes."""
+    start = response.find("{")
+    if start < 0:
+        raise Malformed(INVALID_JSON, "no JSON object in the response")
+    depth, quote, escaped = 0, None, False
+    for index in range(start, len(response)):
+        char = response[index]
+        if quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == quote:
+                quote = None
+        elif char in "\"'":
+            quote = char
+        elif char == "{":
+            depth += 1
+        elif char == "}":
+            depth -= 1
+            if depth == 0:
+                return response[start : index + 1]
+    raise Malformed(TRUNCATED_JSON, f"the JSON object opened at character {start} never closes")
+
+
+def parse_response(response) -> dict:
+    """The example an LLM response holds, repaired (fences, prose, trailing commas, single quotes)."""
+    if isinstance(response, dict):
+        return response
+    if not isinstance(response, str):
+        raise Malformed(WRONG_TYPE, f"response is {type(response).__name__}, not a string")
+    value = json_repair.loads(_json_object_text(response))
+    if not isinstance(value, dict) or not value:
+        raise Malformed(INVALID_JSON, "the response's JSON could not be repaired into an object")
+    return value
+
+
+def example_texts(example: dict, template: Template) -> dict[str, str]:
+    """The template's keys, present and strings (else Malformed), whitespace folded."""
+    texts = {}
+    for key in template.keys:
+        if key not in example or example[key] is None:
+            raise Malformed(MISSING_FIELD, f"{key!r} missing")
+        value = example[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not a string")
+        texts[key] = fold_whitespace(value)
+    return texts
+
+
+def check_example(instruction: str, texts: dict[str, str], template: Template) -> tuple[str, str] | None:
+    """The first content rule the example breaks, as (reason, detail); None when it passes."""
+    if not instruction:
+        return EMPTY_INSTRUCTION, ""
+    for key, text in texts.items():
+        if not text:
+            return EMPTY_FIELD, key
+    for key, text in (("instruction", instruction), *texts.items()):
+        if match := _PLACEHOLDER.search(text):
+            return UNFILLED_PLACEHOLDER, f"{key}: {match.group(0)}"
+    for key, text in texts.items():
+        low, high = template.query_bounds if key == template.query else template.document_bounds
+        if len(text) < low:
+            return TOO_SHORT_FOR_TEMPLATE, f"{key} has {len(text)} chars, under {low}"
+        if len(text) > high:
+            return TOO_LONG_FOR_TEMPLATE, f"{key} has {len(text)} chars, over {high}"
+    if template.negative and texts[template.negative].casefold() == texts[template.positive].casefold():
+        return NEGATIVE_EQUALS_POSITIVE, template.negative
+    if instruction.casefold().rstrip(".?!") == texts[template.query].casefold().rstrip(".?!"):
+        return INSTRUCTION_COPIES_QUERY, ""
+    return None
+
+
+def format_query(instruction: str, query: str) -> str:
+    """The paper's query format: the instruction, then the query, on two lines."""
+    return f"Instruct: {instruction}\nQuery: {query}"
+
+
+def with_instruction_id(record: dict) -> dict:
+    """Make the (content) id depend on the template and instruction too: the same example under
+    two instructions is still one pair for dedup (its key is the raw texts), but which of the two
+    is kept is decided by id, not by arrival order."""
+    digest = hashlib.blake2b(digest_size=16)
+    for text in (record[f.ID], record[f.TASK_TYPE], record[f.INSTRUCTION]):
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\x1f")
+    record[f.ID] = digest.hexdigest()
+    return record
+
+
+def with_instruction_ids(batch: list[dict]) -> list[dict]:
+    return [with_instruction_id(record) for record in batch]
+
+
+def format_row(record: dict) -> dict:
+    """At write time: ``query`` becomes the formatted one; ``instruction`` keeps the raw instruction."""
+    return {**record, f.QUERY: format_query(record[f.INSTRUCTION], record[f.QUERY])}
