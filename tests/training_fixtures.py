@@ -49,23 +49,25 @@ def pair_rows(source: str, count: int, negatives: int = 0) -> list[dict]:
     return sorted(rows, key=lambda row: row["id"])
 
 
-def shard_bytes(rows: list[dict]) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=PAIR_SCHEMA)
+def shard_bytes(rows: list[dict], schema: pa.Schema = PAIR_SCHEMA) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=schema)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, PAIR_SCHEMA) as writer:
+    with pa.ipc.new_stream(sink, schema) as writer:
         writer.write_table(table, max_chunksize=64)
     return sink.getvalue().to_pybytes()
 
 
-def write_mined_output(directory: str, rows_by_source: dict[str, list[dict]], shards_per_source: int = 2) -> str:
-    """A mined output directory (local path or fsspec URL) as the pretrain pipeline lays it out."""
+def write_mined_output(
+    directory: str, rows_by_source: dict[str, list[dict]], shards_per_source: int = 2, schema: pa.Schema = PAIR_SCHEMA
+) -> str:
+    """A mined output directory (local path or fsspec URL) as the pretrain pipeline lays it out (``schema``: its shards')."""
     shards, sources = [], {}
     total = sum(len(rows) for rows in rows_by_source.values())
     weights = {name: len(rows) ** 0.5 for name, rows in rows_by_source.items()}
     for name, rows in rows_by_source.items():
         for index in range(shards_per_source):
             part = rows[index::shards_per_source]
-            data = shard_bytes(part)
+            data = shard_bytes(part, schema)
             path = f"shards/{name}/{name}-{index:05d}-of-{shards_per_source:05d}.arrow"
             with fsspec.open(join(directory, path), "wb", auto_mkdir=True) as stream:
                 stream.write(data)

@@ -1,7 +1,9 @@
-"""``python -m training``: contrastive pre-training on mined outputs, and held-out splits.
+"""``python -m training``: contrastive pre-training and fine-tuning on mined outputs, and held-out splits.
 
     python -m training pretrain --data DIR [--data DIR ...] --output CKPT [--model PATH|tiny]
         [--batch-size N] [--chunk-size N] [--max-steps N] [--lr X] [--temperature X] [--seed N] [--resume] ...
+    python -m training finetune --data DIR [--data DIR ...] --model CKPT --output CKPT2 [--negatives N]
+        [--batch-size N] [--epochs N | --max-steps N] [--temperature X] [--instruction TEXT] [--resume] ...
     python -m training split DIR --heldout-fraction F --train DIR --heldout DIR [--seed N]
     python -m training evaluate tatoeba|retrieval --model SPEC --data PATH [...] [--json OUT]
 
@@ -14,9 +16,12 @@ import re
 
 from training import distributed, evaluation
 from training.holdout import split_output
+from training.prompts import DEFAULT_TASK
 from training.trainer import PretrainConfig, Trainer, resumed_config
 
 _DEFAULTS = PretrainConfig()
+# Fine-tuning is pre-training's loop from a checkpoint, with instructions on queries and more hard negatives.
+_FINETUNE_DEFAULTS = {"max_negatives": 7, "instruction": DEFAULT_TASK, "lr": 2e-5}
 
 
 def _prefix(value: str) -> tuple[str, str, str]:
@@ -26,16 +31,21 @@ def _prefix(value: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
-def _pretrain_parser(commands) -> None:
+def _pretrain_parser(commands, command: str = "pretrain") -> None:
+    finetune = command == "finetune"
     parser = commands.add_parser(
-        "pretrain",
-        help="contrastive pre-training (InfoNCE, in-batch negatives) on mined pairs",
+        command,
+        help="fine-tuning of a checkpoint with instructions and hard negatives (InfoNCE) on mined fine-tuning pairs"
+        if finetune
+        else "contrastive pre-training (InfoNCE, in-batch negatives) on mined pairs",
         argument_default=argparse.SUPPRESS,  # on --resume, only what is given overrides the stored run
     )
 
-    def option(name: str, help: str, **kwargs) -> None:
-        field = name.lstrip("-").replace("-", "_")
+    def option(name: str, help: str, *, dest: str | None = None, **kwargs) -> None:
+        field = dest or name.lstrip("-").replace("-", "_")
         default = getattr(_DEFAULTS, field, None)
+        if finetune:
+            default = None if field == "model" else _FINETUNE_DEFAULTS.get(field, default)
         shown = default is not None and default is not False and default not in ("", [], {})
         suffix = f" (default: {default})" if shown else ""
         # Flags too: an option left out must not override a resumed run's stored value.
@@ -52,11 +62,18 @@ def _pretrain_parser(commands) -> None:
         "checkpoint directory: a Hugging Face / sentence-transformers model plus the training state",
         metavar="CKPT",
     )
-    option(
-        "--model",
-        "transformers encoder (path or hub id), or 'tiny': a small random BERT with a vocabulary trained on --data",
-        metavar="PATH",
-    )
+    if finetune:
+        option(
+            "--model",
+            "the checkpoint to fine-tune (a pretrain --output, or any transformers encoder); required unless --resume",
+            metavar="CKPT",
+        )
+    else:
+        option(
+            "--model",
+            "transformers encoder (path or hub id), or 'tiny': a small random BERT with a vocabulary trained on --data",
+            metavar="PATH",
+        )
     option("--batch-size", "pairs per global batch, all ranks together", type=int, metavar="N")
     option(
         "--chunk-size",
@@ -65,6 +82,13 @@ def _pretrain_parser(commands) -> None:
         metavar="N",
     )
     option("--max-steps", "train up to this step (with --resume: continue up to it)", type=int, metavar="N")
+    if finetune:
+        option(
+            "--epochs",
+            "instead of --max-steps: this many passes over the data, sum over sources of ceil(rows / batch size) steps each",
+            type=float,
+            metavar="N",
+        )
     option("--lr", "peak learning rate of AdamW", type=float, metavar="X")
     option(
         "--warmup-steps",
@@ -79,14 +103,36 @@ def _pretrain_parser(commands) -> None:
     option("--alpha", "a batch's source is drawn with probability rows^alpha / sum", type=float, metavar="X")
     option("--max-query-length", "query tokens kept", type=int, metavar="N")
     option("--max-passage-length", "passage and negative tokens kept", type=int, metavar="N")
-    option("--max-negatives", "hard negatives used per row (from the negatives column)", type=int, metavar="N")
-    option(
-        "--prefix",
-        "SOURCE:query=TEXT or SOURCE:passage=TEXT: a source's own prefix instead of the E5 ones; repeatable",
-        type=_prefix,
-        action="append",
-        metavar="SOURCE:SIDE=TEXT",
-    )
+    if finetune:
+        option(
+            "--negatives",
+            "hard negatives per row, from its negatives column: each query's group is its passage and these"
+            " (all of the batch's are candidates for every query)",
+            dest="max_negatives",
+            type=int,
+            metavar="N",
+        )
+        option(
+            "--distill-weight",
+            "weight of KL(teacher || student) over each row's [passage, negatives], for rows with teacher_scores",
+            type=float,
+            metavar="X",
+        )
+        option(
+            "--instruction",
+            "the task of rows without a task column, and of the queries of --eval-task; stored as the checkpoint's"
+            " query prompt",
+            metavar="TEXT",
+        )
+    else:
+        option("--max-negatives", "hard negatives used per row (from the negatives column)", type=int, metavar="N")
+        option(
+            "--prefix",
+            "SOURCE:query=TEXT or SOURCE:passage=TEXT: a source's own prefix instead of the E5 ones; repeatable",
+            type=_prefix,
+            action="append",
+            metavar="SOURCE:SIDE=TEXT",
+        )
     option("--gradient-checkpointing", "recompute activations in the backward pass to save memory", action="store_true")
     option("--num-workers", "loader worker processes per rank (tokenisation happens there)", type=int, metavar="N")
     option("--log-every", "steps between metrics lines", type=int, metavar="N")
@@ -101,6 +147,7 @@ def _pretrain_parser(commands) -> None:
         "--eval-task",
         "TASK=PATH evaluated with the held-out data: tatoeba=DIR (bitext mining), retrieval=XQUAD.json or "
         "a MIRACL/BEIR directory; repeatable",
+        dest="eval_tasks",
         action="append",
         metavar="TASK=PATH",
     )
@@ -166,9 +213,11 @@ def _evaluate(args: dict) -> None:
             json.dump(report, out, indent=2)
 
 
-def _config(given: dict, resume: bool) -> PretrainConfig:
+def _config(given: dict, resume: bool, command: str = "pretrain") -> PretrainConfig:
     if "output" not in given:
-        raise SystemExit("pretrain: --output is required")
+        raise SystemExit(f"{command}: --output is required")
+    if "epochs" in given and "max_steps" in given:
+        raise SystemExit(f"{command}: give --epochs or --max-steps, not both")
     prefixes: dict[str, dict[str, str]] = {}
     for source, side, text in given.pop("prefix", []):
         prefixes.setdefault(source, {})[side] = text
@@ -178,9 +227,13 @@ def _config(given: dict, resume: bool) -> PretrainConfig:
         try:
             return resumed_config(given["output"], given)
         except (FileNotFoundError, ValueError) as error:
-            raise SystemExit(f"pretrain: {error}") from None
+            raise SystemExit(f"{command}: {error}") from None
     if "data" not in given:
-        raise SystemExit("pretrain: --data is required")
+        raise SystemExit(f"{command}: --data is required")
+    if command == "finetune":
+        if "model" not in given:
+            raise SystemExit("finetune: --model is required (the checkpoint to fine-tune)")
+        given = {**_FINETUNE_DEFAULTS, **given}
     return PretrainConfig(**given)
 
 
@@ -188,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(commands)
+    _pretrain_parser(commands, "finetune")
     _split_parser(commands)
     _evaluate_parser(commands)
     args = vars(parser.parse_args(argv))
@@ -201,11 +255,11 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{part}: {manifest.totals.output} pairs in {args[part]}")
         return
     resume = args.pop("resume")
-    config = _config(args, resume)
+    config = _config(args, resume, command)
     try:
         trainer = Trainer(config, resume=resume)
     except (FileExistsError, ValueError) as error:
-        raise SystemExit(f"pretrain: {error}") from None
+        raise SystemExit(f"{command}: {error}") from None
     logged = trainer.run()
     distributed.teardown()
     if trainer.context.is_main:

@@ -40,10 +40,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from schemas import pairs as f
 from schemas.manifest import MANIFEST_NAME, Manifest, parse_manifest
 from training.permutation import Permutation
-from training.prompts import E5, Kind, Prompts
+from training.prompts import E5, InstructPrompts, Kind, Prompts
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("EMBEDMILL_CACHE", Path.home() / ".cache" / "embedmill" / "shards"))
 _COLUMNS = [f.ID, f.QUERY, f.PASSAGE, f.NEGATIVES]
+# Teacher (e.g. cross-encoder) scores of a row's [passage, *negatives], for distillation; not in the mined schema yet.
+TEACHER_SCORES = "teacher_scores"
+_OPTIONAL_COLUMNS = [f.TASK, TEACHER_SCORES]  # read where a shard has them; other extra columns are not
 # Seeds of the independent random streams derived from the run's seed.
 _SOURCE_DRAW_STREAM = 0
 _SHUFFLE_STREAM = 1
@@ -151,7 +154,10 @@ class ShardStore:
         """The columns training reads; uncompressed IPC buffers point into the mapping, nothing is copied."""
         if shard.url not in self._tables:
             with pa.ipc.open_stream(pa.memory_map(self.local_path(shard))) as reader:
-                self._tables[shard.url] = reader.read_all().select(_COLUMNS)
+                table = reader.read_all()
+                self._tables[shard.url] = table.select(
+                    _COLUMNS + [name for name in _OPTIONAL_COLUMNS if name in table.column_names]
+                )
         return self._tables[shard.url]
 
     def __getstate__(self):
@@ -176,7 +182,8 @@ class Source:
             mine = np.flatnonzero(owners == owner)
             pieces.append(store.table(self.shards[owner]).take(indices[mine] - self.offsets[owner]))
             positions.append(mine)
-        return pa.concat_tables(pieces).take(np.argsort(np.concatenate(positions)))
+        # Shards of one source from several outputs may differ in the optional columns: missing ones are null.
+        return pa.concat_tables(pieces, promote_options="default").take(np.argsort(np.concatenate(positions)))
 
     def record_batches(self, store: ShardStore) -> Iterator[pa.RecordBatch]:
         """Every row in storage order, which is shuffled already: rows are sorted by a content hash."""
@@ -255,6 +262,9 @@ class PairBatch:
     queries: dict[str, torch.Tensor]
     passages: dict[str, torch.Tensor]
     negatives: dict[str, torch.Tensor] | None  # flattened over rows; None when no row has any
+    negative_counts: torch.Tensor | None = None  # per row, how many of ``negatives`` are its own, in row order
+    # (rows, 1 + max count): teacher logits of each row's [passage, *negatives]; NaN where a row has none. None: no row has.
+    teacher_scores: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -276,8 +286,8 @@ class PairStream(IterableDataset):
         max_query_length: int = 128,
         max_passage_length: int = 256,
         max_negatives: int = 1,
-        prompts: dict[str, Prompts] | None = None,
-        default_prompts: Prompts = E5,
+        prompts: dict[str, Prompts | InstructPrompts] | None = None,
+        default_prompts: Prompts | InstructPrompts = E5,
         cache_dir: Path = DEFAULT_CACHE_DIR,
         start_step: int = 0,
     ):
@@ -338,26 +348,45 @@ class PairStream(IterableDataset):
         shuffle = self.schedule.shuffle(planned.source, planned.pass_index)
         rows = source.take(self.store, shuffle(np.arange(first, stop)))
         prompts = self.prompts[source.name]
-        negatives = [text for row in rows.column(f.NEGATIVES).to_pylist() for text in row[: self.max_negatives]]
+        groups = [row[: self.max_negatives] for row in rows.column(f.NEGATIVES).to_pylist()]
+        negatives = [text for group in groups for text in group]
+        counts = [len(group) for group in groups]
+        # A row's task (its instruction) reaches the query's prompt; prompts without instructions ignore it.
+        tasks = rows.column(f.TASK).to_pylist() if f.TASK in rows.column_names else None
         return PairBatch(
             step=planned.step,
             source=source.name,
             global_size=planned.stop - planned.start,
             ids=rows.column(f.ID).to_pylist(),
-            queries=self.tokenize(rows.column(f.QUERY).to_pylist(), "query", prompts),
+            queries=self.tokenize(rows.column(f.QUERY).to_pylist(), "query", prompts, tasks),
             passages=self.tokenize(rows.column(f.PASSAGE).to_pylist(), "passage", prompts),
             negatives=self.tokenize(negatives, "passage", prompts) if negatives else None,
+            negative_counts=torch.tensor(counts, dtype=torch.long),
+            teacher_scores=_teacher_scores(rows, counts),
         )
 
-    def tokenize(self, texts: list[str], kind: Kind, prompts: Prompts) -> dict[str, torch.Tensor]:
+    def tokenize(
+        self, texts: list[str], kind: Kind, prompts: Prompts | InstructPrompts, tasks: list[str | None] | None = None
+    ) -> dict[str, torch.Tensor]:
+        tasks = tasks or [None] * len(texts)
         encoded = self.tokenizer(
-            [prompts.format(text, kind) for text in texts],
+            [prompts.format(text, kind, task) for text, task in zip(texts, tasks, strict=True)],
             padding=True,
             truncation=True,
             max_length=self.max_lengths[kind],
             return_tensors="pt",
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def _teacher_scores(rows: pa.Table, counts: list[int]) -> torch.Tensor | None:
+    if TEACHER_SCORES not in rows.column_names:
+        return None
+    scores = torch.full((len(counts), 1 + max(counts, default=0)), float("nan"))
+    for index, (row, count) in enumerate(zip(rows.column(TEACHER_SCORES).to_pylist(), counts, strict=True)):
+        if row is not None and len(row) >= 1 + count:  # a row scored short of its group is not distilled
+            scores[index, : 1 + count] = torch.tensor(row[: 1 + count], dtype=torch.float32)
+    return None if scores[:, 0].isnan().all() else scores
 
 
 class PairLoader:

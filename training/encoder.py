@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import cached_file
 
-from training.prompts import E5, Kind, Prompts
+from training.prompts import E5, InstructPrompts, Kind, Prompts, stored_prompts
 
 _ST_CONFIG = "config_sentence_transformers.json"
 _ST_MODULE_CONFIG = "sentence_bert_config.json"
@@ -32,7 +32,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
 
 
 class Encoder(torch.nn.Module):
-    def __init__(self, model, tokenizer, *, prompts: Prompts = E5, max_length: int | None = None):
+    def __init__(self, model, tokenizer, *, prompts: Prompts | InstructPrompts = E5, max_length: int | None = None):
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
@@ -48,7 +48,7 @@ class Encoder(torch.nn.Module):
         return cls(
             AutoModel.from_pretrained(name_or_path, **model_kwargs),
             AutoTokenizer.from_pretrained(name_or_path),
-            prompts=Prompts(prompts.get("query", E5.query), prompts.get("passage", E5.passage)),
+            prompts=stored_prompts(prompts.get("query", E5.query), prompts.get("passage", E5.passage)),
             max_length=_optional_json(name_or_path, _ST_MODULE_CONFIG).get("max_seq_length"),
         )
 
@@ -74,7 +74,11 @@ class Encoder(torch.nn.Module):
 
     @torch.inference_mode()
     def encode(
-        self, texts: list[str], kind: Kind = "query", batch_size: int = 64, prompts: Prompts | None = None
+        self,
+        texts: list[str],
+        kind: Kind = "query",
+        batch_size: int = 64,
+        prompts: Prompts | InstructPrompts | None = None,
     ) -> torch.Tensor:
         """Normalised fp32 embeddings on the CPU, in the order of ``texts``, computed without dropout.
 

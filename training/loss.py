@@ -1,5 +1,7 @@
 """InfoNCE with in-batch negatives, as in E5 and sentence-transformers'
-MultipleNegativesRankingLoss, over the global batch of every rank."""
+MultipleNegativesRankingLoss, over the global batch of every rank; plus, for
+rows with teacher scores, distillation over each row's own group, as in E5's
+fine-tuning."""
 
 import torch
 import torch.nn.functional as F
@@ -23,11 +25,21 @@ class InfoNCELoss:
     (a 32k batch's full score matrix alone would be 4 GiB, and autograd keeps several).
     """
 
-    def __init__(self, temperature: float = 0.01, rows_per_chunk: int = 1024):
+    def __init__(self, temperature: float = 0.01, rows_per_chunk: int = 1024, distill_weight: float = 1.0):
         self.temperature = temperature
         self.rows_per_chunk = rows_per_chunk
+        self.distill_weight = distill_weight
 
-    def __call__(self, queries: torch.Tensor, passages: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    def __call__(
+        self,
+        queries: torch.Tensor,
+        passages: torch.Tensor,
+        negatives: torch.Tensor,
+        negative_counts: torch.Tensor | None = None,
+        teacher_scores: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``teacher_scores`` (see ``PairBatch``) add ``distill_weight`` times KL(teacher || student) over each
+        scored row's group [passage, *its negatives]; ``negative_counts`` says which negatives are whose."""
         all_passages, first = gather_with_grad(passages)
         all_negatives, _ = gather_with_grad(negatives)
         candidates = torch.cat([all_passages, all_negatives]).float()
@@ -44,4 +56,39 @@ class InfoNCELoss:
             )
             for start in range(0, len(queries), self.rows_per_chunk)
         )
+        if teacher_scores is not None and self.distill_weight:
+            total = total + self.distill_weight * self.distillation(
+                queries, passages, negatives, negative_counts, teacher_scores
+            )
         return total / len(all_passages)
+
+    def distillation(
+        self,
+        queries: torch.Tensor,
+        passages: torch.Tensor,
+        negatives: torch.Tensor,
+        negative_counts: torch.Tensor,
+        teacher_scores: torch.Tensor,
+    ) -> torch.Tensor:
+        """Summed over this rank's scored rows: KL(softmax(teacher) || softmax(student / temperature))."""
+        device = queries.device
+        counts = negative_counts.to(device)
+        teacher = teacher_scores.to(device).float()
+        width = teacher.shape[1] - 1
+        offsets = torch.cumsum(counts, 0) - counts
+        columns = torch.arange(width, device=device)
+        own = columns[None, :] < counts[:, None]
+        if len(negatives):
+            picked = negatives[(offsets[:, None] + columns[None, :]).clamp(max=len(negatives) - 1)]
+        else:
+            picked = passages.new_zeros(len(queries), width, passages.shape[-1])
+        group = torch.cat([passages[:, None, :], picked], dim=1).float()
+        student = torch.einsum("rd,rgd->rg", queries.float(), group) / self.temperature
+        scored = ~teacher[:, 0].isnan()  # rows without teacher scores are not distilled
+        valid = torch.cat([torch.ones_like(own[:, :1]), own], dim=1) & ~teacher.isnan() & scored[:, None]
+        # Only inside scored rows are candidates masked, so no softmax sees a row of -inf alone.
+        masked = ~valid & scored[:, None]
+        log_student = torch.log_softmax(student.masked_fill(masked, float("-inf")), dim=1)
+        target = torch.softmax(torch.nan_to_num(teacher, nan=0.0).masked_fill(masked, float("-inf")), dim=1)
+        terms = target * (torch.log(target.clamp_min(1e-30)) - log_student)
+        return torch.where(valid, terms, torch.zeros_like(terms)).sum()

@@ -82,7 +82,7 @@ def contrastive_backward(
         embeddings = [
             _concatenated(encoder, [embed(encoder, part) for part in chunks(side, None)]) for side in _sides(batch)
         ]
-        loss = loss_fn(*embeddings)
+        loss = loss_fn(*embeddings, batch.negative_counts, batch.teacher_scores)
         loss.backward()
         return loss.detach()
 
@@ -98,7 +98,7 @@ def contrastive_backward(
                 states[-1].append(RngState.capture(device))
                 parts.append(embed(encoder, piece))
             cached.append(_concatenated(encoder, parts).detach().requires_grad_())
-    loss = loss_fn(*cached)
+    loss = loss_fn(*cached, batch.negative_counts, batch.teacher_scores)
     loss.backward()
     for pieces, side_states, leaf in zip(side_chunks, states, cached, strict=True):
         gradients = leaf.grad.split([len(piece["input_ids"]) for piece in pieces]) if pieces else []

@@ -1,6 +1,13 @@
-"""Contrastive pre-training: the loop, its optimiser and schedule, logging and checkpoints."""
+"""Contrastive training: the loop, its optimiser and schedule, logging and checkpoints.
+
+Pre-training and fine-tuning are the same loop with another configuration:
+fine-tuning starts from a checkpoint (``model``), formats queries with
+instructions (``instruction``, ``training.prompts.InstructPrompts``) and uses
+the rows' hard negatives (``max_negatives``).
+"""
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,12 +17,12 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from training import checkpoint, distributed
-from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore
+from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore, shards_by_source
 from training.encoder import Encoder
 from training.evaluate import held_out_rows, in_batch_retrieval
 from training.evaluation import evaluate_spec
 from training.loss import InfoNCELoss
-from training.prompts import Prompts
+from training.prompts import InstructPrompts, Prompts
 from training.step import contrastive_backward
 from training.tiny import build_tiny_encoder
 
@@ -30,17 +37,22 @@ class PretrainConfig:
     batch_size: int = 256
     chunk_size: int | None = None  # rows embedded at once with gradient caching; None embeds the batch in one pass
     max_steps: int = 1000
+    epochs: float | None = None  # if set, max_steps is this many passes over the data (see steps_for_epochs)
     lr: float = 1e-4
     warmup_steps: int | None = None  # None: a tenth of max_steps, fixed when the run starts
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     temperature: float = 0.01
+    distill_weight: float = 1.0  # of KL(teacher || student), for rows with a teacher_scores column; 0: none
     seed: int = 0
     alpha: float = 0.5
     max_query_length: int = 128
     max_passage_length: int = 256
     max_negatives: int = 1
     prefixes: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> {"query": ..., "passage": ...}
+    # Fine-tuning: queries become "Instruct: {task}\nQuery: {query}", with the row's task, or this one for rows
+    # (and evaluation queries) without; passages keep the checkpoint's passage prefix. None: plain prefixes.
+    instruction: str | None = None
     gradient_checkpointing: bool = False
     num_workers: int = 2
     log_every: int = 10
@@ -62,6 +74,7 @@ MUTABLE_ON_RESUME = frozenset(
         "data",  # the stream refuses data whose sources or sizes differ
         "output",  # the checkpoint may have moved
         "max_steps",
+        "epochs",  # fixes max_steps
         "chunk_size",
         "gradient_checkpointing",
         "num_workers",
@@ -91,7 +104,20 @@ def resumed_config(output: str, given: dict) -> PretrainConfig:
             "a resumed run keeps its configuration; these options differ from the stored run: "
             + ", ".join(f"{key} (stored {stored.get(key)!r}, given {given[key]!r})" for key in conflicts)
         )
+    if "max_steps" in given:
+        stored["epochs"] = None  # an explicit step count replaces a stored epoch count
     return PretrainConfig(**{**stored, **given})
+
+
+def steps_for_epochs(directories: list[str], batch_size: int, epochs: float) -> int:
+    """Steps in ``epochs`` passes over every source: each pass of a source is ceil(rows / batch size) batches.
+
+    (Sources are drawn by rows^alpha, so with alpha < 1 small sources are seen more often and large ones less.)
+    """
+    batches = sum(
+        -(-sum(shard.rows for shard in shards) // batch_size) for shards in shards_by_source(directories).values()
+    )
+    return max(1, math.ceil(epochs * batches))
 
 
 def _optimizer(encoder: Encoder, config: PretrainConfig) -> torch.optim.AdamW:
@@ -115,9 +141,15 @@ class Trainer:
             raise FileExistsError(
                 f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
             )
+        if config.epochs is not None:
+            config = dataclasses.replace(
+                config, max_steps=steps_for_epochs(config.data, config.batch_size, config.epochs)
+            )
         if config.warmup_steps is None:
             config = dataclasses.replace(config, warmup_steps=config.max_steps // 10)
         self.config = config
+        if self.context.is_main:
+            self.output.mkdir(parents=True, exist_ok=True)  # a run from a checkpoint logs before it first saves
         self.metrics = checkpoint.MetricsLog(self.output)
         store = ShardStore(Path(config.cache_dir))
 
@@ -126,9 +158,12 @@ class Trainer:
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
+        if config.instruction is not None:
+            # Exported with the checkpoint: the default task's query prefix is its "query" prompt.
+            self.encoder.prompts = InstructPrompts(config.instruction, passage=self.encoder.prompts.passage)
         self.optimizer = _optimizer(self.encoder, config)
         self.scheduler = get_linear_schedule_with_warmup(self.optimizer, config.warmup_steps, config.max_steps)
-        self.loss_fn = InfoNCELoss(config.temperature)
+        self.loss_fn = InfoNCELoss(config.temperature, distill_weight=config.distill_weight)
         self.prompts = {source: Prompts(**sides) for source, sides in config.prefixes.items()}
         stream = PairStream(
             config.data,
