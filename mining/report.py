@@ -1,13 +1,14 @@
 """The funnel: how many records each source fed in, and where each one ended."""
 
 import datetime
+import hashlib
 from collections import Counter
+
+import pyarrow as pa
 
 from mining.records import DeadLetter, Drop
 from schemas import manifest as m
 from schemas import pairs as f
-import pyarrow as pa
-
 from schemas.pairs import schema_description
 
 INPUT = "input"
@@ -28,9 +29,15 @@ class FunnelReport:
         self.samples: dict[str, list[dict]] = {}
         # Consistency-filtered runs: pairs per (source, query language, rank bin).
         self.ranks: Counter[tuple[str, str, str]] = Counter()
+        # Instruction runs: digests of the distinct instructions among the output rows, per source.
+        self.instructions: dict[str, set[bytes]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self.counts)
+        return bool(self.counts or self.ranks or self.instructions)
+
+    def add_instruction(self, source: str, instruction: str) -> None:
+        digest = hashlib.blake2b(instruction.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+        self.instructions.setdefault(source, set()).add(digest)
 
     def count_input(self, source: str, n: int = 1) -> None:
         self.counts[source, INPUT] += n
@@ -59,6 +66,8 @@ class FunnelReport:
     def merge(self, other: "FunnelReport") -> "FunnelReport":
         self.counts.update(other.counts)
         self.ranks.update(other.ranks)
+        for source, digests in other.instructions.items():
+            self.instructions.setdefault(source, set()).update(digests)
         for reason, sample in other.samples.items():
             self.samples.setdefault(reason, []).extend(sample)
             self._trim(reason)
@@ -125,6 +134,7 @@ def build_manifest(
             lengths=dict(sorted(lengths.items())),
             sampling_weight=weights[source],
             consistency_ranks=report.rank_histograms(source),
+            instructions=len(report.instructions[source]) if source in report.instructions else None,
         )
     return m.Manifest(
         pipeline=pipeline,

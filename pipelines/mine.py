@@ -149,7 +149,10 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
         )
         distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[stages.REPORT]]
     if options.pipeline == "instruct":
-        distinct = distinct | "FormatQueries" >> beam.Map(instruct.format_row)
+        formatted = distinct | "FormatQueries" >> beam.ParDo(stages.FormatInstructionRows(sample_size)).with_outputs(
+            stages.REPORT, main="rows"
+        )
+        distinct, optional_reports = formatted.rows, [*optional_reports, formatted[stages.REPORT]]
     shard_entries = distinct | "WriteShards" >> stages.WriteShards(
         output,
         schema,

@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
-from mining import dedup, langid, shards
+from mining import dedup, instruct, langid, shards
 from mining.clean import clean_batch
 from mining.records import DeadLetter, Drop
 from mining.report import FunnelReport, build_manifest
@@ -123,6 +123,14 @@ class JoinGroups(_ReportingDoFn):
         if self._batch:
             yield GlobalWindows.windowed_value(self._batch)
         yield from super().finish_bundle()
+
+
+class FormatInstructionRows(_ReportingDoFn):
+    """Instruction rows at write time: the formatted query, and the distinct instructions counted."""
+
+    def process(self, record):
+        self._report.add_instruction(record[f.SOURCE], record[f.INSTRUCTION])
+        yield instruct.format_row(record)
 
 
 class CleanBatches(_ReportingDoFn):

@@ -107,6 +107,9 @@ class SourceTotals(Totals):
     sampling_weight: float = Field(
         ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
     )
+    instructions: int | None = Field(
+        default=None, description="instruction runs: distinct instructions among the output rows"
+    )
     consistency_ranks: dict[str, dict[str, int]] = Field(
         default_factory=dict,
         description="consistency-filtered runs: per query language, pairs (kept and dropped) per rank bin",

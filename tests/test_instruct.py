@@ -150,6 +150,9 @@ def test_default_run_catches_every_defect(default_run):
     assert {source for source, totals in manifest.sources.items() if totals.output} == set(instruct.SOURCES)
     assert len(manifest.sources["synthetic-short-long"].languages) >= 6
     assert manifest.sources["synthetic-bitext"].output == len([row for row in rows if row["task_type"] == "bitext"])
+    for name, source in manifest.sources.items():
+        instructions = {row["instruction"] for row in rows if row["source"] == name}
+        assert source.instructions == (len(instructions) if source.output else None), name
 
 
 def test_rows_are_formatted_with_their_instruction(default_run):
