@@ -104,12 +104,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun) ->
             RankPairs(options.top_k, sample_size), pool=beam.pvalue.AsSingleton(pool)
         ).with_outputs(stages.REPORT, main="kept")
     )
-    shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards(
-        options.output,
-        schema,
-        int(options.shard_size_mb * 2**20),
-        None if options.shard_compression == "none" else options.shard_compression,
-    )
+    shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema)
     (shard_entries, ranked[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
         options.output, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
         parent=plan.parent,

@@ -153,12 +153,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: tuple[FinishedR
             AttachNegatives(window, options.num_negatives, options.rejected_sample_size)
         ).with_outputs(stages.REPORT, main="rows")
     )
-    shard_entries = rows.rows | "WriteShards" >> stages.WriteShards(
-        options.output,
-        schema,
-        int(options.shard_size_mb * 2**20),
-        None if options.shard_compression == "none" else options.shard_compression,
-    )
+    shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema)
     (shard_entries, rows[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
         options.output, "finetune", schema, recorded_options(options), options.sampling_alpha,
         options.rejected_sample_size, parent=run.parent,

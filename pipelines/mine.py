@@ -153,12 +153,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
             stages.REPORT, main="rows"
         )
         distinct, optional_reports = formatted.rows, [*optional_reports, formatted[stages.REPORT]]
-    shard_entries = distinct | "WriteShards" >> stages.WriteShards(
-        output,
-        schema,
-        int(options.shard_size_mb * 2**20),
-        None if options.shard_compression == "none" else options.shard_compression,
-    )
+    shard_entries = distinct | "WriteShards" >> stages.WriteShards.for_options(options, schema)
     read[stages.DEAD] | "DeadLetters" >> stages.WriteDeadLetters(output)
     reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
     reports += optional_reports

@@ -222,6 +222,12 @@ class WriteShards(beam.PTransform):
         self._target_bytes = target_bytes
         self._compression = compression
 
+    @classmethod
+    def for_options(cls, options, schema) -> "WriteShards":
+        """Shards under --output, of --shard-size-mb, with --shard-compression."""
+        compression = None if options.shard_compression == "none" else options.shard_compression
+        return cls(options.output, schema, int(options.shard_size_mb * 2**20), compression)
+
     def expand(self, records):
         target = self._target_bytes
         counts = (
