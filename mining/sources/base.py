@@ -189,6 +189,13 @@ def _decode_json(text: str):
         raise Malformed(INVALID_JSON, str(error)) from None
 
 
+def require_object(value) -> dict:
+    """``value`` if it is a JSON object; Malformed otherwise."""
+    if not isinstance(value, dict):
+        raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
 def require_text(obj: dict, *keys: str) -> str:
     """The first of ``keys`` present in ``obj``, which must be a string."""
     for key in keys:

@@ -1,7 +1,7 @@
 """CC-News style articles: JSON lines ``{"title", "text" | "maintext", "language"?, "url"?}`` -> (title, body)."""
 
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, declared_language, require_text
+from mining.sources.base import JsonLinesReader, declared_language, require_object, require_text
 
 
 @register
@@ -9,8 +9,7 @@ class CcNewsReader(JsonLinesReader):
     kind = "ccnews"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         title = require_text(value, "title")
         body = require_text(value, "text", "maintext")
         lang = declared_language(value.get("language"), task.lang)

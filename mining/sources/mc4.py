@@ -8,7 +8,7 @@ import re
 
 from mining.records import Drop
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, require_text
+from mining.sources.base import JsonLinesReader, require_object, require_text
 
 NO_TITLE = "no_title"
 MAX_TITLE_CHARS = 120
@@ -29,8 +29,7 @@ class Mc4Reader(JsonLinesReader):
     kind = "mc4"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         text = require_text(value, "text")
         split = split_title(text)
         record = self.pair(

@@ -8,7 +8,7 @@ import posixpath
 import orjson
 
 from mining.sources import register
-from mining.sources.base import INVALID_JSON, WRONG_TYPE, Malformed, optional_text, require_text
+from mining.sources.base import INVALID_JSON, Malformed, optional_text, require_object, require_text
 from mining.sources.relevance import CORPUS, QRELS, QUERIES, RelevanceReader
 
 
@@ -30,8 +30,7 @@ class MiraclReader(RelevanceReader):
             value = orjson.loads(line)
         except orjson.JSONDecodeError as error:
             raise Malformed(INVALID_JSON, str(error)) from None
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         title = optional_text(value, "title")
         text = require_text(value, "text")
         return require_text(value, "docid"), f"{title}\n{text}" if title else text

@@ -11,7 +11,15 @@ import posixpath
 from mining.records import DeadLetter
 from mining.sources import register
 from mining.sources.base import (
-    WRONG_TYPE, JoiningReader, JoinPart, JsonLinesReader, Malformed, as_items, declared_language, require_text,
+    WRONG_TYPE,
+    JoiningReader,
+    JoinPart,
+    JsonLinesReader,
+    Malformed,
+    as_items,
+    declared_language,
+    require_object,
+    require_text,
 )
 
 ENTAILMENT, CONTRADICTION = "entailment", "contradiction"
@@ -25,8 +33,7 @@ class NliReader(JoiningReader, JsonLinesReader):
     task = "Given a premise, retrieve a hypothesis that is entailed by the premise"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         label = value.get("gold_label", value.get("label"))
         if label not in (ENTAILMENT, CONTRADICTION):
             return []

@@ -28,6 +28,7 @@ from mining.sources.base import (
     JsonLinesReader,
     Malformed,
     ReadTask,
+    require_object,
 )
 
 _ALIGNED_NAME = re.compile(
@@ -79,8 +80,7 @@ class NllbReader(JsonLinesReader):
         return super().read(task, open_file, limits)
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         translation = value.get("translation")
         if translation is None:
             raise Malformed(MISSING_FIELD, "'translation' missing")

@@ -10,7 +10,15 @@ score below 1 and bodies over 4096 characters make no pair, on either side.
 
 from mining.records import Drop
 from mining.sources import register
-from mining.sources.base import MISSING_FIELD, WRONG_TYPE, JoiningReader, JoinPart, JsonLinesReader, Malformed
+from mining.sources.base import (
+    MISSING_FIELD,
+    WRONG_TYPE,
+    JoiningReader,
+    JoinPart,
+    JsonLinesReader,
+    Malformed,
+    require_object,
+)
 
 MAX_BODY_CHARS = 4096
 REMOVED_BODIES = ("[deleted]", "[removed]")
@@ -49,8 +57,7 @@ class RedditReader(JoiningReader, JsonLinesReader):
     task = "Given a Reddit comment, retrieve a reply to it"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         post_id = _field(value, "id", str)
         score = value.get("score", 1)
         if not isinstance(score, int) or isinstance(score, bool):

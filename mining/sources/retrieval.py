@@ -3,8 +3,9 @@ JSON lines ``{"query", "pos": [...], "neg": [...], "prompt"?}``; the prompt beco
 """
 
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, optional_text
+from mining.sources.base import JsonLinesReader, optional_text, require_object
 from mining.sources.sbert import query_pos_neg_pairs
+
 
 @register
 class RetrievalReader(JsonLinesReader):
@@ -13,7 +14,6 @@ class RetrievalReader(JsonLinesReader):
     task = "Given a query, retrieve relevant passages"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         instruction = optional_text(value, "prompt").strip() or None
         return query_pos_neg_pairs(self, value, task.lang, origin, task=instruction)

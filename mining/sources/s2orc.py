@@ -4,7 +4,7 @@ A paper without an abstract is a candidate with an empty side, dropped by cleani
 """
 
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, optional_text
+from mining.sources.base import JsonLinesReader, optional_text, require_object
 
 
 @register
@@ -12,8 +12,7 @@ class S2orcReader(JsonLinesReader):
     kind = "s2orc"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         title = optional_text(value, "title")
         abstract = optional_text(value, "abstract", "paperAbstract")
         return self.pair(title, abstract, query_lang=task.lang, passage_lang=task.lang, origin=origin)

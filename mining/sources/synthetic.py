@@ -23,6 +23,7 @@ from mining.sources.base import (
     JsonLinesReader,
     Malformed,
     optional_text,
+    require_object,
     require_text,
 )
 from schemas import pairs as f
@@ -81,8 +82,7 @@ class SyntheticReader(JsonLinesReader):
         return codes[0], codes[1]
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         task_type = require_text(value, "task_type")
         template = instruct.TEMPLATES.get(task_type)
         if template is None:

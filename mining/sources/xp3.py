@@ -6,7 +6,7 @@ often English templates around text in the target language.
 """
 
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, JsonLinesReader, Malformed, language_from_path, require_text
+from mining.sources.base import JsonLinesReader, language_from_path, require_object, require_text
 
 
 @register
@@ -17,8 +17,7 @@ class Xp3Reader(JsonLinesReader):
     dedup_passage = False
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         path = origin.rsplit(":", 1)[0]
         return self.pair(
             require_text(value, "inputs"), require_text(value, "targets"),
