@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 
 from mining.sources import register
 from mining.sources.base import (
-    CORRUPT_INPUT_ERRORS, UNREADABLE, WRONG_TYPE, JsonLinesReader, Malformed, as_items, optional_text,
+    CORRUPT_INPUT_ERRORS,
+    UNREADABLE,
+    JsonLinesReader,
+    Malformed,
+    as_items,
+    optional_text,
+    require_object,
 )
 
 PASSAGE_CHARS = 1200
@@ -50,25 +56,22 @@ def sections(text: str) -> Iterator[tuple[str | None, list[str]]]:
 
 def passages(paragraphs: list[str], size: int = PASSAGE_CHARS) -> Iterator[str]:
     """Consecutive paragraphs up to ``size`` characters; a longer paragraph is cut between sentences."""
-    current = ""
-    for paragraph in paragraphs:
-        pieces = [paragraph] if len(paragraph) <= size else _sentences_within(paragraph, size)
-        for piece in pieces:
-            if current and len(current) + 1 + len(piece) > size:
-                yield current
-                current = ""
-            current = f"{current}\n{piece}" if current else piece
-    if current:
-        yield current
+    pieces = (
+        piece
+        for paragraph in paragraphs
+        for piece in ([paragraph] if len(paragraph) <= size else _packed(_SENTENCE_SPLIT.split(paragraph), size, " "))
+    )
+    return _packed(pieces, size, "\n")
 
 
-def _sentences_within(paragraph: str, size: int) -> Iterator[str]:
+def _packed(pieces, size: int, separator: str) -> Iterator[str]:
+    """Consecutive pieces joined by ``separator`` into texts of at most ``size`` characters (a longer piece alone)."""
     current = ""
-    for sentence in _SENTENCE_SPLIT.split(paragraph):
-        if current and len(current) + 1 + len(sentence) > size:
+    for piece in pieces:
+        if current and len(current) + len(separator) + len(piece) > size:
             yield current
             current = ""
-        current = f"{current} {sentence}" if current else sentence
+        current = f"{current}{separator}{piece}" if current else piece
     if current:
         yield current
 
@@ -79,8 +82,7 @@ class WikipediaReader(JsonLinesReader):
     task = "Given a title, retrieve Wikipedia passages about it"
 
     def parse(self, value, task, origin):
-        if not isinstance(value, dict):
-            raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        require_object(value)
         title = optional_text(value, "title")
         text = optional_text(value, "text")
         pairs = [
