@@ -111,8 +111,8 @@ def build_manifest(
     sampling_alpha: float,
     parent: m.Parent | None = None,
 ) -> m.Manifest:
-    """The manifest, from each written shard's entry and lengths; pydantic refuses it
-    if any record is unaccounted for."""
+    """The manifest, from each written shard's entry and lengths; pydantic refuses it,
+    naming the field, if any record is unaccounted for or any count disagrees with another."""
     written = sorted(written, key=lambda item: item[0].path)
     shards = [shard for shard, _ in written]
     names = sorted(report.sources() | {shard.source for shard in shards})
@@ -127,7 +127,7 @@ def build_manifest(
                 languages.update(shard.languages)
                 for lang, sides in shard_lengths.items():
                     lengths.setdefault(lang, m.SideLengths()).merge(sides)
-        sources[source] = m.SourceTotals(
+        sources[source] = dict(
             **report.totals_for(source),
             output=outputs[source],
             languages=dict(sorted(languages.items())),
@@ -136,13 +136,16 @@ def build_manifest(
             consistency_ranks=report.rank_histograms(source),
             instructions=len(report.instructions[source]) if source in report.instructions else None,
         )
-    return m.Manifest(
-        pipeline=pipeline,
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        options=options,
-        schema=schema_description(schema),
-        shards=shards,
-        totals=m.Totals(**report.totals_for(None), output=sum(shard.rows for shard in shards)),
-        sources=sources,
-        parent=parent,
+    # Validated as one document, so that an error names its place in it (sources.<name>.input, ...).
+    return m.Manifest.model_validate(
+        {
+            "pipeline": pipeline,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "options": options,
+            "schema": schema_description(schema),
+            "shards": shards,
+            "totals": {**report.totals_for(None), "output": sum(shard.rows for shard in shards)},
+            "sources": sources,
+            "parent": parent,
+        }
     )

@@ -1,9 +1,12 @@
 """``manifest.json``: what a pipeline run wrote, and how every input record ended."""
 
+import datetime
+import math
 import posixpath
+from collections import Counter
 
 import pydantic
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 # Length histograms: bin 0 counts empty texts, bin i texts of [2^(i-1), 2^i) characters.
@@ -15,6 +18,8 @@ REJECTED_DIR = "rejected"
 # Consistency ranks: bins 1, 2, 3-4, 5-8, ... up to 2^RANK_BINS_LOG2, then "beyond".
 RANK_BINS_LOG2 = 16
 RANK_BIN_LABELS = ("1", "2", *(f"{2 ** (i - 1) + 1}-{2 ** i}" for i in range(2, RANK_BINS_LOG2 + 1)), "beyond")
+# A refused manifest's message names this many problems at most: one line, however broken the file.
+_PROBLEMS_SHOWN = 5
 
 
 def rank_bin_label(rank: int) -> str:
@@ -23,15 +28,16 @@ def rank_bin_label(rank: int) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Nested models are checked again where they are assembled: build_manifest merges lengths after creating them.
+    model_config = ConfigDict(extra="forbid", revalidate_instances="always")
 
 
 class LengthStats(_Strict):
     """Text lengths in characters: exact count and sum, power-of-two histogram."""
 
-    count: int = 0
-    sum: int = 0
-    histogram: list[int] = Field(default_factory=lambda: [0] * LENGTH_BINS)
+    count: NonNegativeInt = 0
+    sum: NonNegativeInt = 0
+    histogram: list[NonNegativeInt] = Field(default_factory=lambda: [0] * LENGTH_BINS)
 
     @field_validator("histogram")
     @classmethod
@@ -39,6 +45,12 @@ class LengthStats(_Strict):
         if len(histogram) != LENGTH_BINS:
             raise ValueError(f"a length histogram has {LENGTH_BINS} bins, not {len(histogram)}")
         return histogram
+
+    @model_validator(mode="after")
+    def _counted_once(self):
+        if sum(self.histogram) != self.count:
+            raise ValueError(f"count {self.count} != {sum(self.histogram)} texts in the histogram")
+        return self
 
     def add(self, length: int) -> None:
         self.count += 1
@@ -55,6 +67,12 @@ class SideLengths(_Strict):
     query: LengthStats = Field(default_factory=LengthStats)
     passage: LengthStats = Field(default_factory=LengthStats)
 
+    @model_validator(mode="after")
+    def _one_passage_per_query(self):
+        if self.query.count != self.passage.count:
+            raise ValueError(f"query.count {self.query.count} != passage.count {self.passage.count}")
+        return self
+
     def merge(self, other: "SideLengths") -> None:
         self.query.merge(other.query)
         self.passage.merge(other.passage)
@@ -66,7 +84,7 @@ class Shard(_Strict):
     bytes: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     source: str
-    languages: dict[str, int] = Field(
+    languages: dict[str, NonNegativeInt] = Field(
         description="rows with this language on either side"
     )
 
@@ -75,18 +93,25 @@ class Shard(_Strict):
     def _inside_the_directory(cls, path: str) -> str:
         """A manifest never points a reader outside its own directory."""
         normalised = posixpath.normpath(path)
-        if "://" in path or path.startswith(("/", "\\")) or normalised.startswith(".."):
+        if "://" in path or path.startswith(("/", "\\")) or normalised.startswith("..") or normalised == ".":
             raise ValueError(f"shard path {path!r} must be relative and inside the output directory")
         return path
+
+    @model_validator(mode="after")
+    def _languages_of_its_rows(self):
+        for lang, rows in self.languages.items():
+            if rows > self.rows:
+                raise ValueError(f"languages.{lang} {rows} > rows {self.rows}")
+        return self
 
 
 class Totals(_Strict):
     """Record accounting: input == output + sum(dropped) + dead_letter."""
 
-    input: int = 0
-    output: int = 0
-    dropped: dict[str, int] = Field(default_factory=dict)
-    dead_letter: int = 0
+    input: NonNegativeInt = 0
+    output: NonNegativeInt = 0
+    dropped: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    dead_letter: NonNegativeInt = 0
 
     @model_validator(mode="after")
     def _conserved(self):
@@ -100,20 +125,28 @@ class Totals(_Strict):
 
 
 class SourceTotals(Totals):
-    languages: dict[str, int] = Field(default_factory=dict)
+    languages: dict[str, NonNegativeInt] = Field(default_factory=dict)
     lengths: dict[str, SideLengths] = Field(
         default_factory=dict, description="per query language: query and passage lengths"
     )
     sampling_weight: float = Field(
         ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
     )
-    instructions: int | None = Field(
+    instructions: NonNegativeInt | None = Field(
         default=None, description="instruction runs: distinct instructions among the output rows"
     )
-    consistency_ranks: dict[str, dict[str, int]] = Field(
+    consistency_ranks: dict[str, dict[str, NonNegativeInt]] = Field(
         default_factory=dict,
         description="consistency-filtered runs: per query language, pairs (kept and dropped) per rank bin",
     )
+
+    @field_validator("consistency_ranks")
+    @classmethod
+    def _every_rank_bin(cls, ranks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+        for lang, histogram in ranks.items():
+            if set(histogram) != set(RANK_BIN_LABELS):
+                raise ValueError(f"{lang}: a rank histogram has every bin from '1' to 'beyond' and no other")
+        return ranks
 
 
 class Parent(_Strict):
@@ -135,6 +168,79 @@ class Manifest(_Strict):
     parent: Parent | None = Field(default=None, description="the run this one filtered, if any")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("created")
+    @classmethod
+    def _timestamp(cls, created: str) -> str:
+        try:
+            moment = datetime.datetime.fromisoformat(created)
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError(f"{created!r} is not an ISO 8601 time with its UTC offset")
+        return created
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        """Every count the manifest states twice agrees: shards with their source, sources with the totals."""
+        problems = self._shard_problems() + self._total_problems() + self._weight_problems()
+        if problems:
+            more = len(problems) - _PROBLEMS_SHOWN
+            raise ValueError("; ".join(problems[:_PROBLEMS_SHOWN]) + (f"; and {more} more" if more > 0 else ""))
+        return self
+
+    def _shard_problems(self) -> list[str]:
+        problems = []
+        first_listed: dict[str, int] = {}
+        rows = Counter()
+        languages: dict[str, Counter] = {name: Counter() for name in self.sources}
+        for index, shard in enumerate(self.shards):
+            # One file under two spellings is still one file: the trainer would read it twice.
+            same_file = first_listed.setdefault(posixpath.normpath(shard.path), index)
+            if same_file != index:
+                problems.append(f"shards.{index}.path {shard.path!r} is listed twice (also shards.{same_file}.path)")
+            if shard.source not in self.sources:
+                problems.append(f"shards.{index}.source {shard.source!r} is not among the sources")
+                continue
+            rows[shard.source] += shard.rows
+            languages[shard.source].update(shard.languages)
+        for name, source in self.sources.items():
+            if source.output != rows[name]:
+                problems.append(f"sources.{name}.output {source.output} != {rows[name]} rows in its shards")
+            for lang in sorted(set(source.languages) | set(languages[name])):
+                stated = source.languages.get(lang, 0)
+                if stated != languages[name][lang]:
+                    problems.append(
+                        f"sources.{name}.languages.{lang} {stated} != {languages[name][lang]} summed over its shards"
+                    )
+        return problems
+
+    def _total_problems(self) -> list[str]:
+        problems = []
+        for field in ("input", "output", "dead_letter"):
+            stated = getattr(self.totals, field)
+            summed = sum(getattr(source, field) for source in self.sources.values())
+            if stated != summed:
+                problems.append(f"totals.{field} {stated} != {summed} summed over the sources")
+        reasons = set(self.totals.dropped).union(*(source.dropped for source in self.sources.values()))
+        for reason in sorted(reasons):
+            stated = self.totals.dropped.get(reason, 0)
+            summed = sum(source.dropped.get(reason, 0) for source in self.sources.values())
+            if stated != summed:
+                problems.append(f"totals.dropped.{reason} {stated} != {summed} summed over the sources")
+        return problems
+
+    def _weight_problems(self) -> list[str]:
+        problems = [
+            f"sources.{name}.sampling_weight is 0 but the source has {source.output} rows"
+            for name, source in self.sources.items()
+            if source.output and not source.sampling_weight
+        ]
+        # All zero only when there is nothing to sample; a split part with no rows keeps its parent's weights.
+        total = math.fsum(source.sampling_weight for source in self.sources.values())
+        if not math.isclose(total, 1.0, abs_tol=1e-9) and (total or self.totals.output):
+            problems.append(f"sources.*.sampling_weight sum to {total}, not 1")
+        return problems
 
     def to_json(self) -> str:
         return self.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -159,8 +265,14 @@ def parse_manifest(text: str | bytes, where: str = MANIFEST_NAME) -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except pydantic.ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in problem['loc']) or '(top level)'}: {problem['msg']}"
-            for problem in error.errors()[:5]
-        )
-        raise ManifestError(f"{where}: {problems}") from None
+        raise ManifestError(f"{where}: {_one_line(error)}") from None
+
+
+def _one_line(error: pydantic.ValidationError) -> str:
+    """The first few problems in one line, each after the field it is in (the cross-checks name their own)."""
+    problems = []
+    for problem in error.errors()[:_PROBLEMS_SHOWN]:
+        message = problem["msg"].removeprefix("Value error, ")
+        place = ".".join(str(part) for part in problem["loc"])
+        problems.append(f"{place}: {message}" if place else message)
+    return "; ".join(problems)
