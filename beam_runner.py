@@ -8,7 +8,10 @@ needs no download and honours ``--direct_num_workers``.
 import argparse
 import json
 import logging
+import os
+import signal
 import sys
+from typing import Callable
 
 
 class _WithoutBigQueryNotice(logging.Filter):
@@ -35,6 +38,7 @@ from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
     MANIFEST_NAME,
+    REJECTED_DIR,
     SHARDS_DIR,
     Manifest,
     ManifestError,
@@ -44,7 +48,13 @@ from schemas.manifest import (  # noqa: E402
 
 def load_manifest(directory: str) -> Manifest:
     path = io.join(directory, MANIFEST_NAME)
-    return parse_manifest(io.read_bytes(path), where=path)
+    if not FileSystems.exists(path):
+        raise ManifestError(f"{directory} is not a finished run: no {MANIFEST_NAME} there (or no such directory)")
+    try:
+        data = io.read_bytes(path)
+    except OSError as error:
+        raise ManifestError(f"{path} cannot be read: {error.strerror or error}") from None
+    return parse_manifest(data, where=path)
 
 
 # Pipelines that read a finished run (--input) rather than mine sources.
@@ -89,12 +99,15 @@ def run_pipeline(argv: list[str]) -> int:
     mining = options.view_as(MiningOptions)
     derived = DERIVED_PIPELINES.get(mining.pipeline)
     try:
+        mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
+        sources = [] if derived else [("--source", spec.pattern) for spec in plan.specs]
+        io.check_output_apart(mining.output, mining.read_paths() + sources)
         io.prepare_output(mining.output, mining.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(str(error)) from None
     pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
-    (derived.build if derived else mine.build)(pipeline, mining, plan)
+    (derived.build if derived else mine.build)(pipeline, mining, plan, io.Destination.for_output(mining.output))
     result = pipeline.run()
     template = options.view_as(GoogleCloudOptions).template_location
     if template:
@@ -132,44 +145,62 @@ def inspect_command(argv: list[str]) -> int:
     report.add_argument("directory")
     report.add_argument("--html", required=True, metavar="OUT.html")
     args = parser.parse_args(argv)
-
-    directory = args.directory
+    if args.command == "sample" and not 1 <= args.n <= inspection.MAX_SAMPLE_ROWS:
+        raise SystemExit(f"-n must be between 1 and {inspection.MAX_SAMPLE_ROWS}, not {args.n}")
+    # Writing over a directory would delete it, everything in it included.
+    if args.command == "report" and (args.html.endswith("/") or os.path.isdir(args.html)):
+        raise SystemExit(f"--html {args.html} is a directory; name the page, e.g. {args.html.rstrip('/')}/report.html")
     try:
-        manifest = load_manifest(directory)
-    except ManifestError as error:
+        return _inspect(args)
+    except (ManifestError, inspection.InspectionError) as error:
         raise SystemExit(str(error)) from None
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    directory = args.directory
+    manifest = load_manifest(directory)
 
     def join(*parts: str) -> str:
         return io.join(directory, *parts)
 
     if args.command == "summary":
         print(json.dumps(inspection.summarize(manifest), indent=2) if args.json
-              else inspection.format_summary(manifest, directory))
+              else inspection.terminal_safe(inspection.format_summary(manifest, directory)))
     elif args.command == "verify":
         problems = inspection.verify(manifest, io.open_file, join, _relative_files(directory, SHARDS_DIR))
-        print("\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified")
+        print(inspection.terminal_safe(
+            "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified"
+        ))
         return 1 if problems else 0
     elif args.command == "sample":
-        if args.rejected:
+        if args.rejected is not None:
             rows = inspection.sample_removed(
-                args.rejected, io.open_file, join, _relative_files(directory, DEAD_LETTER_DIR), args.n, args.seed
+                manifest, args.rejected, io.open_file, join, _relative_files(directory, REJECTED_DIR),
+                _relative_files(directory, DEAD_LETTER_DIR), args.n, args.seed,
             )
         else:
             rows = inspection.sample_rows(manifest, io.open_file, join, args.n, args.seed, args.source, args.lang)
         print(inspection.format_rows(rows) if rows else "no matching rows")
     elif args.command == "diff":
-        try:
-            other = load_manifest(args.other)
-        except ManifestError as error:
-            raise SystemExit(str(error)) from None
-        changes = inspection.diff(manifest, other)
-        print("\n".join(changes) if changes else "no differences")
+        changes = inspection.diff(manifest, load_manifest(args.other))
+        print(inspection.terminal_safe("\n".join(changes)) if changes else "no differences")
     else:
         page = inspection.report_html(manifest, f"Mining run {directory}")
-        with FileSystems.create(args.html) as out:
-            out.write(page.encode("utf-8"))
+        io.write_atomically(args.html, page.encode("utf-8"))
         print(f"wrote {args.html}")
     return 0
+
+
+def _quiet_when_the_reader_leaves(command: Callable[[list[str]], int], argv: list[str]) -> int:
+    """Run ``command``; if its reader closes the pipe (``| head``), stop quietly as Unix tools do."""
+    try:
+        code = command(argv)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        # Python flushes stdout once more at exit; the pipe is gone, so that flush goes nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 COMMANDS = {"inspect": inspect_command}
@@ -178,7 +209,7 @@ COMMANDS = {"inspect": inspect_command}
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]](argv[1:])
+        return _quiet_when_the_reader_leaves(COMMANDS[argv[0]], argv[1:])
     if argv and not argv[0].startswith("-"):
         raise SystemExit(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}, or pipeline options")
     return run_pipeline(argv)

@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from mining import consistency
 from mining.records import Drop
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
@@ -20,7 +20,6 @@ from schemas.pairs import SCHEMA_BY_PIPELINE, with_consistency_rank
 
 def plan(options: MiningOptions) -> FinishedRun:
     check_options(options)
-    consistency.resolve_top_k(options.top_k, options.pool_size)
     return read_run(options.input, "--input")
 
 
@@ -76,7 +75,9 @@ def recorded_options(options: MiningOptions) -> dict:
     }
 
 
-def build(pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun) -> None:
+def build(
+    pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun, destination: io.Destination
+) -> None:
     parent_pipeline = plan.manifest.pipeline
     schema = with_consistency_rank(SCHEMA_BY_PIPELINE[parent_pipeline])
     seed, sample_size = options.seed, options.rejected_sample_size
@@ -104,8 +105,8 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun) ->
             RankPairs(options.top_k, sample_size), pool=beam.pvalue.AsSingleton(pool)
         ).with_outputs(stages.REPORT, main="kept")
     )
-    shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema)
+    shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, ranked[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
-        options.output, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
+        destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
         parent=plan.parent,
     )

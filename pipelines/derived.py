@@ -3,15 +3,18 @@ the encoder as RunInference's model."""
 
 import hashlib
 from dataclasses import dataclass
+from io import BytesIO
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
+from mining import inspection
 from pipelines import io
 from pipelines.options import MiningOptions
-from schemas.manifest import MANIFEST_NAME, Manifest, Parent, parse_manifest
+from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard, parse_manifest
 
 # An example for the encoder: (kind, text) pieces, each embedded with its E5 prefix.
 Texts = tuple[tuple[str, str], ...]
@@ -58,21 +61,39 @@ class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
 class FinishedRun:
     parent: Parent
     manifest: Manifest
-    shard_paths: list[str]
+    option: str
+
+    @property
+    def shards(self) -> list[tuple[str, Shard]]:
+        """(path, manifest entry) of every shard."""
+        return [(io.join(self.parent.path, shard.path), shard) for shard in self.manifest.shards]
+
+
+class DamagedShardError(ValueError):
+    """A shard of a finished run differs from what its manifest recorded."""
 
 
 def read_run(directory: str, option: str) -> FinishedRun:
-    """A finished run's manifest, checked before any work starts."""
+    """A finished run's manifest, and each of its shards there with its recorded size, checked before
+    any work starts. Their contents are checked as they are read (``ReadShard``): the launcher does
+    not read a billion rows first."""
     path = io.join(directory, MANIFEST_NAME)
     if not io.match_files(path):
         raise FileNotFoundError(f"{option} {directory} holds no {MANIFEST_NAME}: not a finished run")
     data = io.read_bytes(path)
-    manifest = parse_manifest(data, where=path)
-    return FinishedRun(
-        Parent(path=directory, sha256=hashlib.sha256(data).hexdigest()),
-        manifest,
-        [io.join(directory, shard.path) for shard in manifest.shards],
+    run = FinishedRun(
+        Parent(path=directory, sha256=hashlib.sha256(data).hexdigest()), parse_manifest(data, where=path), option
     )
+    matches = FileSystems.match([shard_path for shard_path, _ in run.shards])
+    problems = [
+        f"{shard.path}: {sizes[0]} bytes, manifest says {shard.bytes}" if sizes else f"{shard.path}: missing"
+        for (_, shard), match in zip(run.shards, matches, strict=True)
+        if (sizes := [metadata.size_in_bytes for metadata in match.metadata_list]) != [shard.bytes]
+    ]
+    if problems:
+        more = f" (and {len(problems) - 1} more damaged shards)" if len(problems) > 1 else ""
+        raise DamagedShardError(f"{option} {directory}: {problems[0]}{more}")
+    return run
 
 
 def check_options(options: MiningOptions) -> None:
@@ -81,23 +102,35 @@ def check_options(options: MiningOptions) -> None:
         raise ValueError(f"--pipeline {options.pipeline} reads --input, not --source")
     if not options.input or not options.model:
         raise ValueError(f"--pipeline {options.pipeline} needs --input DIR (a finished run) and --model SPEC")
-    if options.input.rstrip("/") == options.output.rstrip("/"):
-        raise ValueError("--output must differ from --input")
 
 
 class ReadShard(beam.DoFn):
-    """A shard path -> its rows as records."""
+    """A shard (path, manifest entry) -> its rows as records, once its bytes, rows and schema are
+    what the manifest recorded (``inspection.verify`` on the bytes read)."""
 
-    def process(self, path: str):
-        with io.open_file(path) as stream:
-            for batch in pa.ipc.open_stream(stream):
-                yield from batch.to_pylist()
+    def __init__(self, run: FinishedRun):
+        self._where = f"{run.option} {run.parent.path}"
+        self._manifest = run.manifest.model_copy(update={"shards": []})
+
+    def process(self, path_and_shard: tuple[str, Shard]):
+        path, shard = path_and_shard
+        data = io.read_bytes(path)
+        problems = inspection.verify(
+            self._manifest.model_copy(update={"shards": [shard]}),
+            lambda _: BytesIO(data),
+            lambda relative: relative,
+            [shard.path],
+        )
+        if problems:
+            raise DamagedShardError(f"{self._where}: {'; '.join(problems)}")
+        for batch in pa.ipc.open_stream(data):
+            yield from batch.to_pylist()
 
 
 def read_records(pipeline: beam.Pipeline, run: FinishedRun, label: str):
     return (
         pipeline
-        | f"{label}/Shards" >> beam.Create(run.shard_paths)
+        | f"{label}/Shards" >> beam.Create(run.shards)
         | f"{label}/Spread" >> beam.Reshuffle()
-        | f"{label}/Read" >> beam.ParDo(ReadShard())
+        | f"{label}/Read" >> beam.ParDo(ReadShard(run))
     )

@@ -13,7 +13,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from mining import hard_negatives
-from pipelines import stages
+from pipelines import io, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
@@ -25,9 +25,6 @@ CORPUS_BLOCK_ROWS = 16384
 
 def plan(options: MiningOptions) -> tuple[FinishedRun, FinishedRun | None]:
     check_options(options)
-    hard_negatives.parse_rank_window(options.rank_window)
-    if options.num_negatives < 1:
-        raise ValueError(f"--num-negatives must be at least 1, not {options.num_negatives}")
     return read_run(options.input, "--input"), read_run(options.corpus, "--corpus") if options.corpus else None
 
 
@@ -105,7 +102,12 @@ def recorded_options(options: MiningOptions) -> dict:
     }
 
 
-def build(pipeline: beam.Pipeline, options: MiningOptions, plan: tuple[FinishedRun, FinishedRun | None]) -> None:
+def build(
+    pipeline: beam.Pipeline,
+    options: MiningOptions,
+    plan: tuple[FinishedRun, FinishedRun | None],
+    destination: io.Destination,
+) -> None:
     run, corpus_run = plan
     schema = FINETUNE_SCHEMA
     if CONSISTENCY_RANK in run.manifest.schema_:
@@ -153,8 +155,8 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: tuple[FinishedR
             AttachNegatives(window, options.num_negatives, options.rejected_sample_size)
         ).with_outputs(stages.REPORT, main="rows")
     )
-    shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema)
+    shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, rows[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
-        options.output, "finetune", schema, recorded_options(options), options.sampling_alpha,
+        destination, "finetune", schema, recorded_options(options), options.sampling_alpha,
         options.rejected_sample_size, parent=run.parent,
     )

@@ -2,16 +2,19 @@
 
 import bz2
 import contextlib
-import gzip
 import hashlib
 import io
+import json
 import lzma
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
-from typing import BinaryIO, Iterator
+import zlib
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
 
 import zstandard
 
@@ -27,58 +30,122 @@ def match_files(pattern: str) -> list[str]:
     return sorted(metadata.path for metadata in result.metadata_list)
 
 
-class ZstdReader(io.RawIOBase):
-    """Zstandard frames one after another, as Pushshift's dumps come (2 GiB windows).
+# Compressed bytes read from the file at a time.
+_COMPRESSED_CHUNK_BYTES = 1 << 16
+# Compressed bytes fed to zstd at a time: a 4-byte RLE block expands to 128 KiB,
+# so a slice expands to at most 4 MiB, whatever the file holds.
+_ZSTD_SLICE_BYTES = 128
 
-    zstandard's stream_reader ends quietly on a truncated file; this raises.
+
+class _GzipMember:
+    """One gzip member through zlib, behind the interface of bz2's and lzma's decompressors."""
+
+    def __init__(self):
+        self._inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # with gzip's header and trailer
+        self.needs_input = True
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        output = self._inflate.decompress(self._inflate.unconsumed_tail + data, max_length)
+        # Output that fills max_length may leave more inside zlib, even with no input left.
+        self.needs_input = not self._inflate.unconsumed_tail and len(output) < max_length
+        return output
+
+    @property
+    def eof(self) -> bool:
+        return self._inflate.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inflate.unused_data
+
+
+class _ZstdFrame:
+    """One zstd frame (2 GiB windows, as Pushshift's dumps use), behind the interface of
+    bz2's and lzma's decompressors; it takes input only when it ``needs_input``.
+
+    zstandard's decompressobj has no max_length, and its stream_reader ends quietly on a
+    truncated file: the frame is fed a slice at a time instead, which bounds what it expands to.
     """
 
-    def __init__(self, raw: BinaryIO):
+    def __init__(self):
+        self._frame = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
+        self._input = memoryview(b"")
+        self._output = bytearray()
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if data:
+            self._input = memoryview(data)
+        while len(self._output) < max_length and self._input and not self._frame.eof:
+            self._output += self._frame.decompress(self._input[:_ZSTD_SLICE_BYTES])
+            self._input = self._input[_ZSTD_SLICE_BYTES:]
+        output = bytes(self._output[:max_length])
+        del self._output[:max_length]
+        return output
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._input and not self._output
+
+    @property
+    def eof(self) -> bool:
+        return self._frame.eof and not self._output
+
+    @property
+    def unused_data(self) -> bytes:
+        return bytes(self._frame.unused_data) + bytes(self._input)
+
+
+class _DecompressedStream(io.RawIOBase):
+    """The decompressed bytes of a file's members (gzip), streams (bz2, xz) or frames (zstd),
+    one after another, with the null padding between them skipped.
+
+    A read returns at most what was asked, so an overlong line costs no more than that; and
+    everything decompressed before damage is returned before the damage raises (a buffered
+    reader such as gzip.GzipFile drops what it gathered for a read that then fails). A file
+    that ends inside a member raises EOFError instead of ending quietly.
+    """
+
+    def __init__(self, raw: BinaryIO, new_member: Callable):
         self._raw = raw
-        self._decompressor = zstandard.ZstdDecompressor(max_window_size=2**31)
-        self._frame = None
-        self._pending = bytearray()
-        self._done = False
+        self._new_member = new_member
+        self._member = None
+        self._input = b""
 
     def readable(self) -> bool:
         return True
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._done and (size < 0 or len(self._pending) < size):
-            self._decompress_chunk()
-        if size < 0:
-            size = len(self._pending)
-        data = bytes(self._pending[:size])
-        del self._pending[:size]
-        return data
-
     def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
+        while buffer:
+            if self._member is not None and self._member.eof:
+                self._input, self._member = self._member.unused_data, None
+            if not self._input and (self._member is None or self._member.needs_input):
+                self._input = self._raw.read(_COMPRESSED_CHUNK_BYTES)
+                if not self._input:
+                    if self._member is None:
+                        return 0
+                    raise EOFError("the compressed data ends inside a stream: the file is truncated")
+            if self._member is None:
+                self._input = self._input.lstrip(b"\0")
+                if not self._input:
+                    continue
+                self._member = self._new_member()
+            output = self._member.decompress(self._input, len(buffer))
+            self._input = b""
+            if output:
+                buffer[: len(output)] = output
+                return len(output)
+        return 0
 
-    def _decompress_chunk(self) -> None:
-        chunk = self._raw.read(1 << 20)
-        if not chunk:
-            if self._frame is not None and not self._frame.eof:
-                raise EOFError("zstd data ends inside a frame: the file is truncated")
-            self._done = True
-            return
-        while chunk:
-            if self._frame is None or self._frame.eof:
-                self._frame = self._decompressor.decompressobj()
-            self._pending += self._frame.decompress(chunk)
-            chunk = self._frame.unused_data if self._frame.eof else b""
 
-
-# Python's own decompressors, which raise on a truncated file where Beam's
-# CompressedFile would end quietly and lose the rest without a trace.
+# Decompressors by extension, one per member, stream or frame. Python's file classes
+# (gzip.GzipFile, bz2.BZ2File, lzma.LZMAFile) lose the last read before damage, and
+# Beam's CompressedFile ends quietly on a truncated file, losing the rest without a trace.
 _DECOMPRESSORS = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
-    ".bz2": bz2.BZ2File,
-    ".xz": lzma.LZMAFile,
-    ".lzma": lzma.LZMAFile,
-    ".zst": ZstdReader,
+    ".gz": _GzipMember,
+    ".bz2": bz2.BZ2Decompressor,
+    ".xz": lzma.LZMADecompressor,
+    ".lzma": lzma.LZMADecompressor,
+    ".zst": _ZstdFrame,
 }
 
 
@@ -90,7 +157,7 @@ def open_file(path: str) -> Iterator[BinaryIO]:
         if decompressor is None:
             yield raw
         else:
-            with decompressor(raw) as stream:
+            with _DecompressedStream(raw, decompressor) as stream:
                 yield stream
 
 
@@ -143,19 +210,140 @@ def local_copy(path: str) -> str:
     return local
 
 
+STAGING_PREFIX = ".staging-"
+# In a staging directory: every file the publish step moves, listed once so a retried publish knows them all.
+_PUBLISH_PLAN = ".publish-plan.json"
+
+
+def _resolved(path: str) -> str:
+    """A path in one spelling: local paths absolute with ., .., trailing slashes and symlinks resolved;
+    object-store paths normalised as strings."""
+    scheme = FileSystems.get_scheme(path)
+    if scheme in (None, "file"):
+        return os.path.realpath(os.path.expanduser(path.removeprefix("file://")))
+    rest = posixpath.normpath("/" + path.split("://", 1)[1]).lstrip("/")
+    return f"{scheme}://{rest}"
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip("/") + "/")
+
+
+def check_output_apart(output: str, inputs: list[tuple[str, str]]) -> None:
+    """ValueError if --output is, contains or lies inside something a run reads, given as (option, path or glob);
+    for a glob, if the output lies where its fixed prefix could match."""
+    target = _resolved(output)
+    for option, pattern in inputs:
+        fixed = re.split(r"[*?\[]", pattern, maxsplit=1)[0]
+        if fixed == pattern:
+            source = _resolved(pattern)
+            clash = _inside(target, source) or _inside(source, target)
+        else:
+            directory, name = posixpath.split(fixed)
+            prefix = posixpath.join(_resolved(directory or "."), name) if name else _resolved(directory) + "/"
+            clash = (target + "/").startswith(prefix) or _inside(prefix, target)
+        if clash:
+            raise ValueError(f"--output {output} overlaps {option} {pattern}: a run must not write where it reads")
+
+
+def _top_level_entries(directory: str) -> dict[str, list[str]]:
+    """The names directly in ``directory`` -> the paths of the files under each, relative to ``directory``."""
+    prefix = directory.rstrip("/") + "/"
+    entries: dict[str, list[str]] = {}
+    for path in match_files(join(directory, "**")):
+        relative = path[len(prefix) :]
+        entries.setdefault(relative.split("/", 1)[0], []).append(relative)
+    return entries
+
+
+def _written_by_a_run(name: str) -> bool:
+    """Whether a name directly in --output is one a run writes (its staging directories included)."""
+    return name in (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, MANIFEST_NAME) or name.startswith(
+        (f".{MANIFEST_NAME}.tmp-", STAGING_PREFIX)
+    )
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
-    """Make ``output`` ready for a run: empty, or (with ``overwrite``) holding only what a run
-    writes, which is deleted. Files a run did not write are never touched."""
-    ours = (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, MANIFEST_NAME, f".{MANIFEST_NAME}.tmp-")
-    prefix = output.rstrip("/") + "/"
-    present = {path[len(prefix) :].split("/", 1)[0] for path in match_files(join(output, "**"))}
-    strangers = sorted(name for name in present if not name.startswith(ours))
+    """Check that ``output`` can take a run: empty, or (with ``overwrite``) holding only what a run
+    writes. Nothing is deleted here: the run is staged and replaces the earlier one when it is complete
+    (see ``publish_run``). Staging left by an interrupted run counts as no run."""
+    present = _top_level_entries(output)
+    strangers = sorted(name for name in present if not _written_by_a_run(name))
     if strangers:
         raise FileExistsError(
             f"--output {output} holds files a mining run did not write ({', '.join(strangers[:5])}); "
             "choose another directory"
         )
-    if present and not overwrite:
+    if not overwrite and any(not name.startswith(STAGING_PREFIX) for name in present):
         raise FileExistsError(f"--output {output} holds an earlier run; add --overwrite to replace it")
-    if present:
-        FileSystems.delete([join(output, name) for name in sorted(present)])
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a run is written (``staging``) and where it is published once complete (``output``).
+
+    The staging directory lies inside ``output``, not beside it: on the same file system or bucket
+    (renames stay renames), with no parent needed (``gs://bucket`` works), and readers of ``output``
+    never look into a hidden directory. A new id per run keeps an interrupted run's leftovers apart.
+    """
+
+    output: str
+    staging: str
+
+    @classmethod
+    def for_output(cls, output: str) -> "Destination":
+        return cls(output, join(output, f"{STAGING_PREFIX}{uuid.uuid4().hex}"))
+
+
+def _move(source: str, destination: str) -> None:
+    if FileSystems.get_scheme(destination) in (None, "file"):
+        parent = posixpath.dirname(destination)
+        if not FileSystems.exists(parent):
+            FileSystems.mkdirs(parent)
+    FileSystems.rename([source], [destination])
+
+
+def publish_run(staging: str, output: str) -> None:
+    """Replace the run in ``output`` with the complete one in ``staging``; idempotent, so a retried step is safe.
+
+    The old manifest goes first, so no reader ever takes old and new shards for one run; the new
+    manifest comes last, when every file it names is in place. Until it is there the staged files
+    not yet moved stay in ``staging``, and a retry finishes the move from the plan written up front.
+    """
+    staged_manifest = join(staging, MANIFEST_NAME)
+    plan_path = join(staging, _PUBLISH_PLAN)
+    if FileSystems.exists(plan_path):
+        planned = set(json.loads(read_bytes(plan_path)))
+    elif FileSystems.exists(staged_manifest):
+        planned = {path for paths in _top_level_entries(staging).values() for path in paths}
+        write_atomically(plan_path, json.dumps(sorted(planned)).encode("utf-8"))
+    else:
+        planned = None  # published already: only the staging directory is left to remove
+    if planned is not None:
+        manifest = join(output, MANIFEST_NAME)
+        if FileSystems.exists(staged_manifest) and FileSystems.exists(manifest):
+            FileSystems.delete([manifest])
+        own = posixpath.basename(staging.rstrip("/"))
+        for name, paths in sorted(_top_level_entries(output).items()):
+            if name == own or not _written_by_a_run(name):
+                continue
+            stale = [join(output, path) for path in paths if path not in planned]
+            if len(stale) == len(paths):
+                _delete_tree(join(output, name))
+            elif stale:
+                FileSystems.delete(stale)
+        for path in [*sorted(planned - {MANIFEST_NAME}), MANIFEST_NAME]:
+            if FileSystems.exists(join(staging, path)):
+                _move(join(staging, path), join(output, path))
+    _delete_tree(staging)
+
+
+def _delete_tree(path: str) -> None:
+    """Delete a file or a directory and everything under it, if it is there."""
+    if FileSystems.get_scheme(path) in (None, "file"):
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+        return
+    objects = match_files(join(path, "**")) + match_files(path)
+    if objects:
+        FileSystems.delete(objects)

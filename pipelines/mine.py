@@ -63,9 +63,9 @@ def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_de
     }
 
 
-def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list, list]:
-    """Shuffle rounds for the sources that join records; their pair batches and reports."""
-    pairs, reports = [], []
+def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list, list, list]:
+    """Shuffle rounds for the sources that join records; their pair batches, reports and dead letters."""
+    pairs, reports, dead_letters = [], [], []
     parts = read[stages.JOIN]
     for round_index in range(max((reader.join_rounds for reader in readers), default=0)):
         current, later = parts | f"Join{round_index}/Round" >> beam.Partition(
@@ -76,12 +76,13 @@ def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list,
             | f"Join{round_index}/Group" >> beam.GroupByKey()
             | f"Join{round_index}/Pairs" >> beam.ParDo(
                 stages.JoinGroups(round_index, batch_size, sample_size)
-            ).with_outputs(stages.JOIN, stages.REPORT, main="pairs")
+            ).with_outputs(stages.JOIN, stages.REPORT, stages.DEAD, main="pairs")
         )
         pairs.append(joined.pairs)
         reports.append(joined[stages.REPORT])
+        dead_letters.append(joined[stages.DEAD])
         parts = (later, joined[stages.JOIN]) | f"Join{round_index}/Next" >> beam.Flatten()
-    return pairs, reports
+    return pairs, reports, dead_letters
 
 
 @dataclass(frozen=True)
@@ -101,12 +102,11 @@ def plan_sources(options: MiningOptions) -> SourcePlan:
     return SourcePlan(specs, readers, tasks, excluded_files(options.exclude or []))
 
 
-def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> None:
+def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan, destination: io.Destination) -> None:
     specs, readers, tasks = plan.specs, plan.readers, plan.tasks
     schema = SCHEMA_BY_PIPELINE[options.pipeline]
     passage_dedup = passage_dedup_sources(specs, options.passage_dedup)
     sample_size = options.rejected_sample_size
-    output = options.output
 
     read = (
         pipeline
@@ -115,7 +115,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
         | "Read" >> beam.ParDo(stages.ReadBatches(options.read_limits(), options.batch_size, sample_size))
         .with_outputs(stages.DEAD, stages.REPORT, stages.JOIN, main="pairs")
     )
-    joined_pairs, join_reports = join_rounds(read, readers, options.batch_size, sample_size)
+    joined_pairs, join_reports, join_dead_letters = join_rounds(read, readers, options.batch_size, sample_size)
     # A big file is read by one worker; spreading its batches lets every worker clean and identify them.
     spread = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Rebalance" >> beam.Reshuffle()
     cleaned = spread | "Clean" >> beam.ParDo(
@@ -153,11 +153,15 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan) -> 
             stages.REPORT, main="rows"
         )
         distinct, optional_reports = formatted.rows, [*optional_reports, formatted[stages.REPORT]]
-    shard_entries = distinct | "WriteShards" >> stages.WriteShards.for_options(options, schema)
-    read[stages.DEAD] | "DeadLetters" >> stages.WriteDeadLetters(output)
+    shard_entries = distinct | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
+    dead_letter_files = (
+        [read[stages.DEAD], *join_dead_letters]
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetters" >> stages.WriteDeadLetters(destination.staging)
+    )
     reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
     reports += optional_reports
     (shard_entries, reports | "Reports" >> beam.Flatten()) | "Manifest" >> stages.WriteManifest(
-        output, options.pipeline, schema, recorded_options(options, specs, passage_dedup),
-        options.sampling_alpha, sample_size,
+        destination, options.pipeline, schema, recorded_options(options, specs, passage_dedup),
+        options.sampling_alpha, sample_size, finished=[dead_letter_files],
     )

@@ -1,22 +1,37 @@
 """Command-line options of the mining pipelines, beside Beam's own."""
 
+import importlib.util
+import math
+
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from mining import consistency, hard_negatives
 from mining.clean import CleanOptions
 from mining.langid import LidOptions
 from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
 from mining.sources import ReadLimits
+from pipelines import io
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
 
 
+class _BothSpellings:
+    """An argument group whose options are also accepted spelled with underscores, as Beam spells its own."""
+
+    def __init__(self, group):
+        self._group = group
+
+    def add_argument(self, name: str, **kwargs):
+        self._group.add_argument(*dict.fromkeys([name, "--" + name.removeprefix("--").replace("-", "_")]), **kwargs)
+
+
 class MiningOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        group = parser.add_argument_group("mining")
+        group = _BothSpellings(parser.add_argument_group("mining"))
         group.add_argument("--pipeline", default="pretrain", choices=PIPELINE_NAMES, help="which pipeline to run")
         group.add_argument(
             "--source", action="append", default=None, metavar="KIND[:LANG]=PATTERN",
@@ -96,7 +111,9 @@ class MiningOptions(PipelineOptions):
             help="dropped records kept per reason under rejected/",
         )
         group.add_argument("--batch-size", dest="batch_size", type=int, default=512, help="records per bundle step")
-        derived = parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives)")
+        derived = _BothSpellings(
+            parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives)")
+        )
         derived.add_argument("--input", default=None, help="the finished run (manifest + shards) to read")
         derived.add_argument(
             "--model", default=None, metavar="SPEC",
@@ -129,6 +146,51 @@ class MiningOptions(PipelineOptions):
             help="the manifest's per-source training weights are output^alpha, normalised",
         )
 
+    def validate(self) -> None:
+        """ValueError naming the first option out of its range or naming a missing file; checked before any work."""
+        for option, value, allowed, description in (
+            ("--lid-threshold", self.lid_threshold, lambda v: 0 <= v <= 1, "between 0 and 1"),
+            ("--lid-min-bytes", self.lid_min_bytes, lambda v: v >= 0, "at least 0"),
+            ("--max-query-chars", self.max_query_chars, lambda v: v >= 1, "at least 1"),
+            ("--max-passage-chars", self.max_passage_chars, lambda v: v >= 1, "at least 1"),
+            ("--max-line-bytes", self.max_line_bytes, lambda v: v >= 1, "at least 1"),
+            # MinHash-LSH needs a threshold strictly inside (0, 1) to choose its bands.
+            ("--near-dup-threshold", self.near_dup_threshold, lambda v: 0 < v < 1, "between 0 and 1, both excluded"),
+            ("--near-dup-num-perm", self.near_dup_num_perm, lambda v: v >= 1, "at least 1"),
+            ("--near-dup-ngram", self.near_dup_ngram, lambda v: v is None or v >= 1, "at least 1"),
+            ("--near-dup-rounds", self.near_dup_rounds, lambda v: v >= 1, "at least 1"),
+            ("--shard-size-mb", self.shard_size_mb, lambda v: v * 2**20 >= 1, "at least one byte (2**-20)"),
+            ("--rejected-sample-size", self.rejected_sample_size, lambda v: v >= 0, "at least 0"),
+            ("--batch-size", self.batch_size, lambda v: v >= 1, "at least 1"),
+            ("--pool-size", self.pool_size, lambda v: v >= 1, "at least 1"),
+            ("--num-negatives", self.num_negatives, lambda v: v >= 1, "at least 1"),
+            # 0 weighs every source alike, 1 by its size; beyond, the weights leave that span.
+            ("--sampling-alpha", self.sampling_alpha, lambda v: 0 <= v <= 1, "between 0 and 1"),
+        ):
+            if not (value is None or math.isfinite(value)) or not allowed(value):
+                raise ValueError(f"{option} must be {description}, not {value}")
+        if not math.isfinite(self.top_k):
+            raise ValueError(f"--top-k must be positive, not {self.top_k}")
+        consistency.resolve_top_k(self.top_k, self.pool_size)
+        hard_negatives.parse_rank_window(self.rank_window)
+        if self.lid_model and not io.match_files(self.lid_model):
+            raise ValueError(f"--lid-model {self.lid_model}: no such file")
+        if self.model:
+            _check_model_spec(self.model)
+
+    def read_paths(self) -> list[tuple[str, str]]:
+        """(option, path or glob) of what a run reads besides its --source files."""
+        model_path = (self.model or "").removeprefix("st:")
+        return [
+            (option, path)
+            for option, path in (
+                ("--input", self.input), ("--corpus", self.corpus), ("--lid-model", self.lid_model),
+                ("--model", None if model_path.startswith("python:") else model_path),
+                *(("--exclude", pattern) for pattern in self.exclude or []),
+            )
+            if path
+        ]
+
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)
 
@@ -150,3 +212,16 @@ class MiningOptions(PipelineOptions):
             scope=self.near_dup_scope,
             rounds=self.near_dup_rounds,
         )
+
+
+def _check_model_spec(spec: str) -> None:
+    """What can be checked of --model without loading it: a python: module that exists, a local path that exists.
+    A name that is no path may be a hub id, which only loading can tell."""
+    if spec.startswith("python:"):
+        _, module, name = (spec.split(":", 2) + ["", ""])[:3]
+        if not module or not name or importlib.util.find_spec(module) is None:
+            raise ValueError(f"--model {spec}: python:MODULE:CALLABLE needs an importable module and a callable name")
+        return
+    path = spec.removeprefix("st:")
+    if (spec.startswith("st:") or path.startswith(("/", ".", "~", "gs://"))) and not io.match_files(path.rstrip("/")):
+        raise ValueError(f"--model {spec}: no such file or directory")

@@ -51,6 +51,12 @@ class _ReportingDoFn(beam.DoFn):
             self._report.add_drop(drop)
             self._count(f"dropped_{drop.reason}")
 
+    def _dead_letter(self, letter: DeadLetter):
+        """Counts ``letter``; what to yield for it on the ``dead_letter`` output."""
+        self._report.add_dead_letter(letter)
+        self._count(f"dead_letter_{letter.reason}")
+        return beam.pvalue.TaggedOutput(DEAD, letter.to_dict())
+
 
 class ReadBatches(_ReportingDoFn):
     """ReadTask -> lists of pair records; dead letters on their own output."""
@@ -63,7 +69,7 @@ class ReadBatches(_ReportingDoFn):
     def process(self, task):
         reader = get_reader(task.kind)
         batch = []
-        for item in reader.read(task, io.open_file, self._limits):
+        for item in reader.read_all(task, io.open_file, self._limits):
             if isinstance(item, JoinPart):
                 # Not a candidate yet: the join that decides it counts it.
                 yield beam.pvalue.TaggedOutput(JOIN, ((task.kind, item.key), item))
@@ -71,9 +77,7 @@ class ReadBatches(_ReportingDoFn):
             # Under the record's own source: a reader may split its kind (one source per template).
             self._report.count_input(_source_of(item))
             if isinstance(item, DeadLetter):
-                self._report.add_dead_letter(item)
-                self._count(f"dead_letter_{item.reason}")
-                yield beam.pvalue.TaggedOutput(DEAD, item.to_dict())
+                yield self._dead_letter(item)
                 continue
             if isinstance(item, Drop):
                 self._drop_all([item])
@@ -93,7 +97,8 @@ def _source_of(item: dict | Drop | DeadLetter) -> str:
 
 
 class JoinGroups(_ReportingDoFn):
-    """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``."""
+    """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``,
+    a group whose join fails as a dead letter."""
 
     def __init__(self, round_index: int, batch_size: int, sample_size: int):
         super().__init__(sample_size)
@@ -106,11 +111,14 @@ class JoinGroups(_ReportingDoFn):
 
     def process(self, keyed_group):
         (kind, key), parts = keyed_group
-        for item in get_reader(kind).join(self._round, key, parts):
+        for item in get_reader(kind).join_items(self._round, key, parts):
             if isinstance(item, JoinPart):
                 yield beam.pvalue.TaggedOutput(JOIN, ((kind, item.key), item))
                 continue
             self._report.count_input(kind)
+            if isinstance(item, DeadLetter):
+                yield self._dead_letter(item)
+                continue
             if isinstance(item, Drop):
                 self._drop_all([item])
                 continue
@@ -223,10 +231,10 @@ class WriteShards(beam.PTransform):
         self._compression = compression
 
     @classmethod
-    def for_options(cls, options, schema) -> "WriteShards":
-        """Shards under --output, of --shard-size-mb, with --shard-compression."""
+    def for_options(cls, options, schema, destination: io.Destination) -> "WriteShards":
+        """Shards in the run's staging directory, of --shard-size-mb, with --shard-compression."""
         compression = None if options.shard_compression == "none" else options.shard_compression
-        return cls(options.output, schema, int(options.shard_size_mb * 2**20), compression)
+        return cls(destination.staging, schema, int(options.shard_size_mb * 2**20), compression)
 
     def expand(self, records):
         target = self._target_bytes
@@ -290,20 +298,33 @@ class _WriteManifest(beam.DoFn):
         yield manifest
 
 
+class _PublishRun(beam.DoFn):
+    def __init__(self, destination: io.Destination):
+        self._destination = destination
+
+    def process(self, manifest, *finished):
+        io.publish_run(self._destination.staging, self._destination.output)
+        yield manifest
+
+
 class WriteManifest(beam.PTransform):
-    """After every shard is written: rejected samples, then manifest.json (``parent``: the run a derived run read)."""
+    """After every shard is written: rejected samples, then manifest.json (``parent``: the run a derived run read),
+    in the staging directory; then, once ``finished`` (other writes of the run) are done too, the run is
+    published into --output, replacing the earlier one."""
 
     def __init__(
-        self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, sample_size: int, parent=None
+        self, destination: io.Destination, pipeline: str, schema, options: dict, sampling_alpha: float,
+        sample_size: int, parent=None, finished=(),
     ):
         super().__init__()
-        self._output = output
+        self._destination = destination
         self._pipeline = pipeline
         self._schema = schema
         self._options = options
         self._sampling_alpha = sampling_alpha
         self._sample_size = sample_size
         self._parent = parent
+        self._finished = finished
 
     def expand(self, inputs):
         written, reports = inputs
@@ -313,16 +334,21 @@ class WriteManifest(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "Write" >> beam.ParDo(
                 _WriteManifest(
-                    self._output, self._pipeline, self._schema, self._options, self._sampling_alpha, self._parent
+                    self._destination.staging, self._pipeline, self._schema, self._options, self._sampling_alpha,
+                    self._parent,
                 ),
                 written=beam.pvalue.AsList(written),
                 report=beam.pvalue.AsSingleton(report),
+            )
+            # Side inputs: the step waits until those writes are complete.
+            | "Publish" >> beam.ParDo(
+                _PublishRun(self._destination), *(beam.pvalue.AsList(other) for other in self._finished)
             )
         )
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Dead letters as JSON lines under dead_letter/."""
+    """Dead letters as JSON lines under dead_letter/ of ``output`` (a run's staging directory); emits the files."""
 
     def __init__(self, output: str):
         super().__init__()

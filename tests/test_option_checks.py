@@ -1,0 +1,132 @@
+"""Every option is checked before any work starts: one line naming it, and an earlier run in --output untouched."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import beam_runner
+from schemas.manifest import Manifest
+from tests.conftest import REPO
+
+SBERT = f"--source=sbert={REPO / 'mining' / 'samples' / 'sbert'}/*"
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory) -> Path:
+    """A finished run, mined with a mining option spelled as Beam spells its own."""
+    output = tmp_path_factory.mktemp("earlier")
+    assert beam_runner.main([SBERT, f"--output={output}", "--shard_size_mb=0.002", "--near_dup=off"]) == 0
+    return output
+
+
+def test_mining_options_are_accepted_with_underscores(earlier_run):
+    manifest = Manifest.model_validate_json((earlier_run / "manifest.json").read_text("utf-8"))
+    assert manifest.options["shard_size_mb"] == 0.002
+    assert manifest.options["near_dup"] == "off"
+    assert len(manifest.shards) > 1
+
+
+BAD_OPTIONS = [
+    (["--near-dup-rounds=0"], "--near-dup-rounds"),
+    (["--lid-model=/nope/lid.176.bin"], "--lid-model"),
+    (["--shard-size-mb=0"], "--shard-size-mb"),
+    (["--shard_size_mb=-1"], "--shard-size-mb"),
+    (["--shard-size-mb=nan"], "--shard-size-mb"),
+    (["--shard-size-mb=inf"], "--shard-size-mb"),
+    (["--max-line-bytes=-1"], "--max-line-bytes"),
+    (["--max-line-bytes=0"], "--max-line-bytes"),
+    (["--batch-size=0"], "--batch-size"),
+    (["--pool-size=0"], "--pool-size"),
+    (["--max-query-chars=0"], "--max-query-chars"),
+    (["--max-passage-chars=-5"], "--max-passage-chars"),
+    (["--rejected-sample-size=-1"], "--rejected-sample-size"),
+    (["--num-negatives=0"], "--num-negatives"),
+    (["--near-dup-threshold=0"], "--near-dup-threshold"),
+    (["--near-dup-threshold=1"], "--near-dup-threshold"),
+    (["--near-dup-threshold=nan"], "--near-dup-threshold"),
+    (["--lid-threshold=1.5"], "--lid-threshold"),
+    (["--lid-threshold=-0.1"], "--lid-threshold"),
+    (["--lid-min-bytes=-1"], "--lid-min-bytes"),
+    (["--near-dup-num-perm=0"], "--near-dup-num-perm"),
+    (["--near-dup-ngram=0"], "--near-dup-ngram"),
+    (["--top-k=0"], "--top-k"),
+    (["--top-k=-3"], "--top-k"),
+    (["--top-k=2.5"], "--top-k"),
+    (["--top-k=nan"], "--top-k"),
+    (["--rank-window=50:10"], "--rank-window"),
+    (["--sampling-alpha=-0.5"], "--sampling-alpha"),
+    (["--sampling-alpha=2"], "--sampling-alpha"),
+    (["--pipeline=consistency", "--model=python:no_such_module_here:encode"], "--model"),
+    (["--pipeline=consistency", "--model=/nope/checkpoint"], "--model"),
+    (["--pipeline=hardnegatives", "--model=st:/nope/model"], "--model"),
+]
+
+
+@pytest.mark.parametrize("bad, option", BAD_OPTIONS, ids=[" ".join(bad) for bad, _ in BAD_OPTIONS])
+def test_bad_option_fails_in_one_line_and_leaves_the_earlier_run(earlier_run, bad, option):
+    before = snapshot(earlier_run)
+    derived = any(arg.startswith("--pipeline=") for arg in bad)
+    inputs = [f"--input={earlier_run}"] if derived else [SBERT]
+    with pytest.raises(SystemExit) as caught:
+        beam_runner.main([*inputs, f"--output={earlier_run}", "--overwrite", *bad])
+    message = str(caught.value)
+    assert option in message and "\n" not in message, message
+    assert snapshot(earlier_run) == before
+
+
+@pytest.fixture()
+def corpus_copy(earlier_run, tmp_path) -> Path:
+    copy = tmp_path / "corpus"
+    shutil.copytree(earlier_run, copy)
+    return copy
+
+
+def _overlapping_runs(earlier_run: Path, corpus: Path, tmp_path: Path) -> list[tuple[list[str], Path, str]]:
+    """(arguments, the run they must leave untouched, the option the message names)."""
+    derived = ["--model=python:tests.test_option_checks:never_called", "--overwrite"]
+    link = tmp_path / "link"
+    link.symlink_to(earlier_run)
+    return [
+        (["--pipeline=consistency", f"--input={earlier_run}", f"--output={earlier_run}/.", *derived], earlier_run,
+         "--input"),
+        (["--pipeline=consistency", f"--input={earlier_run}/", f"--output={earlier_run}/shards/..", *derived],
+         earlier_run, "--input"),
+        (["--pipeline=consistency", f"--input={earlier_run}", f"--output={link}", *derived], earlier_run, "--input"),
+        (["--pipeline=consistency", f"--input={earlier_run}", f"--output={earlier_run.parent}", *derived],
+         earlier_run, "--input"),
+        (["--pipeline=hardnegatives", f"--input={earlier_run}", f"--corpus={corpus}", f"--output={corpus}",
+          *derived], corpus, "--corpus"),
+        ([f"--source=sbert={earlier_run}/shards/**", f"--output={earlier_run}", "--overwrite"], earlier_run,
+         "--source"),
+        ([SBERT, f"--exclude={earlier_run}/manifest.json", f"--output={earlier_run}", "--overwrite"], earlier_run,
+         "--exclude"),
+    ]
+
+
+def never_called(texts, kind):
+    raise AssertionError("a refused run must not embed anything")
+
+
+def test_output_that_is_contains_or_lies_inside_an_input_is_refused(earlier_run, corpus_copy, tmp_path):
+    for args, untouched, option in _overlapping_runs(earlier_run, corpus_copy, tmp_path):
+        before = snapshot(untouched)
+        with pytest.raises(SystemExit) as caught:
+            beam_runner.main(args)
+        message = str(caught.value)
+        assert f"overlaps {option}" in message and "\n" not in message, (args, message)
+        assert snapshot(untouched) == before, args
+
+
+def test_output_matched_by_a_source_glob_is_refused(tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(REPO / "mining" / "samples" / "sbert", corpus)
+    for output in (corpus / "out", tmp_path / "corp", tmp_path):
+        pattern = f"{tmp_path}/corp*/*.jsonl" if output.name == "corp" else f"{corpus}/*.jsonl"
+        with pytest.raises(SystemExit, match="overlaps --source"):
+            beam_runner.main([f"--source=sbert={pattern}", f"--output={output}"])
+    assert not (corpus / "out").exists() and not (tmp_path / "corp").exists()
