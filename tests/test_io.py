@@ -33,3 +33,16 @@ def test_open_file_decompresses_by_extension(tmp_path):
         assert stream.read() == b"hello\n"
     with io.open_file(str(tmp_path / "b.txt")) as stream:
         assert stream.read() == b"plain\n"
+
+
+def test_open_file_returns_everything_before_the_damage_then_raises(tmp_path):
+    """gzip.GzipFile.read raised EOFError on a cut trailer and lost the bytes it had decompressed."""
+    data = b"".join(b"%d\n" % i for i in range(300_000))
+    path = tmp_path / "cut.txt.gz"
+    path.write_bytes(gzip.compress(data, mtime=0)[:-8])
+    got = bytearray()
+    with pytest.raises(EOFError, match="truncated"), io.open_file(str(path)) as stream:
+        while chunk := stream.read(1 << 20):
+            assert len(chunk) <= 1 << 20
+            got += chunk
+    assert got == data
