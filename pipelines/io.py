@@ -97,18 +97,19 @@ class _ZstdFrame:
 
 class _DecompressedStream(io.RawIOBase):
     """The decompressed bytes of a file's members (gzip), streams (bz2, xz) or frames (zstd),
-    one after another, with the null padding between them skipped.
+    one after another, with null padding after a member skipped (gzip and xz allow it).
 
     A read returns at most what was asked, so an overlong line costs no more than that; and
     everything decompressed before damage is returned before the damage raises (a buffered
     reader such as gzip.GzipFile drops what it gathered for a read that then fails). A file
-    that ends inside a member raises EOFError instead of ending quietly.
+    that ends inside a member, or holds none, raises EOFError instead of ending quietly.
     """
 
     def __init__(self, raw: BinaryIO, new_member: Callable):
         self._raw = raw
         self._new_member = new_member
         self._member = None
+        self._finished_a_member = False
         self._input = b""
 
     def readable(self) -> bool:
@@ -118,16 +119,18 @@ class _DecompressedStream(io.RawIOBase):
         while buffer:
             if self._member is not None and self._member.eof:
                 self._input, self._member = self._member.unused_data, None
+                self._finished_a_member = True
             if not self._input and (self._member is None or self._member.needs_input):
                 self._input = self._raw.read(_COMPRESSED_CHUNK_BYTES)
                 if not self._input:
-                    if self._member is None:
+                    if self._member is None and self._finished_a_member:
                         return 0
-                    raise EOFError("the compressed data ends inside a stream: the file is truncated")
+                    raise EOFError("the compressed data ends early: the file is truncated")
             if self._member is None:
-                self._input = self._input.lstrip(b"\0")
-                if not self._input:
-                    continue
+                if self._finished_a_member:
+                    self._input = self._input.lstrip(b"\0")
+                    if not self._input:
+                        continue
                 self._member = self._new_member()
             output = self._member.decompress(self._input, len(buffer))
             self._input = b""

@@ -92,6 +92,22 @@ def test_garbage_after_the_last_member_is_a_dead_letter(tmp_path, extension):
     assert kept == LINES and [letter.reason for letter in letters] == [UNREADABLE]
 
 
+@pytest.mark.parametrize(
+    ("extension", "content"),
+    # Zeros are no member, but 13 of them are an empty LZMA-alone stream (which .xz accepts
+    # too, as lzma.LZMAFile does) and the rest its padding.
+    [(extension, b"") for extension in sorted(COMPRESS)]
+    + [(extension, b"\0" * 64) for extension in (".bz2", ".gz", ".zst")],
+    ids=lambda value: value if isinstance(value, str) else f"{len(value)} zero bytes",
+)
+def test_file_without_any_member_is_a_dead_letter(tmp_path, extension, content):
+    """What a copy that never got its data leaves behind; no compressor writes it."""
+    path = tmp_path / f"never-written.jsonl{extension}"
+    path.write_bytes(content)
+    kept, letters = read_lines(path)
+    assert not kept and [letter.reason for letter in letters] == [UNREADABLE]
+
+
 def test_zstd_with_a_2_gib_window_and_a_skippable_frame(tmp_path):
     """Pushshift's dumps: zstd --long=31, written as a stream."""
     parameters = zstandard.ZstdCompressionParameters.from_level(3, window_log=31, enable_ldm=True)
