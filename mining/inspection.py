@@ -4,11 +4,14 @@ Pure functions over a parsed manifest and file access passed in, so they work
 the same on local and gs:// directories.
 """
 
+import contextlib
 import hashlib
 import html
 import io
 import json
+import posixpath
 import random
+import re
 import statistics
 from collections import Counter
 from typing import BinaryIO, Callable
@@ -16,7 +19,7 @@ from typing import BinaryIO, Callable
 import pyarrow as pa
 
 from mining import clean, consistency, decontaminate, dedup, langid, near_dup
-from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest
+from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, LengthStats, Manifest, Shard
 from schemas.pairs import schema_description
 
 OpenFile = Callable[[str], BinaryIO]
@@ -216,80 +219,158 @@ class _HashingReader(io.RawIOBase):
             pass
 
 
+class InspectionError(ValueError):
+    """A run whose files cannot be read as its manifest says, or a request it cannot answer, in one line."""
+
+
+# Rows ``inspect sample`` holds in memory at once (reservoir sampling keeps n rows).
+MAX_SAMPLE_ROWS = 100_000
+
+
+def _shard_problems(
+    shard: Shard, open_file: OpenFile, join: Callable[..., str], expected_schema: dict[str, str],
+    use_batch: Callable[[pa.RecordBatch], None] = lambda batch: None,
+) -> list[str]:
+    """Problems with one shard, reading it once (size, sha256, rows and schema together);
+    every record batch passes through ``use_batch`` on the way."""
+    with contextlib.ExitStack() as stack:
+        try:
+            reader = _HashingReader(stack.enter_context(open_file(join(shard.path))))
+        except OSError as error:
+            return [f"{shard.path}: missing ({type(error).__name__})"]
+        rows = schema = unreadable = None
+        try:
+            arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
+            schema = schema_description(arrow.schema)
+            rows = 0
+            for batch in arrow:
+                use_batch(batch)
+                rows += batch.num_rows
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+            rows, unreadable = None, f"{shard.path}: not a readable Arrow stream ({error})"
+        try:
+            reader.drain()
+        except OSError as error:
+            return [f"{shard.path}: unreadable ({error})"]
+    if reader.bytes < shard.bytes:
+        # Every other problem of a cut-short file follows from the cut.
+        return [f"{shard.path}: truncated: {reader.bytes} bytes, manifest says {shard.bytes}"]
+    problems = [unreadable] if unreadable else []
+    if reader.bytes > shard.bytes:
+        problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
+    if reader.sha256.hexdigest() != shard.sha256:
+        problems.append(f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}")
+    if rows is not None and rows != shard.rows:
+        problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
+    if schema is not None and schema != expected_schema:
+        differing = sorted(set(schema.items()) ^ set(expected_schema.items()))
+        problems.append(f"{shard.path}: schema differs from the manifest's in {differing}")
+    return problems
+
+
 def verify(manifest: Manifest, open_file: OpenFile, join: Callable[..., str], listed_files: list[str]) -> list[str]:
     """Problems with a run's files, one line each; none when everything the manifest says holds.
 
-    Each shard is streamed once (size, sha256, rows and schema together);
     ``listed_files`` are the paths under shards/, relative to the directory.
     """
     problems = []
-    expected_schema = manifest.schema_
     for shard in manifest.shards:
-        try:
-            with open_file(join(shard.path)) as stream:
-                reader = _HashingReader(stream)
-                try:
-                    arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
-                    rows = sum(batch.num_rows for batch in arrow)
-                    schema = schema_description(arrow.schema)
-                except pa.ArrowException as error:
-                    rows, schema = None, None
-                    problems.append(f"{shard.path}: not a readable Arrow stream ({error})")
-                reader.drain()
-        except (OSError, FileNotFoundError) as error:
-            problems.append(f"{shard.path}: missing ({type(error).__name__})")
-            continue
-        if reader.bytes != shard.bytes:
-            problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
-        if reader.sha256.hexdigest() != shard.sha256:
-            problems.append(f"{shard.path}: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}")
-        if rows is not None and rows != shard.rows:
-            problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
-        if schema is not None and schema != expected_schema:
-            differing = sorted(set(schema.items()) ^ set(expected_schema.items()))
-            problems.append(f"{shard.path}: schema differs from the manifest's in {differing}")
+        problems += _shard_problems(shard, open_file, join, manifest.schema_)
     listed = {shard.path for shard in manifest.shards}
     problems += [f"{path}: present but not in the manifest" for path in sorted(set(listed_files) - listed)]
     return problems
+
+
+class _Reservoir:
+    """``n`` items drawn uniformly from a stream of unknown length, seeded, holding only ``n``."""
+
+    def __init__(self, n: int, seed: int):
+        self._rng = random.Random(seed)
+        self._n = n
+        self.chosen: list = []
+        self._seen = 0
+
+    def offer(self, item) -> None:
+        self._seen += 1
+        if len(self.chosen) < self._n:
+            self.chosen.append(item)
+        elif (slot := self._rng.randrange(self._seen)) < self._n:
+            self.chosen[slot] = item
+
+
+def _refuse_unknown(kind: str, value: str, known) -> None:
+    if value not in known:
+        raise InspectionError(f"no {kind} {value!r} in this run; its {kind}s: {', '.join(sorted(known)) or 'none'}")
 
 
 def sample_rows(
     manifest: Manifest, open_file: OpenFile, join: Callable[..., str], n: int, seed: int,
     source: str | None = None, lang: str | None = None,
 ) -> list[dict]:
-    """``n`` rows drawn uniformly (reservoir sampling, seeded) from the matching rows, streaming."""
-    rng = random.Random(seed)
-    chosen, seen = [], 0
+    """``n`` rows drawn uniformly (reservoir sampling, seeded) from the matching rows, streaming.
+
+    Each shard read is checked as ``verify`` checks it, so no row of a damaged shard is shown.
+    """
+    if source is not None:
+        _refuse_unknown("source", source, manifest.sources)
+    if lang is not None:
+        _refuse_unknown("language", lang, _languages(manifest))
+    reservoir = _Reservoir(n, seed)
+
+    def take(batch: pa.RecordBatch) -> None:
+        for row in batch.to_pylist():
+            if lang is None or lang in (row["query_lang"], row["passage_lang"]):
+                reservoir.offer(row)
+
     for shard in manifest.shards:
-        if source and shard.source != source or lang and lang not in shard.languages:
+        if source is not None and shard.source != source or lang is not None and lang not in shard.languages:
             continue
-        with open_file(join(shard.path)) as stream:
-            for batch in pa.ipc.open_stream(stream):
-                for row in batch.to_pylist():
-                    if lang and lang not in (row["query_lang"], row["passage_lang"]):
-                        continue
-                    seen += 1
-                    if len(chosen) < n:
-                        chosen.append(row)
-                    elif (slot := rng.randrange(seen)) < n:
-                        chosen[slot] = row
-    return chosen
+        problems = _shard_problems(shard, open_file, join, manifest.schema_, take)
+        if problems:
+            raise InspectionError(f"{problems[0]}; `inspect verify` checks every shard")
+    return reservoir.chosen
 
 
 def sample_removed(
-    reason: str, open_file: OpenFile, join: Callable[..., str], dead_letter_files: list[str], n: int, seed: int
+    manifest: Manifest, reason: str, open_file: OpenFile, join: Callable[..., str],
+    rejected_files: list[str], dead_letter_files: list[str], n: int, seed: int,
 ) -> list[dict]:
-    """Rejected rows kept for ``reason``, or dead letters with that reason."""
+    """``n`` of the rejected rows kept for a drop ``reason``, or of the dead letters with that reason.
+
+    Only the run's own reasons are accepted: drop reasons from the manifest, dead-letter
+    reasons from its dead letters; no path is ever made from ``reason``.
+    """
+    reservoir = _Reservoir(n, seed)
+    kept = {posixpath.splitext(posixpath.basename(path))[0]: path for path in rejected_files}
+    if reason in manifest.totals.dropped:
+        if reason in kept:
+            _offer_lines(kept[reason], open_file, join, reservoir.offer)
+        return reservoir.chosen
+    dead_letter_reasons = set()
+
+    def offer_letter(letter: dict) -> None:
+        dead_letter_reasons.add(letter.get("reason"))
+        if letter.get("reason") == reason:
+            reservoir.offer(letter)
+
+    for path in dead_letter_files:
+        _offer_lines(path, open_file, join, offer_letter)
+    _refuse_unknown("reason", reason, set(manifest.totals.dropped) | dead_letter_reasons - {None})
+    return reservoir.chosen
+
+
+def _offer_lines(path: str, open_file: OpenFile, join: Callable[..., str], offer: Callable[[dict], None]) -> None:
+    """Each JSON object of a JSON-lines file, streaming."""
+    number = 0
     try:
-        with open_file(join(REJECTED_DIR, f"{reason}.jsonl")) as stream:
-            rows = [json.loads(line) for line in stream.read().decode("utf-8").splitlines()]
-    except (OSError, FileNotFoundError):
-        rows = []
-        for path in dead_letter_files:
-            with open_file(join(path)) as stream:
-                rows += [row for row in map(json.loads, stream.read().decode("utf-8").splitlines())
-                         if row["reason"] == reason]
-    return random.Random(seed).sample(rows, min(n, len(rows)))
+        with open_file(join(path)) as stream:
+            for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), start=1):
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError("not a JSON object")
+                offer(record)
+    except (OSError, ValueError) as error:
+        raise InspectionError(f"{path}:{number}: cannot be read ({error})") from None
 
 
 def format_rows(rows: list[dict], width: int = 300) -> str:
@@ -305,14 +386,32 @@ def format_rows(rows: list[dict], width: int = 300) -> str:
             if row.get("task"):
                 lines.append(f"  task:    {row['task']}")
         else:
-            lines = [f"[{row['source']}] {row['reason']}: {row['detail']}  ({row['file']}:{row['line']})",
-                     f"  payload: {_cut(row['payload'], width)}"]
-        blocks.append("\n".join(lines))
+            lines = [f"[{row.get('source')}] {row.get('reason')}: {row.get('detail')}  ({row.get('file')}:{row.get('line')})",
+                     f"  payload: {_cut(row.get('payload'), width)}"]
+        blocks.append(terminal_safe("\n".join(lines)))
     return "\n\n".join(blocks)
 
 
-def _cut(text: str, width: int) -> str:
+def _cut(text, width: int) -> str:
+    """One line of at most ``width`` characters: line breaks inside are shown escaped."""
+    text = _ESCAPED.sub(_escape, str(text))
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# Characters that would drive a terminal rather than show (ANSI escapes, bidi overrides,
+# zero-width marks, line separators) or cannot be printed at all (lone surrogates).
+_CONTROLS = "\x00-\x09\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ud800-\udfff"
+_UNSAFE = re.compile(f"[{_CONTROLS}]")
+_ESCAPED = re.compile(f"[{_CONTROLS}\n]")
+
+
+def _escape(match: re.Match) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with every character that could drive the terminal written as an escape; line breaks kept."""
+    return _UNSAFE.sub(_escape, text)
 
 
 def diff(old: Manifest, new: Manifest) -> list[str]:
@@ -387,7 +486,7 @@ td:first-child,th:first-child{{text-align:left}} figure{{display:inline-block;ma
 svg text{{font-size:12px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{manifest.pipeline} run of {html.escape(manifest.created)}: input {totals.input} = output {totals.output}
+<p>{html.escape(manifest.pipeline)} run of {html.escape(manifest.created)}: input {totals.input} = output {totals.output}
  + dropped {sum(totals.dropped.values())} + dead-lettered {totals.dead_letter};
  {len(manifest.shards)} shards.</p>
 <h2>Funnel</h2>{funnel}

@@ -72,7 +72,7 @@ def test_verify_names_each_broken_shard(run_dir, tmp_path, capsys):
     (broken / "shards" / "nllb" / "stray.arrow").write_bytes(b"not listed")
     code, text = inspect(capsys, "verify", broken)
     assert code == 1
-    assert f"{manifest.shards[0].path}: sha256" in text
+    assert f"{manifest.shards[0].path}: checksum mismatch: sha256" in text
     assert f"{manifest.shards[1].path}: missing" in text
     assert "shards/nllb/stray.arrow: present but not in the manifest" in text
 
