@@ -1,19 +1,25 @@
 """Checkpoint directories: a Hugging Face / sentence-transformers model at the
 top, the state ``--resume`` needs under ``training_state/``.
 
-``training_state/latest`` names the newest complete state. A state directory
-is renamed into place only after every rank wrote its part, and ``latest`` is
-replaced atomically after that, so a run killed at any moment resumes from the
-last complete state. The state holds its own copy of the weights, so the
-exported model at the top may run ahead of it without harm.
+``training_state/latest`` names the newest complete state and the sha256 of
+its ``files.json``, which records the size and sha256 of every other file of
+the state. A state directory is renamed into place only after every rank wrote
+its part and the record was written, and ``latest`` is replaced atomically
+after that, so a run killed at any moment resumes from the last complete state.
+``--resume`` checks every file against the record before reading any, so a
+damaged state is refused instead of resumed from. The state holds its own copy
+of the weights, so the exported model at the top may run ahead of it without harm.
 """
 
+import hashlib
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import pydantic
 import safetensors.torch
 import torch
 
@@ -26,6 +32,26 @@ _LATEST = "latest"
 _WEIGHTS = "model.safetensors"
 _OPTIMIZER = "optimizer.pt"
 _RUN = "run.json"
+_RECORD = "files.json"
+
+
+class CheckpointError(ValueError):
+    """A stored training state that cannot be resumed from, in one line naming the file."""
+
+
+class _StoredFile(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    bytes: int
+    sha256: str
+
+
+_RECORD_FORMAT = pydantic.TypeAdapter(dict[str, _StoredFile])
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -38,12 +64,58 @@ class StoredRun:
 
 
 def stored_run(output: Path) -> StoredRun | None:
-    pointer = output / STATE_DIR / _LATEST
+    """The state ``latest`` names, every file checked against its record; None if there is none."""
+    states = output / STATE_DIR
+    pointer = states / _LATEST
     if not pointer.exists():
-        return None
-    directory = output / STATE_DIR / pointer.read_text(encoding="utf-8").strip()
-    run = json.loads((directory / _RUN).read_text(encoding="utf-8"))
-    return StoredRun(directory, run["step"], run["world_size"], run["config"], run["data"])
+        saved = sorted(path.name for path in states.glob("step-*"))
+        if saved:
+            raise CheckpointError(f"{pointer} is missing, though {states} holds {', '.join(saved)}")
+        return None  # not even the first state was saved whole
+    try:
+        name, record_sha256 = pointer.read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError, ValueError):
+        raise CheckpointError(f"{pointer} is corrupt: it should hold a state's name and its record's sha256") from None
+    directory = states / name
+    if not re.fullmatch(r"step-\d{8,}", name) or not directory.is_dir():
+        raise CheckpointError(f"{pointer} names {name!r}, but there is no such state in {states}")
+    _check_files(directory, pointer, record_sha256)
+    try:
+        run = json.loads((directory / _RUN).read_text(encoding="utf-8"))
+        return StoredRun(directory, run["step"], run["world_size"], run["config"], run["data"])
+    except (ValueError, KeyError, TypeError) as error:  # its bytes are the saved ones: another version wrote it
+        raise CheckpointError(f"{directory / _RUN} is not a run this version reads: {error!r}") from None
+
+
+def _check_files(directory: Path, pointer: Path, record_sha256: str) -> None:
+    record = directory / _RECORD
+    if not record.is_file():
+        raise CheckpointError(f"{record} is missing: the files of this state cannot be checked")
+    if _sha256(record) != record_sha256:
+        raise CheckpointError(f"{record} does not have the sha256 {pointer} recorded: one of them is corrupt")
+    try:
+        files = _RECORD_FORMAT.validate_json(record.read_bytes())
+    except pydantic.ValidationError as error:
+        raise CheckpointError(f"{record} is corrupt: {error.errors()[0]['msg']}") from None
+    for name, stored in sorted(files.items()):
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is missing")
+        size = path.stat().st_size
+        if size < stored.bytes:
+            raise CheckpointError(f"{path} is truncated: {size} bytes, {stored.bytes} when it was saved")
+        if size != stored.bytes:
+            raise CheckpointError(f"{path} is {size} bytes, {stored.bytes} when it was saved")
+        if _sha256(path) != stored.sha256:
+            raise CheckpointError(f"{path} is corrupt: its sha256 differs from the one recorded when it was saved")
+
+
+def _write_record(directory: Path) -> str:
+    """Records every file of ``directory``; returns the record's sha256."""
+    files = {path.name: {"bytes": path.stat().st_size, "sha256": _sha256(path)} for path in sorted(directory.iterdir())}
+    record = directory / _RECORD
+    record.write_text(json.dumps(files, indent=2) + "\n", encoding="utf-8")
+    return _sha256(record)
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -78,9 +150,10 @@ def save_state(
         (partial / _RUN).write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
     barrier()
     if context.is_main:
+        record_sha256 = _write_record(partial)
         shutil.rmtree(states / name, ignore_errors=True)
         os.replace(partial, states / name)
-        _write_atomically(states / _LATEST, name)
+        _write_atomically(states / _LATEST, f"{name} {record_sha256}\n")
         for earlier in states.glob("step-*"):
             if earlier.name != name:
                 shutil.rmtree(earlier)
@@ -94,7 +167,7 @@ def restore_state(run: StoredRun, context: Context, *, encoder: Encoder, optimiz
             " each rank's random state is stored separately"
         )
     safetensors.torch.load_model(encoder.model, str(run.directory / _WEIGHTS), device=str(context.device))
-    # Our own files, but loaded as plain tensors all the same: no code runs on load.
+    # Checked against their record, and loaded as plain tensors all the same: no code runs on load.
     stored = torch.load(run.directory / _OPTIMIZER, map_location=context.device, weights_only=True)
     optimizer.load_state_dict(stored["optimizer"])
     scheduler.load_state_dict(stored["scheduler"])
