@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from schemas.manifest import ManifestError
 from tests.training_fixtures import one_thread, pair_rows, tiny_encoder, write_mined_output
 from training.data import PairLoader, PairStream, Schedule, ShardIntegrityError, ShardRef, ShardStore, shards_by_source
 from training.permutation import Permutation
@@ -173,9 +174,40 @@ def test_a_changed_shard_is_refused_naming_it(tmp_path, tokenizer):
     with pytest.raises(ShardIntegrityError, match=re.escape(f"shard {shard} has sha256 ") + ".* but its manifest says"):
         next(iter(stream(directory, tokenizer)))
     shard.write_bytes(bytes(data[:-10]))
-    expected = f"shard {shard} is {len(data) - 10} bytes but its manifest says {len(data)}"
+    expected = f"shard {shard} is truncated: {len(data) - 10} bytes but its manifest says {len(data)}"
     with pytest.raises(ShardIntegrityError, match=re.escape(expected)):
         next(iter(stream(directory, tokenizer)))
+    shard.write_bytes(bytes(data) + b"more")
+    expected = f"shard {shard} is {len(data) + 4} bytes but its manifest says {len(data)}"
+    with pytest.raises(ShardIntegrityError, match=re.escape(expected)):
+        next(iter(stream(directory, tokenizer)))
+    shard.unlink()
+    with pytest.raises(ShardIntegrityError, match=re.escape(f"shard {shard} is missing")):
+        next(iter(stream(directory, tokenizer)))
+
+
+def test_a_missing_remote_shard_is_refused_naming_it(tmp_path, tokenizer):
+    url = write_mined_output("memory://embedmill-missing/mined", {"alpha": pair_rows("alpha", 20)}, shards_per_source=1)
+    shard = shards_by_source([url])["alpha"][0]
+    fsspec.filesystem("memory").rm(shard.url)
+    try:
+        with pytest.raises(ShardIntegrityError, match=re.escape(f"shard {shard.url} is missing")):
+            next(iter(stream(url, tokenizer, cache_dir=tmp_path / "cache")))
+        assert not list((tmp_path / "cache").glob("*.partial")), "nothing unverified is kept"
+    finally:
+        fsspec.filesystem("memory").rm("memory://embedmill-missing", recursive=True)
+
+
+@pytest.mark.parametrize("kind", ["no directory", "no manifest", "a file"])
+def test_a_directory_that_is_no_mined_output_is_refused_naming_it(tmp_path, kind):
+    directory = tmp_path / "not-mined"
+    if kind == "no manifest":
+        directory.mkdir()
+    elif kind == "a file":
+        directory.write_text("{}")
+    expected = f"{directory} is not a mined output directory: it has no manifest.json"
+    with pytest.raises(ManifestError, match=re.escape(expected)):
+        shards_by_source([str(directory)])
 
 
 def test_remote_shards_are_fetched_once_into_the_cache(tmp_path, tokenizer):

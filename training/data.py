@@ -38,7 +38,7 @@ from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas import pairs as f
-from schemas.manifest import MANIFEST_NAME, Manifest, parse_manifest
+from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
 from training.permutation import Permutation
 from training.prompts import E5, InstructPrompts, Kind, Prompts
 
@@ -71,8 +71,12 @@ def join(directory: str, relative: str) -> str:
 
 def read_manifest(directory: str) -> Manifest:
     path = join(directory, MANIFEST_NAME)
-    with fsspec.open(path, "rb") as stream:
-        return parse_manifest(stream.read(), where=path)
+    try:
+        with fsspec.open(path, "rb") as stream:
+            text = stream.read()
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        raise ManifestError(f"{directory} is not a mined output directory: it has no {MANIFEST_NAME}") from None
+    return parse_manifest(text, where=path)
 
 
 def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:
@@ -91,6 +95,8 @@ def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:
 
 
 def _check(shard: ShardRef, size: int, sha256: str | None) -> None:
+    if size < shard.bytes:
+        raise ShardIntegrityError(f"shard {shard.url} is truncated: {size} bytes but its manifest says {shard.bytes}")
     if size != shard.bytes:
         raise ShardIntegrityError(f"shard {shard.url} is {size} bytes but its manifest says {shard.bytes}")
     if sha256 is not None and sha256 != shard.sha256:
@@ -101,6 +107,8 @@ def _check(shard: ShardRef, size: int, sha256: str | None) -> None:
 
 
 def _verified_local(shard: ShardRef, path: str) -> str:
+    if not os.path.isfile(path):
+        raise ShardIntegrityError(f"shard {shard.url} is missing")
     _check(shard, os.path.getsize(path), None)
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
@@ -121,10 +129,14 @@ def _fetched(shard: ShardRef, cache_dir: Path) -> str:
             return str(target)
         partial = target.with_suffix(".partial")
         digest = hashlib.sha256()
-        with fsspec.open(shard.url, "rb") as remote, open(partial, "wb") as out:
-            while chunk := remote.read(1 << 22):
-                digest.update(chunk)
-                out.write(chunk)
+        try:
+            with fsspec.open(shard.url, "rb") as remote, open(partial, "wb") as out:
+                while chunk := remote.read(1 << 22):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except FileNotFoundError:
+            partial.unlink(missing_ok=True)
+            raise ShardIntegrityError(f"shard {shard.url} is missing") from None
         try:
             _check(shard, partial.stat().st_size, digest.hexdigest())
         except ShardIntegrityError:
