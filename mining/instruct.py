@@ -9,12 +9,14 @@ dead letter (``Malformed``); content that breaks a rule of the template is a nam
 """
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass
 
 import json_repair
 
 from mining.clean import fold_whitespace
+from mining.records import has_surrogates
 from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
 from schemas import pairs as f
 
@@ -114,7 +116,10 @@ def parse_response(response) -> dict:
         return response
     if not isinstance(response, str):
         raise Malformed(WRONG_TYPE, f"response is {type(response).__name__}, not a string")
-    value = json_repair.loads(_json_object_text(response))
+    try:
+        value = json_repair.loads(_json_object_text(response))
+    except (RecursionError, ValueError) as error:  # json-repair's word for nesting too deep to follow
+        raise Malformed(INVALID_JSON, f"the response's JSON cannot be repaired: {type(error).__name__}") from None
     if not isinstance(value, dict) or not value:
         raise Malformed(INVALID_JSON, "the response's JSON could not be repaired into an object")
     return value
@@ -127,10 +132,13 @@ def example_texts(example: dict, template: Template) -> dict[str, str]:
         if key not in example or example[key] is None:
             raise Malformed(MISSING_FIELD, f"{key!r} missing")
         value = example[key]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value):
             value = str(value)
         if not isinstance(value, str):
             raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not a string")
+        if has_surrogates(value):
+            # A lone surrogate escape ("\ud800") that json-repair let through; strict JSON refuses it too.
+            raise Malformed(INVALID_JSON, f"{key!r} holds a lone surrogate escape")
         texts[key] = fold_whitespace(value)
     return texts
 

@@ -1,11 +1,19 @@
 """Building pair records, dead letters and drop decisions."""
 
 import hashlib
+import re
+import reprlib
 from dataclasses import asdict, dataclass
 
 from schemas import pairs as f
 
 PAYLOAD_CHARS = 1000
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# A payload nested deeper than str() can recurse (JSON parsers allow 1024 levels), shown to this depth.
+_SHALLOW = reprlib.Repr()
+_SHALLOW.maxlevel = 32
+_SHALLOW.maxstring = _SHALLOW.maxother = _SHALLOW.maxlong = PAYLOAD_CHARS
+_SHALLOW.maxlist = _SHALLOW.maxtuple = _SHALLOW.maxdict = _SHALLOW.maxset = PAYLOAD_CHARS
 
 
 def new_pair(
@@ -66,10 +74,31 @@ class DeadLetter:
     def of(cls, reason: str, detail: str, source: str, file: str, line: int | None, payload) -> "DeadLetter":
         if isinstance(payload, (bytes, bytearray)):
             payload = bytes(payload[: PAYLOAD_CHARS * 4]).decode("utf-8", "replace")
-        return cls(reason, detail, source, file, line, str(payload)[:PAYLOAD_CHARS])
+        text = _writable(_shown(payload)[:PAYLOAD_CHARS])
+        return cls(reason, _writable(detail), source, _writable(file), line, text)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _shown(payload) -> str:
+    try:
+        return str(payload)
+    except RecursionError:
+        return _SHALLOW.repr(payload)
+
+
+def has_surrogates(text: str) -> bool:
+    """Whether ``text`` holds UTF-16 surrogates, which are no characters: no UTF-8 encoder takes them."""
+    return not text.isascii() and _SURROGATE.search(text) is not None
+
+
+def _writable(text: str) -> str:
+    """``text`` with surrogates (which no UTF-8 file can hold) paired into their character, lone ones
+    as U+FFFD: a dead letter must reach its file."""
+    if not has_surrogates(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)

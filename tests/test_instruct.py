@@ -8,7 +8,7 @@ import pytest
 import beam_runner
 from mining import instruct
 from mining.records import DeadLetter, Drop
-from mining.sources.base import INVALID_JSON, MISSING_FIELD, Malformed
+from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
 from mining.sources.synthetic import language_code
 from schemas.manifest import Manifest
 from schemas.pairs import INSTRUCT_SCHEMA
@@ -51,6 +51,22 @@ def test_messy_responses_parse(response):
 def test_unparseable_responses_are_malformed(response, reason):
     with pytest.raises(Malformed) as error:
         instruct.parse_response(response)
+    assert error.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "response, reason",
+    [
+        ('{"user_query": "\\ud800 what", "positive_document": "p", "hard_negative_document": "n"}', INVALID_JSON),
+        ('{"user_query": ' + "[" * 1000 + "]" * 1000 + "}", INVALID_JSON),
+        ('{"user_query": ' + "{" * 600 + "}" * 600 + "}", INVALID_JSON),
+        ('{"user_query": NaN, "positive_document": "p", "hard_negative_document": "n"}', WRONG_TYPE),
+    ],
+)
+def test_responses_no_strict_parser_takes_are_malformed(response, reason):
+    """Lone surrogate escapes (no UTF-8 file can hold them), nesting past any recursion limit, NaN."""
+    with pytest.raises(Malformed) as error:
+        instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-short"])
     assert error.value.reason == reason
 
 

@@ -14,8 +14,8 @@ import pytest
 import zstandard
 
 from mining.records import DeadLetter, Drop
-from mining.sources import ReadLimits, SourceSpec, get_reader
-from mining.sources.base import JoinPart
+from mining.sources import ReadLimits, ReadTask, SourceSpec, get_reader
+from mining.sources.base import READER_ERROR, JoinPart
 from mining.sources.wikipedia import PASSAGE_CHARS
 from pipelines.io import match_files, open_file
 from tests.conftest import write_lines
@@ -107,6 +107,36 @@ def test_reddit_pairs_replies_with_parents_by_e5_rules(tmp_path):
     ]
     assert reasons(drops) == ["body_too_long", "deleted", "low_score", "parent_filtered", "parent_missing", "parent_missing"]
     assert [letter.reason for letter in letters] == ["wrong_type"]
+
+
+def test_reddit_submission_with_a_non_string_selftext_is_a_dead_letter(tmp_path):
+    write_lines(tmp_path / "RS_1.jsonl", [{"id": "p1", "title": "t", "selftext": 5}, {"id": "p2", "title": "ok"}])
+    pairs, drops, letters = mine(f"reddit={tmp_path}/RS_1.jsonl")
+    assert not pairs and not drops
+    assert [(letter.reason, letter.line, letter.payload) for letter in letters] == [
+        ("wrong_type", 1, '{"id": "p1", "title": "t", "selftext": 5}')
+    ]
+
+
+def test_an_exception_no_rule_foresaw_is_a_dead_letter_not_the_end(tmp_path):
+    """The backstops: a task a reader cannot read, a join that raises, a payload str() cannot show."""
+    reader = get_reader("msmarco")
+    path = write_lines(tmp_path / "passages.tsv", [b"1\tno role in the name"])
+    (letter,) = reader.read_all(ReadTask("msmarco", (str(path),), None), open_file, ReadLimits())
+    assert (letter.reason, letter.file) == (READER_ERROR, str(path)) and letter.detail.startswith("ValueError: ")
+
+    reddit = get_reader("reddit")
+    parts = [JoinPart("t1_c1", "reply", {"origin": "RC_1:7"}), JoinPart("t1_c1", "parent", {"origin": "RC_1:3"})]
+    (letter,) = reddit.join_items(0, "t1_c1", parts)
+    assert (letter.reason, letter.file, letter.line) == (READER_ERROR, "RC_1", None)
+    assert letter.detail.startswith("KeyError: ") and "RC_1:7" in letter.payload
+
+    nested = []
+    for _ in range(1020):
+        nested = [nested, "\ud800"]
+    letter = reader.dead_letter(READER_ERROR, "deep \ud800", "f", 1, nested)
+    assert letter.payload.startswith("[[[[") and "\ud800" not in letter.payload + letter.detail
+    json.dumps(letter.to_dict(), ensure_ascii=False).encode("utf-8")
 
 
 POSTS = """<?xml version="1.0" encoding="utf-8"?>

@@ -2,6 +2,7 @@ import gzip
 
 import pytest
 
+import beam_runner
 from mining.records import DeadLetter
 from mining.sources import ReadLimits, SourceSpec, get_reader, kinds
 from pipelines.io import match_files, open_file
@@ -141,3 +142,13 @@ def test_nllb_misaligned_and_orphan_files(tmp_path):
         _read(f"nllb={tmp_path}/c.spa-eng")
     with pytest.raises(ValueError, match="own languages"):
         _read(f"nllb:de={tmp_path}/b.deu-eng")
+
+
+def test_nllb_aligned_files_named_with_no_language_are_refused_at_planning(tmp_path):
+    (tmp_path / "x.english-eng.english").write_text("Hello\n", "utf-8")
+    (tmp_path / "x.english-eng.eng").write_text("Hello\n", "utf-8")
+    with pytest.raises(ValueError, match="'english' in its name is no language code"):
+        get_reader("nllb").plan(SourceSpec.parse(f"nllb={tmp_path}/x.english-eng"), match_files)
+    with pytest.raises(SystemExit, match="no language code"):
+        beam_runner.main([f"--source=nllb={tmp_path}/x.english-eng", f"--output={tmp_path}/out"])
+    assert not (tmp_path / "out").exists()

@@ -4,7 +4,7 @@ import lzma
 import re
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, ClassVar, Iterable, Iterator
+from typing import Any, BinaryIO, Callable, ClassVar, Iterable, Iterator
 
 import orjson
 import zstandard
@@ -21,6 +21,9 @@ MISSING_FIELD = "missing_field"
 INVALID_LANGUAGE = "invalid_language"
 MISALIGNED = "misaligned_line"
 UNREADABLE = "unreadable_file"
+# An exception no rule of the reader foresaw, named in the detail: the record is kept
+# as a dead letter and the run goes on.
+READER_ERROR = "reader_error"
 
 # What a damaged or truncated compressed file raises while being read.
 CORRUPT_INPUT_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
@@ -130,6 +133,35 @@ class SourceReader:
     def dead_letter(self, reason: str, detail: str, path: str, line: int | None, payload) -> DeadLetter:
         return DeadLetter.of(reason, detail, self.kind, path, line, payload)
 
+    def record_items(self, parse: Callable[[], Any], path: str, line: int | None, payload) -> list:
+        """What ``parse()`` makes of one input record (an item, a list or an iterator of them),
+        as a list; one dead letter instead when it raises: Malformed's reason, or READER_ERROR
+        naming any other exception, so that no record can end a run."""
+        try:
+            parsed = parse()
+            return list(parsed) if isinstance(parsed, Iterator) else as_items(parsed)
+        except Malformed as error:
+            return [self.dead_letter(error.reason, error.detail, path, line, payload)]
+        except Exception as error:  # noqa: BLE001  the record, not the run, pays for what nobody foresaw
+            return [self.dead_letter(READER_ERROR, describe(error), path, line, payload)]
+
+    def read_all(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | Drop | DeadLetter]:
+        """``read``, where an exception outside any one record's code (a reader's file handling)
+        ends only the task: what was read stays, the rest of it is one READER_ERROR dead letter."""
+        items = self.read(task, open_file, limits)
+        count = 0
+        while True:
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            except Exception as error:  # noqa: BLE001  see record_items
+                detail = f"{describe(error)} after {count} item(s)"
+                yield self.dead_letter(READER_ERROR, detail, ", ".join(task.paths), None, b"")
+                return
+            count += 1
+            yield item
+
     def text_lines(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["TextLine | DeadLetter"]:
         """A file's decoded lines, blank ones included; an overlong or undecodable line, and
         the rest of a file that turns out corrupt, as dead letters (what was read stays)."""
@@ -171,10 +203,15 @@ class JsonLinesReader(SourceReader):
                 continue
             if not line.text.strip():
                 continue
-            try:
-                yield from as_items(self.parse(_decode_json(line.text), task, f"{path}:{line.number}"))
-            except Malformed as error:
-                yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
+            origin = f"{path}:{line.number}"
+            yield from self.record_items(
+                lambda: self.parse(_decode_json(line.text), task, origin), path, line.number, line.data
+            )
+
+
+def describe(error: Exception) -> str:
+    """An unforeseen exception as a dead letter's detail: its type, then its message."""
+    return f"{type(error).__name__}: {error}"
 
 
 def as_items(parsed) -> list:
@@ -254,3 +291,15 @@ class JoiningReader(SourceReader):
 
     def join(self, round_index: int, key: str, parts: Iterable[JoinPart]) -> Iterator[dict | Drop | JoinPart]:
         raise NotImplementedError
+
+    def join_items(self, round_index: int, key: str, parts: Iterable[JoinPart]) -> list:
+        """``join`` as a list; one READER_ERROR dead letter holding the group's parts instead when it
+        raises, so that no group can end a run (nothing of a failed group goes on)."""
+        parts = list(parts)
+        try:
+            return list(self.join(round_index, key, parts))
+        except Exception as error:  # noqa: BLE001  see SourceReader.record_items
+            first = min((str(part.value.get("origin", "")) for part in parts if isinstance(part.value, dict)), default="")
+            payload = [(part.role, part.value) for part in parts]
+            detail = f"{describe(error)} joining {key!r}"
+            return [self.dead_letter(READER_ERROR, detail, first.rsplit(":", 1)[0], None, payload)]

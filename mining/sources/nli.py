@@ -15,8 +15,6 @@ from mining.sources.base import (
     JoiningReader,
     JoinPart,
     JsonLinesReader,
-    Malformed,
-    as_items,
     declared_language,
     require_object,
     require_text,
@@ -64,10 +62,9 @@ class NliReader(JoiningReader, JsonLinesReader):
                 detail = f"{len(fields)} fields where the header has {len(header)}"
                 yield self.dead_letter(WRONG_TYPE, detail, path, line.number, line.data)
                 continue
-            try:
-                yield from as_items(self.parse(dict(zip(header, fields)), task, f"{path}:{line.number}"))
-            except Malformed as error:
-                yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
+            origin = f"{path}:{line.number}"
+            row = dict(zip(header, fields))
+            yield from self.record_items(lambda: self.parse(row, task, origin), path, line.number, line.data)
 
     def join(self, round_index, key, parts):
         parts = sorted(parts, key=lambda part: part.value["origin"])

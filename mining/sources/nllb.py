@@ -71,6 +71,11 @@ class NllbReader(JsonLinesReader):
                     f"--source {spec}: {next(iter(sides.values()))} has no counterpart "
                     f"{prefix}.{first}-{second}.{first if second in sides else second}"
                 )
+            for side, path in sorted(sides.items()):
+                try:
+                    languages.normalize(side)
+                except ValueError:
+                    raise ValueError(f"--source {spec}: {path}: {side!r} in its name is no language code") from None
             tasks.append(ReadTask(self.kind, (sides[first], sides[second]), None))
         return tasks
 
@@ -121,16 +126,13 @@ class NllbReader(JsonLinesReader):
                         data = (passage or query).data
                         yield self.dead_letter(MISALIGNED, f"no line {number} in {missing}", present, number, data)
                         continue
-                    try:
-                        query_text, passage_text = _text(query, limits), _text(passage, limits)
-                    except Malformed as error:
-                        payload = query.data + b"\t" + passage.data
-                        yield self.dead_letter(error.reason, error.detail, query_path, number, payload)
-                        continue
-                    yield self.pair(
-                        query_text, passage_text,
-                        query_lang=query_lang, passage_lang=passage_lang, bilingual=True,
-                        origin=f"{query_path}:{number}",
+                    yield from self.record_items(
+                        lambda: self.pair(
+                            _text(query, limits), _text(passage, limits),
+                            query_lang=query_lang, passage_lang=passage_lang, bilingual=True,
+                            origin=f"{query_path}:{number}",
+                        ),
+                        query_path, number, query.data + b"\t" + passage.data,
                     )
         except CORRUPT_INPUT_ERRORS as error:
             yield self.dead_letter(UNREADABLE, f"{type(error).__name__} after line {number}: {error}", query_path, None, b"")

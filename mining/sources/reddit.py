@@ -17,6 +17,7 @@ from mining.sources.base import (
     JoinPart,
     JsonLinesReader,
     Malformed,
+    optional_text,
     require_object,
 )
 
@@ -64,7 +65,7 @@ class RedditReader(JoiningReader, JsonLinesReader):
             raise Malformed(WRONG_TYPE, f"'score' is {type(score).__name__}, not int")
         if "parent_id" not in value:
             title = _field(value, "title", str)
-            selftext = value.get("selftext") or ""
+            selftext = optional_text(value, "selftext")
             text = title if selftext.strip() in REMOVED_BODIES or not selftext.strip() else f"{title}\n{selftext}"
             problem = DELETED if title.strip() in REMOVED_BODIES else None
             part = {"text": text, "problem": problem, "lang": task.lang, "origin": origin}

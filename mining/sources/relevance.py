@@ -67,10 +67,10 @@ class RelevanceReader(JoiningReader):
             if isinstance(line, DeadLetter):
                 yield line
             elif line.text.strip():
-                try:
-                    yield from self.parse_line(role, line.text, task.spec, lang, f"{path}:{line.number}")
-                except Malformed as error:
-                    yield self.dead_letter(error.reason, error.detail, path, line.number, line.data)
+                origin = f"{path}:{line.number}"
+                yield from self.record_items(
+                    lambda: self.parse_line(role, line.text, task.spec, lang, origin), path, line.number, line.data
+                )
 
     def parse_line(self, role: str, line: str, spec: str, lang: str | None, origin: str) -> Iterator:
         if role == CORPUS:

@@ -78,10 +78,9 @@ class SquadReader(SourceReader):
                     continue
                 for question_index, qa in enumerate(questions):
                     origin = f"{path}:{where}.qas[{question_index}]"
-                    try:
-                        question = _text(_object(qa, origin), "question", origin)
-                    except Malformed as error:
-                        yield self.dead_letter(error.reason, error.detail, path, None, str(qa))
-                        continue
-                    record = self.pair(question, context, query_lang=task.lang, passage_lang=task.lang, origin=origin)
-                    yield Drop(record, UNANSWERABLE) if qa.get("is_impossible") is True else record
+                    yield from self.record_items(lambda: self._question(qa, context, task, origin), path, None, str(qa))
+
+    def _question(self, qa, context: str, task, origin: str) -> dict | Drop:
+        question = _text(_object(qa, origin), "question", origin)
+        record = self.pair(question, context, query_lang=task.lang, passage_lang=task.lang, origin=origin)
+        return Drop(record, UNANSWERABLE) if qa.get("is_impossible") is True else record

@@ -65,13 +65,10 @@ class StackExchangeReader(JoiningReader):
                         row.clear()
                         while row.getprevious() is not None:
                             del row.getparent()[0]
-                        try:
-                            part = self._part(attributes, path, lang, f"{path}:{row_number}")
-                        except Malformed as error:
-                            yield self.dead_letter(error.reason, error.detail, path, row_number, str(attributes))
-                            continue
-                        if part is not None:
-                            yield part
+                        origin = f"{path}:{row_number}"
+                        yield from self.record_items(
+                            lambda: self._part(attributes, path, lang, origin) or [], path, row_number, str(attributes)
+                        )
             except (*CORRUPT_INPUT_ERRORS, etree.XMLSyntaxError) as error:
                 detail = f"{type(error).__name__} after row {row_number}: {error}"
                 yield self.dead_letter(UNREADABLE, detail, path, None, b"")

@@ -16,8 +16,6 @@ from mining.sources.base import (
     CORRUPT_INPUT_ERRORS,
     UNREADABLE,
     JsonLinesReader,
-    Malformed,
-    as_items,
     optional_text,
     require_object,
 )
@@ -109,11 +107,7 @@ class WikipediaReader(JsonLinesReader):
                 for batch in pq.ParquetFile(stream).iter_batches(batch_size=256, columns=["title", "text"]):
                     for value in batch.to_pylist():
                         row += 1
-                        try:
-                            parsed = self.parse(value, task, f"{path}:{row}")
-                        except Malformed as error:
-                            yield self.dead_letter(error.reason, error.detail, path, row, str(value))
-                            continue
-                        yield from as_items(parsed)
+                        origin = f"{path}:{row}"
+                        yield from self.record_items(lambda: self.parse(value, task, origin), path, row, str(value))
         except (*CORRUPT_INPUT_ERRORS, ValueError) as error:
             yield self.dead_letter(UNREADABLE, f"{type(error).__name__} after row {row}: {error}", path, None, b"")
