@@ -32,6 +32,9 @@ def match_files(pattern: str) -> list[str]:
 
 # Compressed bytes read from the file at a time.
 _COMPRESSED_CHUNK_BYTES = 1 << 16
+# Bytes decompressed at a time. A decompressor that meets damage drops what it made in that
+# call: steps of a fixed size make that loss small, and the same whatever size a reader asks for.
+_DECOMPRESSED_STEP_BYTES = 1 << 16
 # Compressed bytes fed to zstd at a time: a 4-byte RLE block expands to 128 KiB,
 # so a slice expands to at most 4 MiB, whatever the file holds.
 _ZSTD_SLICE_BYTES = 128
@@ -100,7 +103,7 @@ class _DecompressedStream(io.RawIOBase):
     one after another, with null padding after a member skipped (gzip and xz allow it).
 
     A read returns at most what was asked, so an overlong line costs no more than that; and
-    everything decompressed before damage is returned before the damage raises (a buffered
+    what the steps before damage decompressed is returned before the damage raises (a buffered
     reader such as gzip.GzipFile drops what it gathered for a read that then fails). A file
     that ends inside a member, or holds none, raises EOFError instead of ending quietly.
     """
@@ -111,12 +114,22 @@ class _DecompressedStream(io.RawIOBase):
         self._member = None
         self._finished_a_member = False
         self._input = b""
+        self._output = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        while buffer:
+        if not self._output:
+            self._output = memoryview(self._decompress_step())
+        size = min(len(buffer), len(self._output))
+        buffer[:size] = self._output[:size]
+        self._output = self._output[size:]
+        return size
+
+    def _decompress_step(self) -> bytes:
+        """The next bytes, at most _DECOMPRESSED_STEP_BYTES; none at the end."""
+        while True:
             if self._member is not None and self._member.eof:
                 self._input, self._member = self._member.unused_data, None
                 self._finished_a_member = True
@@ -124,7 +137,7 @@ class _DecompressedStream(io.RawIOBase):
                 self._input = self._raw.read(_COMPRESSED_CHUNK_BYTES)
                 if not self._input:
                     if self._member is None and self._finished_a_member:
-                        return 0
+                        return b""
                     raise EOFError("the compressed data ends early: the file is truncated")
             if self._member is None:
                 if self._finished_a_member:
@@ -132,12 +145,10 @@ class _DecompressedStream(io.RawIOBase):
                     if not self._input:
                         continue
                 self._member = self._new_member()
-            output = self._member.decompress(self._input, len(buffer))
+            output = self._member.decompress(self._input, _DECOMPRESSED_STEP_BYTES)
             self._input = b""
             if output:
-                buffer[: len(output)] = output
-                return len(output)
-        return 0
+                return output
 
 
 # Decompressors by extension, one per member, stream or frame. Python's file classes
@@ -266,10 +277,19 @@ def _written_by_a_run(name: str) -> bool:
     )
 
 
+def is_file(path: str) -> bool:
+    """Whether ``path`` is a file (an object, in an object store), not a directory or nothing."""
+    if FileSystems.get_scheme(path) in (None, "file"):
+        return os.path.isfile(path)
+    return path in match_files(path)
+
+
 def prepare_output(output: str, overwrite: bool) -> None:
     """Check that ``output`` can take a run: empty, or (with ``overwrite``) holding only what a run
     writes. Nothing is deleted here: the run is staged and replaces the earlier one when it is complete
     (see ``publish_run``). Staging left by an interrupted run counts as no run."""
+    if is_file(output.rstrip("/")):
+        raise FileExistsError(f"--output {output} is a file; name a directory")
     present = _top_level_entries(output)
     strangers = sorted(name for name in present if not _written_by_a_run(name))
     if strangers:

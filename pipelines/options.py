@@ -173,7 +173,7 @@ class MiningOptions(PipelineOptions):
             raise ValueError(f"--top-k must be positive, not {self.top_k}")
         consistency.resolve_top_k(self.top_k, self.pool_size)
         hard_negatives.parse_rank_window(self.rank_window)
-        if self.lid_model and not io.match_files(self.lid_model):
+        if self.lid_model and not io.is_file(self.lid_model):
             raise ValueError(f"--lid-model {self.lid_model}: no such file")
         if self.model:
             _check_model_spec(self.model)

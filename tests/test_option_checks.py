@@ -34,6 +34,7 @@ def test_mining_options_are_accepted_with_underscores(earlier_run):
 BAD_OPTIONS = [
     (["--near-dup-rounds=0"], "--near-dup-rounds"),
     (["--lid-model=/nope/lid.176.bin"], "--lid-model"),
+    (["--lid-model=/tmp"], "--lid-model"),
     (["--shard-size-mb=0"], "--shard-size-mb"),
     (["--shard_size_mb=-1"], "--shard-size-mb"),
     (["--shard-size-mb=nan"], "--shard-size-mb"),
@@ -130,3 +131,11 @@ def test_output_matched_by_a_source_glob_is_refused(tmp_path):
         with pytest.raises(SystemExit, match="overlaps --source"):
             beam_runner.main([f"--source=sbert={pattern}", f"--output={output}"])
     assert not (corpus / "out").exists() and not (tmp_path / "corp").exists()
+
+
+def test_output_that_is_a_file_is_refused(tmp_path):
+    output = tmp_path / "run.arrow"
+    output.write_bytes(b"not a directory")
+    with pytest.raises(SystemExit, match="is a file"):
+        beam_runner.main([SBERT, f"--output={output}/", "--overwrite"])
+    assert output.read_bytes() == b"not a directory"
