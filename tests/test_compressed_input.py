@@ -67,6 +67,23 @@ def test_truncated_file_keeps_every_line_before_the_damage(tmp_path, monkeypatch
     assert DECODABLE[extension](compressed[: len(compressed) * 2 // 3]).count(b"\n") > 0, "the test cuts through data"
 
 
+@pytest.mark.parametrize("extension", sorted(COMPRESS))
+def test_corrupt_file_keeps_the_same_lines_before_the_damage_whatever_the_chunk_size(tmp_path, monkeypatch, extension):
+    compressed = bytearray(COMPRESS[extension](DATA))
+    compressed[len(compressed) * 2 // 3] ^= 0xFF
+    path = tmp_path / f"flipped.jsonl{extension}"
+    path.write_bytes(compressed)
+    results = []
+    for chunk_bytes in (13, 4096, 1 << 20):
+        monkeypatch.setattr(lines, "CHUNK_BYTES", chunk_bytes)
+        kept, letters = read_lines(path)
+        assert [letter.reason for letter in letters] == [UNREADABLE]
+        results.append(kept)
+    assert results[0] == results[1] == results[2]
+    # A codec may pass on damaged bytes before it notices them; what came before is intact.
+    assert results[0][:1000] == LINES[:1000]
+
+
 def test_gzip_with_only_its_trailer_cut_keeps_every_line(tmp_path):
     path = tmp_path / "cut.jsonl.gz"
     path.write_bytes(gzip.compress(b"".join(b'["q%d", "p%d"]\n' % (i, i) for i in range(200)), mtime=0)[:-8])
