@@ -9,6 +9,7 @@ import math
 
 import numpy as np
 
+from mining import search
 from mining.records import Drop
 from schemas import pairs as f
 
@@ -52,15 +53,22 @@ def passage_ranks(
 
     Embeddings are normalised rows, so the dot product is the cosine. A pool entry whose key
     equals the pair's passage key is the pair's own passage and is skipped; ties go to the
-    pair's passage. The pool is scanned in blocks of at most ``block`` scores.
+    pair's passage. The pool is scanned in blocks of at most ``block`` scores; a pool entry
+    whose fast score is too close to call is compared by ``search.pair_scores``, so a rank never
+    depends on the blocks or the batch.
     """
-    own = np.einsum("ij,ij->i", queries, passages)[:, None]
+    own = search.pair_scores(queries, passages)[:, None]
     rows = max(1, block // max(1, len(queries)))
     better = np.zeros(len(queries), dtype=np.int64)
     for start in range(0, len(pool), rows):
-        scores = queries @ pool[start : start + rows].T
+        block_pool = pool[start : start + rows]
+        scores = queries @ block_pool.T
         competitors = passage_keys[:, None] != pool_keys[None, start : start + rows]
-        better += np.count_nonzero((scores > own) & competitors, axis=1)
+        bound = search.error_bound(queries, block_pool)
+        better += np.count_nonzero((scores > own + bound) & competitors, axis=1)
+        close_queries, close_entries = np.nonzero((np.abs(scores - own) <= bound) & competitors)
+        exact = search.pair_scores(queries[close_queries], block_pool[close_entries])
+        np.add.at(better, close_queries, exact > own[close_queries, 0])
     return better + 1
 
 

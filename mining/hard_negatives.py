@@ -11,6 +11,7 @@ import heapq
 
 import numpy as np
 
+from mining import search
 from mining.dedup import normalize_for_dedup
 
 Candidate = tuple[float, int, str]
@@ -46,18 +47,15 @@ def block_candidates(
     corpus_texts: list[str],
     depth: int,
 ) -> list[list[Candidate]]:
-    """Each query's ``depth`` best passages of one corpus block, best first, its positive excluded."""
-    scores = queries @ corpus.T
-    scores[positive_keys[:, None] == corpus_keys[None, :]] = -np.inf
-    depth = min(depth, corpus.shape[0])
-    results = []
-    for row in scores:
-        candidates = [
-            (float(row[index]), int(corpus_keys[index]), corpus_texts[index])
-            for index in np.argpartition(-row, depth - 1)[:depth] if np.isfinite(row[index])
-        ] if depth else []
-        results.append(sorted(candidates, key=_order))
-    return results
+    """Each query's ``depth`` best passages of one corpus block, best first, its positive excluded.
+
+    Scores and order depend on the passages alone, not on the block or the batch of queries.
+    """
+    excluded = positive_keys[:, None] == corpus_keys[None, :]
+    return [
+        [(float(score), int(corpus_keys[index]), corpus_texts[index]) for index, score in zip(indices, scores)]
+        for indices, scores in search.best_candidates(queries, corpus, corpus_keys, depth, excluded)
+    ]
 
 
 def merge_candidates(lists: list[list[Candidate]], depth: int) -> list[Candidate]:

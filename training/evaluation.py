@@ -18,6 +18,7 @@ import fsspec
 import numpy as np
 import torch
 
+from mining import search as exact_search
 from training.prompts import Kind
 
 SEARCH_BLOCK = 16384
@@ -62,10 +63,47 @@ class _Callable:
     function: Callable[[list[str], str], "np.ndarray"]
 
     def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
-        embeddings = np.asarray(self.function(texts, kind), dtype=np.float32)
+        return self.function(texts, kind)
+
+
+class EncoderOutputError(ValueError):
+    """An encoder returned something other than one finite row per text, all of one width."""
+
+
+@dataclass
+class _Checked:
+    """An encoder whose every output is checked before use: NaN rows would rank as nothing and
+    keep every pair, a wrong row count would pair texts with other texts' embeddings."""
+
+    spec: str
+    encoder: TextEncoder
+    normalize: bool  # a callable's rows may have any length
+    width: int | None = None
+
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        embeddings = self._checked(self.encoder.encode(texts, kind), texts, kind)
+        if self.normalize:
+            return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+        return embeddings
+
+    def _checked(self, output, texts: list[str], kind: Kind) -> np.ndarray:
+        try:
+            embeddings = np.asarray(output, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise EncoderOutputError(
+                f"encoder {self.spec} returned no array of numbers for {kind} texts: {error}"
+            ) from None
         if embeddings.ndim != 2 or len(embeddings) != len(texts):
-            raise ValueError(f"the encoder returned shape {embeddings.shape} for {len(texts)} texts")
-        return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+            problem = f"shape {embeddings.shape} for {len(texts)} {kind} texts"
+        elif self.width is not None and embeddings.shape[1] != self.width:
+            problem = f"{embeddings.shape[1]} dimensions for {kind} texts after {self.width} before"
+        elif not np.isfinite(embeddings).all():
+            bad = int(np.count_nonzero(~np.isfinite(embeddings).all(axis=1)))
+            problem = f"NaN or infinite values for {bad} of {len(texts)} {kind} texts"
+        else:
+            self.width = embeddings.shape[1]
+            return embeddings
+        raise EncoderOutputError(f"encoder {self.spec} returned {problem}")
 
 
 def own_encoder(encoder, batch_size: int = 64) -> TextEncoder:
@@ -82,17 +120,18 @@ def load_encoder(spec: str, device: str | None = None, batch_size: int = 64) -> 
     """
     if spec.startswith("python:"):
         _, module, name = spec.split(":", 2)
-        return _Callable(getattr(importlib.import_module(module), name))
+        return _Checked(spec, _Callable(getattr(importlib.import_module(module), name)), normalize=True)
     directory = Path(spec.removeprefix("st:"))
     if spec.startswith("st:") or ((directory / "modules.json").exists() and not (directory / "config.json").exists()):
         from sentence_transformers import SentenceTransformer
 
-        return _SentenceTransformer(SentenceTransformer(str(directory), device=device), batch_size)
+        model = SentenceTransformer(str(directory), device=device)
+        return _Checked(spec, _SentenceTransformer(model, batch_size), normalize=False)
     from training.encoder import Encoder
 
     encoder = Encoder.from_pretrained(spec)
     encoder.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    return _OwnEncoder(encoder, batch_size)
+    return _Checked(spec, _OwnEncoder(encoder, batch_size), normalize=False)
 
 
 # --- search and metrics -----------------------------------------------------------------------
@@ -102,16 +141,18 @@ def search(queries: np.ndarray, corpus: np.ndarray, k: int, block: int = SEARCH_
     """Indices of each query's ``k`` most similar corpus rows, best first; ties to the lower index.
 
     The corpus is scanned in blocks, keeping a running top k, so memory is
-    queries x (block + k) whatever the corpus size.
+    queries x (block + k) whatever the corpus size; the result does not depend on the block.
     """
     k = min(k, len(corpus))
-    best_scores = np.full((len(queries), 0), -np.inf, dtype=np.float32)
+    if not len(queries):
+        return np.zeros((0, k), dtype=np.int64)
+    best_scores = np.zeros((len(queries), 0))
     best_indices = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, len(corpus), block):
-        scores = queries @ corpus[start : start + block].T
-        indices = np.broadcast_to(np.arange(start, start + scores.shape[1]), scores.shape)
-        best_scores = np.concatenate([best_scores, scores.astype(np.float32)], axis=1)
-        best_indices = np.concatenate([best_indices, indices], axis=1)
+        part = corpus[start : start + block]
+        found = exact_search.best_candidates(queries, part, np.arange(start, start + len(part)), k)
+        best_scores = np.concatenate([best_scores, np.stack([scores for _, scores in found])], axis=1)
+        best_indices = np.concatenate([best_indices, np.stack([indices for indices, _ in found]) + start], axis=1)
         order = np.lexsort((best_indices, -best_scores), axis=1)[:, :k]
         best_scores = np.take_along_axis(best_scores, order, axis=1)
         best_indices = np.take_along_axis(best_indices, order, axis=1)
