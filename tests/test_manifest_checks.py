@@ -194,6 +194,14 @@ def test_inspect_refuses_a_shard_listed_twice_in_one_line(run_dir, tmp_path):
     assert "\n" not in str(refused.value.code)
 
 
+def test_a_derived_pipeline_refuses_a_parent_with_a_shard_listed_twice_in_one_line(run_dir, tmp_path):
+    parent = _corrupted_copy(run_dir, tmp_path, _listed_twice)
+    argv = ["--pipeline=consistency", f"--input={parent}", "--model=tiny", f"--output={tmp_path / 'filtered'}"]
+    with pytest.raises(SystemExit, match=r"shards\.2\.path .* is listed twice") as refused:
+        beam_runner.main(argv)
+    assert "\n" not in str(refused.value.code)
+
+
 def _written(source: str, texts: list[str]) -> tuple:
     records = []
     for text in texts:
