@@ -16,6 +16,8 @@ from schemas import pairs as f
 INCONSISTENT = "inconsistent"
 # The most query x pool scores held at once.
 SCORE_BLOCK = 1 << 22
+# The most pairs re-scored exactly at once (their float64 products are held).
+CLOSE_PAIRS_AT_ONCE = 1 << 14
 
 
 def pool_key(seed: int, record_id: str) -> int:
@@ -67,8 +69,11 @@ def passage_ranks(
         bound = search.error_bound(queries, block_pool)
         better += np.count_nonzero((scores > own + bound) & competitors, axis=1)
         close_queries, close_entries = np.nonzero((np.abs(scores - own) <= bound) & competitors)
-        exact = search.pair_scores(queries[close_queries], block_pool[close_entries])
-        np.add.at(better, close_queries, exact > own[close_queries, 0])
+        # In pieces: an encoder giving every text one vector makes every pair too close to call.
+        for piece in range(0, len(close_queries), CLOSE_PAIRS_AT_ONCE):
+            chosen = close_queries[piece : piece + CLOSE_PAIRS_AT_ONCE]
+            exact = search.pair_scores(queries[chosen], block_pool[close_entries[piece : piece + CLOSE_PAIRS_AT_ONCE]])
+            np.add.at(better, chosen, exact > own[chosen, 0])
     return better + 1
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import beam_runner
-from mining import search
+from mining import consistency, search
 from mining.consistency import passage_ranks
 from mining.hard_negatives import block_candidates, merge_candidates
 from schemas.manifest import Manifest
@@ -99,7 +99,8 @@ def test_scores_and_ties_do_not_depend_on_blocks_or_batches():
     assert any(len(set(scores)) < len(scores) for scores in ([c[0] for c in found] for found in whole))
 
 
-def test_consistency_ranks_do_not_depend_on_blocks_or_batches():
+def test_consistency_ranks_do_not_depend_on_blocks_or_batches(monkeypatch):
+    monkeypatch.setattr(consistency, "CLOSE_PAIRS_AT_ONCE", 5)
     queries, corpus = tied_embeddings(1)
     passages = corpus[:23]
     # Every pair's passage is also in the pool under another key: an exact tie, which the pair wins.
@@ -114,6 +115,9 @@ def test_consistency_ranks_do_not_depend_on_blocks_or_batches():
         halves = [passage_ranks(queries[part], passages[part], passage_keys[part], pool, pool_keys, block=block)
                   for part in (slice(0, 4), slice(4, None))]
         assert np.concatenate(halves).tolist() == expected.tolist()
+    # An encoder giving every text one vector: every pool entry ties with every pair's passage.
+    same = np.repeat(corpus[:1], 23, axis=0)
+    assert passage_ranks(same, same, passage_keys, np.repeat(corpus[:1], 120, axis=0), pool_keys).tolist() == [1] * 23
 
 
 def test_evaluation_search_does_not_depend_on_the_block():
