@@ -340,6 +340,9 @@ class WriteManifest(beam.PTransform):
                 written=beam.pvalue.AsList(written),
                 report=beam.pvalue.AsSingleton(report),
             )
+            # A step of its own: were it fused with Write, a retried bundle would stage a second manifest
+            # after the run was published, and publish that manifest's files alone.
+            | "Written" >> beam.Reshuffle()
             # Side inputs: the step waits until those writes are complete.
             | "Publish" >> beam.ParDo(
                 _PublishRun(self._destination), *(beam.pvalue.AsList(other) for other in self._finished)
