@@ -5,8 +5,11 @@ import gzip
 import hashlib
 import json
 import lzma
+import subprocess
+import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -18,6 +21,8 @@ from mining.sources import get_reader
 from mining.sources.base import UNREADABLE, ReadLimits
 from pipelines import io
 from schemas.manifest import Manifest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Hex digests barely compress: a bz2 file of these holds several blocks to cut between.
 LINES = [b'["question %d?", "%s"]' % (i, hashlib.sha256(b"%d" % i).hexdigest().encode()) for i in range(4000)]
@@ -166,6 +171,27 @@ def test_decompression_bomb_is_read_in_bounded_memory(tmp_path, extension):
     assert not kept and [letter.reason for letter in letters] == ["line_too_long"]
     # CHUNK_BYTES and --max-line-bytes of 1 MiB each, and a zstd slice's 4 MiB: far from 64 MiB.
     assert peak < 24 << 20, f"{peak / 2**20:.0f} MiB for a 64 MiB line"
+
+
+def test_a_16_kb_zstd_file_of_512_mib_without_a_line_break_costs_no_gigabytes(tmp_path):
+    """Resident memory, zstd's own buffers included, measured in a fresh process."""
+    path = tmp_path / "bomb.jsonl.zst"
+    path.write_bytes(_bomb(zstandard.ZstdCompressor(level=3).compressobj(), 512 << 20))
+    script = (
+        "import resource, sys\n"
+        "from mining.lines import iter_lines\n"
+        "from pipelines import io\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "with io.open_file(sys.argv[1]) as stream:\n"
+        "    found = [(line.number, line.too_long) for line in iter_lines(stream, 1 << 20)]\n"
+        "print(found, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(path)], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    found, grown_mib = result.stdout.rsplit(" ", 1)
+    assert found == "[(1, True)]"
+    assert int(grown_mib) < 256, f"{grown_mib} MiB more resident memory for one 512 MiB line"
 
 
 def test_pipeline_keeps_the_lines_of_a_truncated_gzip_and_accounts_for_the_rest(tmp_path):
