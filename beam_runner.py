@@ -179,7 +179,10 @@ def _inspect(args: argparse.Namespace) -> int:
                 _relative_files(directory, DEAD_LETTER_DIR), args.n, args.seed,
             )
         else:
-            rows = inspection.sample_rows(manifest, io.open_file, join, args.n, args.seed, args.source, args.lang)
+            rows = inspection.sample_rows(
+                manifest, io.open_file, join, _relative_files(directory, SHARDS_DIR), args.n, args.seed,
+                args.source, args.lang,
+            )
         print(inspection.format_rows(rows) if rows else "no matching rows")
     elif args.command == "diff":
         changes = inspection.diff(manifest, load_manifest(args.other))

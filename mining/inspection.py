@@ -14,12 +14,12 @@ import random
 import re
 import statistics
 from collections import Counter
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Collection
 
 import pyarrow as pa
 
 from mining import clean, consistency, decontaminate, dedup, langid, near_dup
-from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, LengthStats, Manifest, Shard
+from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest, Shard
 from schemas.pairs import schema_description
 
 OpenFile = Callable[[str], BinaryIO]
@@ -228,16 +228,22 @@ MAX_SAMPLE_ROWS = 100_000
 
 
 def _shard_problems(
-    shard: Shard, open_file: OpenFile, join: Callable[..., str], expected_schema: dict[str, str],
-    use_batch: Callable[[pa.RecordBatch], None] = lambda batch: None,
+    shard: Shard, open_file: OpenFile, join: Callable[..., str], present: Collection[str],
+    expected_schema: dict[str, str], use_batch: Callable[[pa.RecordBatch], None] = lambda batch: None,
 ) -> list[str]:
     """Problems with one shard, reading it once (size, sha256, rows and schema together);
-    every record batch passes through ``use_batch`` on the way."""
+    every record batch passes through ``use_batch`` on the way.
+
+    ``present`` are the files under shards/, relative to the directory: known missing
+    from the listing, as object stores report a missing object only at its first read.
+    """
+    if shard.path not in present:
+        return [f"{shard.path}: missing"]
     with contextlib.ExitStack() as stack:
         try:
             reader = _HashingReader(stack.enter_context(open_file(join(shard.path))))
         except OSError as error:
-            return [f"{shard.path}: missing ({type(error).__name__})"]
+            return [f"{shard.path}: unreadable ({error})"]
         rows = schema = unreadable = None
         try:
             arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
@@ -268,16 +274,16 @@ def _shard_problems(
     return problems
 
 
-def verify(manifest: Manifest, open_file: OpenFile, join: Callable[..., str], listed_files: list[str]) -> list[str]:
+def verify(manifest: Manifest, open_file: OpenFile, join: Callable[..., str], present: Collection[str]) -> list[str]:
     """Problems with a run's files, one line each; none when everything the manifest says holds.
 
-    ``listed_files`` are the paths under shards/, relative to the directory.
+    ``present`` are the files under shards/, relative to the directory.
     """
     problems = []
     for shard in manifest.shards:
-        problems += _shard_problems(shard, open_file, join, manifest.schema_)
+        problems += _shard_problems(shard, open_file, join, present, manifest.schema_)
     listed = {shard.path for shard in manifest.shards}
-    problems += [f"{path}: present but not in the manifest" for path in sorted(set(listed_files) - listed)]
+    problems += [f"{path}: present but not in the manifest" for path in sorted(set(present) - listed)]
     return problems
 
 
@@ -304,7 +310,7 @@ def _refuse_unknown(kind: str, value: str, known) -> None:
 
 
 def sample_rows(
-    manifest: Manifest, open_file: OpenFile, join: Callable[..., str], n: int, seed: int,
+    manifest: Manifest, open_file: OpenFile, join: Callable[..., str], present: Collection[str], n: int, seed: int,
     source: str | None = None, lang: str | None = None,
 ) -> list[dict]:
     """``n`` rows drawn uniformly (reservoir sampling, seeded) from the matching rows, streaming.
@@ -325,7 +331,7 @@ def sample_rows(
     for shard in manifest.shards:
         if source is not None and shard.source != source or lang is not None and lang not in shard.languages:
             continue
-        problems = _shard_problems(shard, open_file, join, manifest.schema_, take)
+        problems = _shard_problems(shard, open_file, join, present, manifest.schema_, take)
         if problems:
             raise InspectionError(f"{problems[0]}; `inspect verify` checks every shard")
     return reservoir.chosen
@@ -341,21 +347,22 @@ def sample_removed(
     reasons from its dead letters; no path is ever made from ``reason``.
     """
     reservoir = _Reservoir(n, seed)
-    kept = {posixpath.splitext(posixpath.basename(path))[0]: path for path in rejected_files}
     if reason in manifest.totals.dropped:
-        if reason in kept:
-            _offer_lines(kept[reason], open_file, join, reservoir.offer)
+        kept = posixpath.join(REJECTED_DIR, f"{reason}.jsonl")
+        if kept in rejected_files:
+            _offer_lines(kept, open_file, join, reservoir.offer)
         return reservoir.chosen
     dead_letter_reasons = set()
 
     def offer_letter(letter: dict) -> None:
-        dead_letter_reasons.add(letter.get("reason"))
+        if isinstance(letter.get("reason"), str):
+            dead_letter_reasons.add(letter["reason"])
         if letter.get("reason") == reason:
             reservoir.offer(letter)
 
     for path in dead_letter_files:
         _offer_lines(path, open_file, join, offer_letter)
-    _refuse_unknown("reason", reason, set(manifest.totals.dropped) | dead_letter_reasons - {None})
+    _refuse_unknown("reason", reason, set(manifest.totals.dropped) | dead_letter_reasons)
     return reservoir.chosen
 
 

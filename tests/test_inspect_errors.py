@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lxml.html
 import pytest
+from apache_beam.io.filesystems import FileSystems
 
 import beam_runner
 from schemas.manifest import parse_manifest
@@ -115,7 +116,7 @@ def test_verify_says_truncated_missing_or_changed(copy, capsys):
 def test_sample_refuses_a_damaged_shard_in_one_line(copy, capsys, how):
     path = _damage(copy, how)
     message = refusal(capsys, "sample", copy, "-n", "5000")
-    expected = {"flipped": "", "truncated": "truncated: ", "missing": "missing "}[how]
+    expected = {"flipped": "", "truncated": "truncated: ", "missing": "missing;"}[how]
     assert message.startswith(f"{path}: {expected}") and "inspect verify" in message
 
 
@@ -206,7 +207,16 @@ def test_a_pipe_closed_before_the_first_write_ends_the_command_quietly(run_dir, 
         assert beam_runner.main(["inspect", "summary", str(run_dir)]) == 141
 
 
-def test_a_gs_directory_without_a_run_is_one_line(gcs_bucket, capsys):
+def test_a_gs_run_without_a_manifest_or_a_shard_is_one_line(run_dir, gcs_bucket, capsys):
     assert refusal(capsys, "summary", f"{gcs_bucket}/nothing/here") == (
         f"{gcs_bucket}/nothing/here is not a finished run: no manifest.json there (or no such directory)"
     )
+    remote = f"{gcs_bucket}/inspect-errors/run"
+    missing = parse_manifest((run_dir / "manifest.json").read_text()).shards[0].path
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.relative_to(run_dir).as_posix() != missing:
+            with FileSystems.create(f"{remote}/{path.relative_to(run_dir).as_posix()}") as out:
+                out.write(path.read_bytes())
+    code, text = inspect(capsys, "verify", remote)
+    assert code == 1 and text == f"{missing}: missing\n"
+    assert refusal(capsys, "sample", remote, "-n", "5000").startswith(f"{missing}: missing;")
