@@ -320,7 +320,9 @@ def test_reader_survives_mutated_samples(tmp_path_factory, kind, seed, records):
 
 @pytest.mark.parametrize("kind", sorted(LAYOUTS))
 @FUZZ_SETTINGS
-@given(lines=st.lists(st.binary(max_size=60) | st.builds(_encode_json, JSON_VALUES, st.booleans()), min_size=1, max_size=20))
+@given(
+    lines=st.lists(st.binary(max_size=60) | st.builds(_encode_json, JSON_VALUES, st.booleans()), min_size=1, max_size=20)
+)
 def test_reader_survives_arbitrary_bytes_and_json(tmp_path_factory, kind, lines):
     directory = tmp_path_factory.mktemp(kind)
     lines = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines]
@@ -334,24 +336,25 @@ def test_reader_survives_arbitrary_bytes_and_json(tmp_path_factory, kind, lines)
     assert_unparseable_are_dead_letters(directory, kind, letters)
 
 
-_TEMPLATE_KEYS = sorted({key for template in instruct.TEMPLATES.values() for key in template.keys})
-
-
 @FUZZ_SETTINGS
 @given(
     task_type=st.sampled_from(sorted(instruct.TEMPLATES)),
-    example=st.dictionaries(st.sampled_from(_TEMPLATE_KEYS), JSON_VALUES | st.sampled_from(_HOSTILE_JSON), max_size=4),
+    position=st.integers(0, 2),
+    value=st.sampled_from(_HOSTILE_JSON) | st.builds(_encode_json, JSON_VALUES, st.booleans()).map(bytes.decode),
     prose=st.sampled_from(["", "Sure! Here is the JSON:\n\n", "```json\n"]),
     cut=st.none() | st.integers(0, 400),
 )
-def test_synthetic_reader_survives_any_response(tmp_path_factory, task_type, example, prose, cut):
-    """A response holding any JSON, text no strict parser takes included (lone surrogate escapes, 1,000 levels)."""
-    hostile = {key: value for key, value in example.items() if value in _HOSTILE_JSON}
-    text = json.dumps({key: f"\x00{key}\x00" if key in hostile else value for key, value in example.items()})
-    for key, value in hostile.items():
-        text = text.replace(json.dumps(f"\x00{key}\x00"), value)
-    response = (prose + text)[:cut]
-    record = {"task_type": task_type, "instruction": "Retrieve passages", "language": ["en", "de"], "response": response}
+def test_synthetic_reader_survives_any_response(tmp_path_factory, task_type, position, value, prose, cut):
+    """A response whose JSON holds any value, text no strict parser takes included (lone surrogate escapes,
+    1,000 levels, NaN, huge numbers), in place of one of its template's texts."""
+    template = instruct.TEMPLATES[task_type]
+    keys = template.keys
+    example = {key: f"A sentence long enough for any template to take it as its {key}." for key in keys}
+    example[keys[position % len(keys)]] = "\x00hostile\x00"
+    response = (prose + json.dumps(example).replace(json.dumps("\x00hostile\x00"), value))[:cut]
+    language = ["en", "de"] if template.bilingual else "en"
+    record = {"task_type": task_type, "instruction": "Retrieve passages", "language": language}
+    record["response"] = response
     path = tmp_path_factory.mktemp("synthetic") / "generations.jsonl"
     path.write_bytes(_encode_json(record, False))
     items = read_everything(f"synthetic={path}")

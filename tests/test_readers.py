@@ -118,6 +118,17 @@ def test_reddit_submission_with_a_non_string_selftext_is_a_dead_letter(tmp_path)
     ]
 
 
+def test_squad_entries_nested_past_what_str_can_show_are_dead_letters(tmp_path):
+    deep = "[" * 1000 + "]" * 1000
+    (tmp_path / "squad.json").write_text(
+        '{"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [' + deep
+        + ', {"question": "Where is Paris?"}]}]}, ' + deep + "]}", "utf-8"
+    )
+    pairs, drops, letters = mine(f"squad={tmp_path}/squad.json")
+    assert [pair["query"] for pair in pairs] == ["Where is Paris?"] and not drops
+    assert [(letter.reason, letter.payload[:4]) for letter in letters] == [("wrong_type", "[[[["), ("wrong_type", "[[[[")]
+
+
 def test_an_exception_no_rule_foresaw_is_a_dead_letter_not_the_end(tmp_path):
     """The backstops: a task a reader cannot read, a join that raises, a payload str() cannot show."""
     reader = get_reader("msmarco")

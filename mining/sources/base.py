@@ -299,7 +299,8 @@ class JoiningReader(SourceReader):
         try:
             return list(self.join(round_index, key, parts))
         except Exception as error:  # noqa: BLE001  see SourceReader.record_items
-            first = min((str(part.value.get("origin", "")) for part in parts if isinstance(part.value, dict)), default="")
+            origins = (str(part.value.get("origin", "")) for part in parts if isinstance(part.value, dict))
+            first = min(origins, default="")
             payload = [(part.role, part.value) for part in parts]
             detail = f"{describe(error)} joining {key!r}"
             return [self.dead_letter(READER_ERROR, detail, first.rsplit(":", 1)[0], None, payload)]

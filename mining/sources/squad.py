@@ -66,7 +66,7 @@ class SquadReader(SourceReader):
             try:
                 paragraphs = _list(_object(article, where), "paragraphs", where)
             except Malformed as error:
-                yield self.dead_letter(error.reason, error.detail, path, None, str(article))
+                yield self.dead_letter(error.reason, error.detail, path, None, article)
                 continue
             for paragraph_index, paragraph in enumerate(paragraphs):
                 where = f"data[{article_index}].paragraphs[{paragraph_index}]"
@@ -74,11 +74,11 @@ class SquadReader(SourceReader):
                     context = _text(_object(paragraph, where), "context", where)
                     questions = _list(paragraph, "qas", where)
                 except Malformed as error:
-                    yield self.dead_letter(error.reason, error.detail, path, None, str(paragraph))
+                    yield self.dead_letter(error.reason, error.detail, path, None, paragraph)
                     continue
                 for question_index, qa in enumerate(questions):
                     origin = f"{path}:{where}.qas[{question_index}]"
-                    yield from self.record_items(lambda: self._question(qa, context, task, origin), path, None, str(qa))
+                    yield from self.record_items(lambda: self._question(qa, context, task, origin), path, None, qa)
 
     def _question(self, qa, context: str, task, origin: str) -> dict | Drop:
         question = _text(_object(qa, origin), "question", origin)

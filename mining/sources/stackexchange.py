@@ -67,7 +67,7 @@ class StackExchangeReader(JoiningReader):
                             del row.getparent()[0]
                         origin = f"{path}:{row_number}"
                         yield from self.record_items(
-                            lambda: self._part(attributes, path, lang, origin) or [], path, row_number, str(attributes)
+                            lambda: self._part(attributes, path, lang, origin) or [], path, row_number, attributes
                         )
             except (*CORRUPT_INPUT_ERRORS, etree.XMLSyntaxError) as error:
                 detail = f"{type(error).__name__} after row {row_number}: {error}"

@@ -108,6 +108,6 @@ class WikipediaReader(JsonLinesReader):
                     for value in batch.to_pylist():
                         row += 1
                         origin = f"{path}:{row}"
-                        yield from self.record_items(lambda: self.parse(value, task, origin), path, row, str(value))
+                        yield from self.record_items(lambda: self.parse(value, task, origin), path, row, value)
         except (*CORRUPT_INPUT_ERRORS, ValueError) as error:
             yield self.dead_letter(UNREADABLE, f"{type(error).__name__} after row {row}: {error}", path, None, b"")
