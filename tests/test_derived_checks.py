@@ -23,8 +23,10 @@ MODULE = "python:tests.test_derived_checks"
 
 
 def first_words_vectors(texts: list[str], kind: str) -> np.ndarray:
-    """Trigram vectors of the first three words only: texts that begin alike get equal vectors."""
-    return trigram_vectors([" ".join(text.split()[:3]) for text in texts], kind)
+    """Trigram vectors of a query's first three words, of a passage's first word: texts that begin
+    alike get equal vectors (27 XQuAD passages below begin with 22 words)."""
+    words = 1 if kind == "passage" else 3
+    return trigram_vectors([" ".join(text.split()[:words]) for text in texts], kind)
 
 
 def nan_vectors(texts: list[str], kind: str) -> np.ndarray:
@@ -197,14 +199,13 @@ PIPELINE_OPTIONS = {
 @pytest.mark.parametrize("pipeline", sorted(PIPELINE_OPTIONS))
 def test_same_shards_on_every_run_whatever_the_workers_and_batches(pipeline, small_run, tmp_path):
     options = PIPELINE_OPTIONS[pipeline]
-    one = derive(pipeline, small_run, tmp_path / "one", *options, "--batch-size=32")
-    again = derive(pipeline, small_run, tmp_path / "again", *options, "--batch-size=5")
+    one = derive(pipeline, small_run, tmp_path / "one", *options, "--batch-size=5")
     two = derive(
         pipeline, small_run, tmp_path / "two", *options, "--batch-size=32",
         "--direct_num_workers=2", "--direct_running_mode=multi_processing",
     )
     assert one[1].output > 0
-    assert again == one and two == one
+    assert two == one
 
 
 def test_an_encoder_returning_nan_fails_the_run_naming_it(small_run, tmp_path):
