@@ -2,6 +2,7 @@
 
 import bz2
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -35,6 +36,9 @@ _COMPRESSED_CHUNK_BYTES = 1 << 16
 # Bytes decompressed at a time. A decompressor that meets damage drops what it made in that
 # call: steps of a fixed size make that loss small, and the same whatever size a reader asks for.
 _DECOMPRESSED_STEP_BYTES = 1 << 16
+# The most memory a decoder may keep as window or dictionary: zstd --long=31, as
+# Pushshift's dumps need; xz's largest preset needs 65 MiB.
+_MAX_WINDOW_BYTES = 2**31
 # Compressed bytes fed to zstd at a time: a 4-byte RLE block expands to 128 KiB,
 # so a slice expands to at most 4 MiB, whatever the file holds.
 _ZSTD_SLICE_BYTES = 128
@@ -71,7 +75,7 @@ class _ZstdFrame:
     """
 
     def __init__(self):
-        self._frame = zstandard.ZstdDecompressor(max_window_size=2**31).decompressobj()
+        self._frame = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW_BYTES).decompressobj()
         self._input = memoryview(b"")
         self._output = bytearray()
 
@@ -157,8 +161,8 @@ class _DecompressedStream(io.RawIOBase):
 _DECOMPRESSORS = {
     ".gz": _GzipMember,
     ".bz2": bz2.BZ2Decompressor,
-    ".xz": lzma.LZMADecompressor,
-    ".lzma": lzma.LZMADecompressor,
+    ".xz": functools.partial(lzma.LZMADecompressor, memlimit=_MAX_WINDOW_BYTES),
+    ".lzma": functools.partial(lzma.LZMADecompressor, memlimit=_MAX_WINDOW_BYTES),
     ".zst": _ZstdFrame,
 }
 

@@ -142,6 +142,17 @@ def test_zstd_with_a_2_gib_window_and_a_skippable_frame(tmp_path):
     assert kept == LINES and not letters
 
 
+def test_lzma_dictionary_over_the_window_limit_is_a_dead_letter(tmp_path):
+    """A header may ask for a 4 GiB dictionary, which a bomb then fills; zstd's windows stop at 2 GiB too."""
+    compressed = bytearray(lzma.compress(DATA, format=lzma.FORMAT_ALONE))
+    compressed[1:5] = (3 << 30).to_bytes(4, "little")  # the LZMA-alone header's dictionary size
+    path = tmp_path / "huge-dictionary.jsonl.lzma"
+    path.write_bytes(compressed)
+    kept, letters = read_lines(path)
+    assert not kept and [letter.reason for letter in letters] == [UNREADABLE]
+    assert "Memory usage limit" in letters[0].detail
+
+
 def _bomb(compressor, expanded_bytes: int) -> bytes:
     """``expanded_bytes`` of b"a" and no line break, compressed a piece at a time."""
     piece = b"a" * (1 << 20)
