@@ -28,9 +28,15 @@ class _BothSpellings:
         self._group.add_argument(*dict.fromkeys([name, "--" + name.removeprefix("--").replace("-", "_")]), **kwargs)
 
 
+def _fail_in_one_line(message: str):
+    raise SystemExit(message)
+
+
 class MiningOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
+        # argparse would print the whole usage, every Beam option included, before its one-line complaint.
+        parser.error = _fail_in_one_line
         group = _BothSpellings(parser.add_argument_group("mining"))
         group.add_argument("--pipeline", default="pretrain", choices=PIPELINE_NAMES, help="which pipeline to run")
         group.add_argument(
@@ -170,7 +176,7 @@ class MiningOptions(PipelineOptions):
             if not (value is None or math.isfinite(value)) or not allowed(value):
                 raise ValueError(f"{option} must be {description}, not {value}")
         if not math.isfinite(self.top_k):
-            raise ValueError(f"--top-k must be positive, not {self.top_k}")
+            raise ValueError(f"--top-k must be a positive integer or a fraction below 1, not {self.top_k}")
         consistency.resolve_top_k(self.top_k, self.pool_size)
         hard_negatives.parse_rank_window(self.rank_window)
         if self.lid_model and not io.is_file(self.lid_model):

@@ -33,6 +33,8 @@ def test_mining_options_are_accepted_with_underscores(earlier_run):
 
 BAD_OPTIONS = [
     (["--near-dup-rounds=0"], "--near-dup-rounds"),
+    (["--batch-size=many"], "--batch-size"),
+    (["--shard-compression=gzip"], "--shard-compression"),
     (["--lid-model=/nope/lid.176.bin"], "--lid-model"),
     (["--lid-model=/tmp"], "--lid-model"),
     (["--shard-size-mb=0"], "--shard-size-mb"),
