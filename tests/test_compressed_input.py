@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 import beam_runner
 from mining import lines
@@ -224,3 +226,15 @@ def test_pipeline_keeps_the_lines_of_a_truncated_gzip_and_accounts_for_the_rest(
     assert sbert.output == 200, sbert.dropped
     letters = [json.loads(line) for path in (output / "dead_letter").rglob("*.jsonl") for line in path.open()]
     assert [letter["reason"] for letter in letters] == [UNREADABLE]
+
+
+@pytest.mark.parametrize("extension", [".gz", ".zst"])
+def test_truncated_file_in_cloud_storage_keeps_its_lines(gcs_bucket, extension):
+    compressed = COMPRESS[extension](DATA)
+    remote = f"{gcs_bucket}/compressed-input/cut.jsonl{extension}"
+    with FileSystems.create(remote, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+        out.write(compressed[: len(compressed) // 2])
+    kept, letters = read_lines(remote)
+    decodable = DECODABLE[extension](compressed[: len(compressed) // 2]).count(b"\n")
+    assert decodable > 0 and kept == LINES[:decodable]
+    assert [(letter.reason, letter.file) for letter in letters] == [(UNREADABLE, remote)]
