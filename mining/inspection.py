@@ -371,7 +371,8 @@ def _offer_lines(path: str, open_file: OpenFile, join: Callable[..., str], offer
     number = 0
     try:
         with open_file(join(path)) as stream:
-            for number, line in enumerate(io.TextIOWrapper(stream, encoding="utf-8"), start=1):
+            # Lines as bytes, so that a bad byte is told against its own line number.
+            for number, line in enumerate(io.BufferedReader(stream, 1 << 20), start=1):
                 record = json.loads(line)
                 if not isinstance(record, dict):
                     raise ValueError("not a JSON object")

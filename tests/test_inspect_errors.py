@@ -141,6 +141,14 @@ def test_rejected_accepts_only_the_runs_own_reasons(run_dir, capsys):
     assert "How long is the Thames?" in text
 
 
+def test_a_damaged_dead_letter_file_is_one_line_naming_its_line(copy, capsys):
+    (dead_letters,) = (copy / "dead_letter").iterdir()
+    with dead_letters.open("ab") as out:
+        out.write(b'{"reason": "invalid_json", "payload": "\xff"}\n')
+    message = refusal(capsys, "sample", copy, "--rejected", "invalid_json")
+    assert message.startswith(f"dead_letter/{dead_letters.name}:2: cannot be read (") and "utf-8" in message
+
+
 def test_a_manifest_reason_that_is_a_path_reads_nothing_outside(copy, capsys):
     (copy / "secret.jsonl").write_text(json.dumps({"query": "SECRET", "passage": "SECRET"}) + "\n")
     _edit_manifest(copy, ('"duplicate_pair"', '"../secret"'))
