@@ -342,7 +342,14 @@ def publish_run(staging: str, output: str) -> None:
     if FileSystems.exists(plan_path):
         planned = set(json.loads(read_bytes(plan_path)))
     elif FileSystems.exists(staged_manifest):
-        planned = {path for paths in _top_level_entries(staging).values() for path in paths}
+        # Hidden names are temporary files of interrupted writes (and of this plan): no part of the run.
+        planned = {
+            path
+            for name, paths in _top_level_entries(staging).items()
+            if _written_by_a_run(name)
+            for path in paths
+            if not any(part.startswith(".") for part in path.split("/"))
+        }
         write_atomically(plan_path, json.dumps(sorted(planned)).encode("utf-8"))
     else:
         planned = None  # published already: only the staging directory is left to remove

@@ -13,7 +13,7 @@ SBERT = f"--source=sbert={REPO / 'mining' / 'samples' / 'sbert'}/*"
 
 
 def snapshot(directory: Path) -> dict[str, bytes]:
-    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+    return {str(path.relative_to(directory)): path.read_bytes() for path in directory.rglob("*") if path.is_file()}
 
 
 @pytest.fixture(scope="module")

@@ -78,6 +78,8 @@ def test_a_failed_publish_is_finished_by_its_retry(tatoeba_dir, tmp_path):
     expected = snapshot(new)
     staging = old / f"{io.STAGING_PREFIX}retry"
     shutil.copytree(new, staging)
+    # What a shard write that was interrupted and retried leaves beside the shard: no part of the run.
+    (staging / new_manifest.shards[0].path).with_name(".interrupted.arrow.tmp-0").write_bytes(b"partial")
     # As an earlier attempt left it: the first new shard in place already; and a directory where the
     # last one must go, so that its move fails half-way through this publish.
     first_shard = new_manifest.shards[0].path
