@@ -265,7 +265,9 @@ def _shard_problems(
     if reader.bytes > shard.bytes:
         problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
     if reader.sha256.hexdigest() != shard.sha256:
-        problems.append(f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}")
+        problems.append(
+            f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}"
+        )
     if rows is not None and rows != shard.rows:
         problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
     if schema is not None and schema != expected_schema:
@@ -394,7 +396,8 @@ def format_rows(rows: list[dict], width: int = 300) -> str:
             if row.get("task"):
                 lines.append(f"  task:    {row['task']}")
         else:
-            lines = [f"[{row.get('source')}] {row.get('reason')}: {row.get('detail')}  ({row.get('file')}:{row.get('line')})",
+            where = f"{row.get('file')}:{row.get('line')}"
+            lines = [f"[{row.get('source')}] {row.get('reason')}: {row.get('detail')}  ({where})",
                      f"  payload: {_cut(row.get('payload'), width)}"]
         blocks.append(terminal_safe("\n".join(lines)))
     return "\n\n".join(blocks)
@@ -494,7 +497,8 @@ td:first-child,th:first-child{{text-align:left}} figure{{display:inline-block;ma
 svg text{{font-size:12px}}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p>{html.escape(manifest.pipeline)} run of {html.escape(manifest.created)}: input {totals.input} = output {totals.output}
+<p>{html.escape(manifest.pipeline)} run of {html.escape(manifest.created)}:
+ input {totals.input} = output {totals.output}
  + dropped {sum(totals.dropped.values())} + dead-lettered {totals.dead_letter};
  {len(manifest.shards)} shards.</p>
 <h2>Funnel</h2>{funnel}

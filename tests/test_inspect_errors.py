@@ -199,8 +199,10 @@ def test_report_never_writes_over_a_directory(run_dir, tmp_path, capsys):
 def test_a_reader_that_leaves_early_ends_the_command_quietly(run_dir):
     # As `| head -2`: two lines read, then the pipe closed under a writer with much more to say;
     # a process of its own, so that the interpreter's last flush at exit is covered too.
-    sample = subprocess.Popen([sys.executable, str(REPO / "beam_runner.py"), "inspect", "sample", str(run_dir), "-n", "1000"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    sample = subprocess.Popen(
+        [sys.executable, str(REPO / "beam_runner.py"), "inspect", "sample", str(run_dir), "-n", "1000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO,
+    )
     lines = [sample.stdout.readline() for _ in range(2)]
     sample.stdout.close()
     errors = sample.stderr.read().decode()
