@@ -1,5 +1,7 @@
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
-from tests.training_fixtures import REPO, mine_samples, one_thread
+from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, tiny_encoder, write_mined_output
 from training.checkpoint import stored_run
 from training.cli import main
 from training.encoder import Encoder
@@ -148,3 +150,145 @@ def test_killed_run_resumes_to_bitwise_identical_weights(split, tmp_path):
         main(["pretrain", "--output", str(interrupted), "--resume", "--lr", "0.1"])
     with pytest.raises(SystemExit, match="is not empty: pass --resume"):
         main(train_command(split["train"], interrupted)[3:])
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("small") / "mined"
+    return Path(write_mined_output(str(directory), {"alpha": pair_rows("alpha", 24), "beta": pair_rows("beta", 16)}))
+
+
+def refusal(argv: list[str]) -> str:
+    """The one line ``main`` exits with."""
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    message = refused.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("train", "heldout", "expected"),
+    [
+        ("out", "out", "must be two directories, neither inside the other"),
+        ("out", "out/heldout", "must be two directories, neither inside the other"),
+        ("out/train/../train", "out/train/heldout", "must be two directories, neither inside the other"),
+        ("mined/train", "heldout", "--train .* must lie outside the input"),
+        ("train", "mined", "--heldout .* must lie outside the input"),
+        (".", "../elsewhere", "--train .* must lie outside the input .* and not hold it"),
+    ],
+)
+def test_split_refuses_outputs_that_overlap_each_other_or_the_input(small, train, heldout, expected):
+    root = small.parent
+    before = sorted(root.rglob("*"))
+    argv = ["split", str(small), "--heldout-fraction", "0.2", "--train", str(root / train), "--heldout", str(root / heldout)]
+    assert re.search(expected, refusal(argv))
+    assert sorted(root.rglob("*")) == before, "nothing written"
+
+
+@pytest.mark.parametrize("fraction", ["0", "1", "-0.5", "1.5", "nan", "inf"])
+def test_split_refuses_a_held_out_fraction_outside_0_to_1(small, tmp_path, fraction):
+    argv = ["split", str(small), "--heldout-fraction", fraction, "--train", str(tmp_path / "t"), "--heldout", str(tmp_path / "h")]
+    assert "split: the held-out fraction must lie strictly between 0 and 1" in refusal(argv)
+    assert not list(tmp_path.iterdir())
+
+
+def _not_mined(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    directory = tmp_path / "data"
+    if kind == "no manifest":
+        directory.mkdir()
+        return directory, f"{directory} is not a mined output directory: it has no manifest.json"
+    if kind == "a file":
+        directory.write_text("{}")
+        return directory, f"{directory} is not a mined output directory: it has no manifest.json"
+    if kind == "corrupt manifest":
+        directory.mkdir()
+        (directory / "manifest.json").write_text('{"schema_version": 1, "pipeline": "pre')
+        return directory, f"{directory / 'manifest.json'} is not a JSON object (truncated?)"
+    write_mined_output(str(directory), {"alpha": []})
+    return directory, f"no rows in {directory}"
+
+
+@pytest.mark.parametrize(
+    ("command", "kind"),
+    [
+        (command, kind)
+        for command in ("pretrain", "finetune", "pretrain --eval-data", "split")
+        for kind in ("no manifest", "a file", "corrupt manifest", "no rows")
+        if (command, kind) != ("split", "no rows")  # splits into two empty outputs
+    ],
+)
+def test_data_that_is_no_mined_output_is_one_line_before_any_work(small, tmp_path, command, kind):
+    data, expected = _not_mined(tmp_path, kind)
+    output = tmp_path / "out"
+    if command == "split":
+        argv = ["split", str(data), "--heldout-fraction", "0.5", "--train", str(output), "--heldout", str(tmp_path / "h")]
+    elif command == "pretrain --eval-data":
+        argv = ["pretrain", "--data", str(small), "--eval-data", str(data), "--output", str(output)]
+    else:
+        argv = [command, "--data", str(data), "--output", str(output), "--model", str(tmp_path / "no-model")]
+    message = refusal(argv)
+    assert message.startswith(command.split()[0] + ": ") and expected in message, message
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--batch-size", "0", "--batch-size must be at least 1, not 0"),
+        ("--chunk-size", "0", "--chunk-size must be at least 1, not 0"),
+        ("--max-steps", "-1", "--max-steps must be at least 1, not -1"),
+        ("--lr", "0", "--lr must be a positive number, not 0.0"),
+        ("--lr", "nan", "--lr must be a positive number, not nan"),
+        ("--temperature", "-0.1", "--temperature must be a positive number, not -0.1"),
+        ("--max-grad-norm", "inf", "--max-grad-norm must be a positive number, not inf"),
+        ("--weight-decay", "-1", "--weight-decay must be at least 0, not -1.0"),
+        ("--warmup-steps", "-5", "--warmup-steps must be at least 0, not -5"),
+        ("--seed", "-1", "--seed must be at least 0, not -1"),
+        ("--seed", str(2**63), f"--seed must be below 2**63, not {2**63}"),
+        ("--alpha", "nan", "--alpha must be at least 0, not nan"),
+        ("--max-query-length", "0", "--max-query-length must be at least 1, not 0"),
+        ("--max-negatives", "-1", "--max-negatives must be at least 0, not -1"),
+        ("--num-workers", "-2", "--num-workers must be at least 0, not -2"),
+        ("--log-every", "0", "--log-every must be at least 1, not 0"),
+        ("--save-every", "0", "--save-every must be at least 1, not 0"),
+        ("--eval-every", "0", "--eval-every must be at least 1, not 0"),
+        ("--eval-batch-size", "1", "--eval-batch-size must be at least 2, not 1"),
+        ("--eval-max-pairs", "0", "--eval-max-pairs must be at least 2, not 0"),
+        ("--device", "gpu0", "--device 'gpu0' is not a device"),
+        ("--device", "cuda:99", "--device cuda:99: this machine has"),
+    ],
+)
+def test_an_option_out_of_range_is_one_line_before_any_work(small, tmp_path, option, value, expected):
+    output = tmp_path / "out"
+    message = refusal(["pretrain", "--data", str(small), "--output", str(output), option, value])
+    assert message == f"pretrain: {expected}" or message.startswith(f"pretrain: {expected}"), message
+    assert not output.exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_finetune_refuses_epochs_that_are_not_positive(small, tmp_path, value):
+    argv = ["finetune", "--data", str(small), "--model", str(tmp_path / "m"), "--output", str(tmp_path / "o")]
+    assert refusal([*argv, "--epochs", value]) == f"finetune: --epochs must be a positive number, not {float(value)}"
+
+
+def test_an_output_that_is_a_file_is_one_line(small, tmp_path):
+    output = tmp_path / "ckpt"
+    output.write_text("not a checkpoint")
+    message = refusal(["pretrain", "--data", str(small), "--output", str(output)])
+    assert message == f"pretrain: {output} is a file, not a checkpoint directory: choose another --output"
+    assert refusal(["pretrain", "--output", str(output), "--resume"]) == f"pretrain: {output} holds no training state to resume"
+    assert output.read_text() == "not a checkpoint"
+
+
+def test_a_damaged_shard_met_by_a_loader_worker_is_one_line(small, tmp_path):
+    data = Path(shutil.copytree(small, tmp_path / "mined"))
+    model = tmp_path / "model"
+    tiny_encoder(["alpha beta question answer"] * 4).save_pretrained(model)
+    for shard in data.rglob("*.arrow"):  # whichever the first batch reads
+        shard.write_bytes(shard.read_bytes()[:100])
+    argv = ["finetune", "--data", str(data), "--model", str(model), "--output", str(tmp_path / "out"),
+            "--batch-size", "8", "--max-steps", "2", "--num-workers", "1", "--no-progress"]  # fmt: skip
+    with one_thread():
+        message = refusal(argv)
+    assert re.fullmatch(rf"finetune: shard {data}/\S+\.arrow is truncated: 100 bytes but its manifest says \d+", message)

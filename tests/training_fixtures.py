@@ -85,7 +85,7 @@ def write_mined_output(
             "input": len(rows),
             "output": len(rows),
             "languages": {"en": len(rows)},
-            "sampling_weight": weights[name] / sum(weights.values()),
+            "sampling_weight": weights[name] / (sum(weights.values()) or 1),  # an output of no rows weighs 0
         }
     manifest = Manifest.model_validate(
         {

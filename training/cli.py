@@ -15,6 +15,7 @@ import json
 import re
 
 from training import distributed, evaluation
+from training.data import ShardIntegrityError
 from training.holdout import split_output
 from training.prompts import DEFAULT_TASK
 from training.trainer import PretrainConfig, Trainer, resumed_config
@@ -194,7 +195,12 @@ def _evaluate_parser(commands) -> None:
 
 
 def _evaluate(args: dict) -> None:
-    encoder = evaluation.load_encoder(args["model"], args["device"], args["batch_size"])
+    if args["batch_size"] < 1:
+        raise SystemExit(f"evaluate: --batch-size must be at least 1, not {args['batch_size']}")
+    try:
+        encoder = evaluation.load_encoder(args["model"], args["device"], args["batch_size"])
+    except (OSError, ValueError, ImportError, AttributeError) as error:  # the first line says what is wrong
+        raise SystemExit(f"evaluate: cannot load --model {args['model']}: {str(error).splitlines()[0]}") from None
     try:
         if args["task"] == "tatoeba":
             report = evaluation.evaluate_tatoeba(encoder, args["data"][0], args["languages"])
@@ -234,7 +240,16 @@ def _config(given: dict, resume: bool, command: str = "pretrain") -> PretrainCon
         if "model" not in given:
             raise SystemExit("finetune: --model is required (the checkpoint to fine-tune)")
         given = {**_FINETUNE_DEFAULTS, **given}
-    return PretrainConfig(**given)
+    try:
+        return PretrainConfig(**given)
+    except ValueError as error:
+        raise SystemExit(f"{command}: {error}") from None
+
+
+def _one_line(error: Exception) -> str:
+    # A DataLoader worker's error reaches this process with the worker's traceback before its own message.
+    kind = type(error)
+    return str(error).strip().splitlines()[-1].removeprefix(f"{kind.__module__}.{kind.__qualname__}: ")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -250,7 +265,12 @@ def main(argv: list[str] | None = None) -> None:
         _evaluate(args)
         return
     if command == "split":
-        manifests = split_output(args["source"], args["train"], args["heldout"], args["heldout_fraction"], args["seed"])
+        try:
+            manifests = split_output(
+                args["source"], args["train"], args["heldout"], args["heldout_fraction"], args["seed"]
+            )
+        except (ValueError, FileExistsError, ShardIntegrityError) as error:
+            raise SystemExit(f"split: {error}") from None
         for part, manifest in manifests.items():
             print(f"{part}: {manifest.totals.output} pairs in {args[part]}")
         return
@@ -258,9 +278,12 @@ def main(argv: list[str] | None = None) -> None:
     config = _config(args, resume, command)
     try:
         trainer = Trainer(config, resume=resume)
-    except (FileExistsError, ValueError) as error:
+    except (FileExistsError, ValueError, ShardIntegrityError) as error:
         raise SystemExit(f"{command}: {error}") from None
-    logged = trainer.run()
+    try:
+        logged = trainer.run()
+    except ShardIntegrityError as error:  # shards are checked when first read
+        raise SystemExit(f"{command}: {_one_line(error)}") from None
     distributed.teardown()
     if trainer.context.is_main:
         losses = [record["loss"] for record in logged if "loss" in record]

@@ -11,12 +11,14 @@ of every source.
 
 import datetime
 import hashlib
+import os
 import posixpath
 from collections import Counter
 
 import fsspec
 import numpy as np
 import pyarrow as pa
+from fsspec.implementations.local import LocalFileSystem
 
 from schemas import pairs as f
 from schemas.manifest import MANIFEST_NAME, Manifest, Shard, SourceTotals, Totals
@@ -52,9 +54,30 @@ def _refuse_non_empty(url: str) -> None:
         raise FileExistsError(f"{url} is not empty")
 
 
+def _location(url: str) -> tuple[str, str]:
+    """The filesystem and absolute path ``url`` names, links resolved where local."""
+    fs, path = fsspec.core.url_to_fs(url)
+    if isinstance(fs, LocalFileSystem):
+        path = os.path.realpath(path)
+    return fs.unstrip_protocol("/"), path.rstrip("/")
+
+
+def _overlap(first: str, second: str) -> bool:
+    """Whether the directories are one, or one holds the other."""
+    (fs_a, a), (fs_b, b) = _location(first), _location(second)
+    return fs_a == fs_b and (a == b or a.startswith(b + "/") or b.startswith(a + "/"))
+
+
 def split_output(source: str, train: str, heldout: str, fraction: float, seed: int = 0) -> dict[str, Manifest]:
     if not 0 < fraction < 1:
         raise ValueError(f"the held-out fraction must lie strictly between 0 and 1, not {fraction}")
+    if not -(2**63) <= seed < 2**63:
+        raise ValueError(f"the seed must fit in 64 bits, not {seed}")
+    if _overlap(train, heldout):
+        raise ValueError(f"--train {train} and --heldout {heldout} must be two directories, neither inside the other")
+    for option, target in (("--train", train), ("--heldout", heldout)):
+        if _overlap(target, source):
+            raise ValueError(f"{option} {target} must lie outside the input {source}, and not hold it")
     for target in (train, heldout):
         _refuse_non_empty(target)
     manifest = read_manifest(source)

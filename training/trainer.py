@@ -66,6 +66,49 @@ class PretrainConfig:
     device: str | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        """Every numeric option in its range, before any work."""
+        for name, least in _AT_LEAST.items():
+            value = getattr(self, name)
+            if value is not None and not (least <= value < math.inf):  # NaN fails both
+                raise ValueError(f"--{name.replace('_', '-')} must be at least {least}, not {value}")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if value is not None and not (0 < value < math.inf):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
+        if self.seed >= 2**63:
+            raise ValueError(f"--seed must be below 2**63, not {self.seed}")
+        if self.device is not None:
+            try:
+                device = torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"--device {self.device!r} is not a device: cpu, cuda, cuda:1, ...") from None
+            if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+                raise ValueError(f"--device {self.device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+# The smallest value of each numeric option (None, where allowed, is always accepted).
+_AT_LEAST = {
+    "batch_size": 1,
+    "chunk_size": 1,
+    "max_steps": 1,
+    "warmup_steps": 0,
+    "weight_decay": 0,
+    "distill_weight": 0,
+    "seed": 0,
+    "alpha": 0,
+    "max_query_length": 1,
+    "max_passage_length": 1,
+    "max_negatives": 0,
+    "num_workers": 0,
+    "log_every": 1,
+    "save_every": 1,
+    "eval_every": 1,
+    "eval_batch_size": 2,  # in-batch retrieval needs a second passage to rank
+    "eval_max_pairs": 2,
+}
+_POSITIVE = ("epochs", "lr", "max_grad_norm", "temperature")
+
 
 # What may differ between a stored run and its resumption without changing
 # what it computes, or only in floating-point rounding (chunk size).
@@ -137,6 +180,12 @@ class Trainer:
         run = checkpoint.stored_run(self.output) if resume else None
         if resume and run is None:
             raise FileNotFoundError(f"{self.output} holds no training state to resume")
+        if self.output.exists() and not self.output.is_dir():
+            raise FileExistsError(f"{self.output} is a file, not a checkpoint directory: choose another --output")
+        # Every manifest read (and so every data error met) before anything is written.
+        for directories in (config.data, config.eval_data):
+            if directories:
+                shards_by_source(directories)
         if not resume and self.output.exists() and any(self.output.iterdir()):
             raise FileExistsError(
                 f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
@@ -200,7 +249,10 @@ class Trainer:
         if resume:
             return Encoder.from_pretrained(self.output)  # the weights come from the state
         if self.config.model != TINY:
-            return Encoder.from_pretrained(self.config.model)
+            try:
+                return Encoder.from_pretrained(self.config.model)
+            except (OSError, ValueError) as error:  # transformers' say what is wrong in their first line
+                raise ValueError(f"cannot load --model {self.config.model}: {str(error).splitlines()[0]}") from None
         # Built once and read back by every rank, so all start from the same weights and vocabulary.
         if self.context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
