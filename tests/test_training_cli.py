@@ -181,14 +181,16 @@ def refusal(argv: list[str]) -> str:
 def test_split_refuses_outputs_that_overlap_each_other_or_the_input(small, train, heldout, expected):
     root = small.parent
     before = sorted(root.rglob("*"))
-    argv = ["split", str(small), "--heldout-fraction", "0.2", "--train", str(root / train), "--heldout", str(root / heldout)]
+    argv = ["split", str(small), "--heldout-fraction", "0.2"]
+    argv += ["--train", str(root / train), "--heldout", str(root / heldout)]
     assert re.search(expected, refusal(argv))
     assert sorted(root.rglob("*")) == before, "nothing written"
 
 
 @pytest.mark.parametrize("fraction", ["0", "1", "-0.5", "1.5", "nan", "inf"])
 def test_split_refuses_a_held_out_fraction_outside_0_to_1(small, tmp_path, fraction):
-    argv = ["split", str(small), "--heldout-fraction", fraction, "--train", str(tmp_path / "t"), "--heldout", str(tmp_path / "h")]
+    argv = ["split", str(small), "--heldout-fraction", fraction]
+    argv += ["--train", str(tmp_path / "t"), "--heldout", str(tmp_path / "h")]
     assert "split: the held-out fraction must lie strictly between 0 and 1" in refusal(argv)
     assert not list(tmp_path.iterdir())
 
@@ -222,7 +224,8 @@ def test_data_that_is_no_mined_output_is_one_line_before_any_work(small, tmp_pat
     data, expected = _not_mined(tmp_path, kind)
     output = tmp_path / "out"
     if command == "split":
-        argv = ["split", str(data), "--heldout-fraction", "0.5", "--train", str(output), "--heldout", str(tmp_path / "h")]
+        argv = ["split", str(data), "--heldout-fraction", "0.5", "--train", str(output)]
+        argv += ["--heldout", str(tmp_path / "h")]
     elif command == "pretrain --eval-data":
         argv = ["pretrain", "--data", str(small), "--eval-data", str(data), "--output", str(output)]
     else:
@@ -257,12 +260,14 @@ def test_data_that_is_no_mined_output_is_one_line_before_any_work(small, tmp_pat
         ("--eval-max-pairs", "0", "--eval-max-pairs must be at least 2, not 0"),
         ("--device", "gpu0", "--device 'gpu0' is not a device"),
         ("--device", "cuda:99", "--device cuda:99: this machine has"),
+        ("--eval-task", "bogus=/nowhere", "--eval-task must be tatoeba=DIR or retrieval=PATH, not 'bogus=/nowhere'"),
+        ("--eval-task", "tatoeba", "--eval-task must be tatoeba=DIR or retrieval=PATH, not 'tatoeba'"),
     ],
 )
 def test_an_option_out_of_range_is_one_line_before_any_work(small, tmp_path, option, value, expected):
     output = tmp_path / "out"
     message = refusal(["pretrain", "--data", str(small), "--output", str(output), option, value])
-    assert message == f"pretrain: {expected}" or message.startswith(f"pretrain: {expected}"), message
+    assert message.startswith(f"pretrain: {expected}"), message
     assert not output.exists()
 
 
@@ -277,8 +282,19 @@ def test_an_output_that_is_a_file_is_one_line(small, tmp_path):
     output.write_text("not a checkpoint")
     message = refusal(["pretrain", "--data", str(small), "--output", str(output)])
     assert message == f"pretrain: {output} is a file, not a checkpoint directory: choose another --output"
-    assert refusal(["pretrain", "--output", str(output), "--resume"]) == f"pretrain: {output} holds no training state to resume"
+    resumed = refusal(["pretrain", "--output", str(output), "--resume"])
+    assert resumed == f"pretrain: {output} holds no training state to resume"
     assert output.read_text() == "not a checkpoint"
+
+
+def test_missing_evaluation_data_is_one_line_before_any_work(small, tmp_path):
+    missing = tmp_path / "xquad.de.json"
+    argv = ["pretrain", "--data", str(small), "--output", str(tmp_path / "out"), "--eval-task", f"retrieval={missing}",
+            "--batch-size", "8", "--max-steps", "1", "--num-workers", "0", "--no-progress"]  # fmt: skip
+    with one_thread():
+        message = refusal(argv)
+    assert message == f"pretrain: --eval-task retrieval={missing}: {missing} does not exist"
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_damaged_shard_met_by_a_loader_worker_is_one_line(small, tmp_path):
@@ -291,4 +307,5 @@ def test_a_damaged_shard_met_by_a_loader_worker_is_one_line(small, tmp_path):
             "--batch-size", "8", "--max-steps", "2", "--num-workers", "1", "--no-progress"]  # fmt: skip
     with one_thread():
         message = refusal(argv)
-    assert re.fullmatch(rf"finetune: shard {data}/\S+\.arrow is truncated: 100 bytes but its manifest says \d+", message)
+    expected = rf"finetune: shard {data}/\S+\.arrow is truncated: 100 bytes but its manifest says \d+"
+    assert re.fullmatch(expected, message), message

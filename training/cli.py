@@ -278,11 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     config = _config(args, resume, command)
     try:
         trainer = Trainer(config, resume=resume)
-    except (FileExistsError, ValueError, ShardIntegrityError) as error:
+    except (FileExistsError, FileNotFoundError, ValueError, ShardIntegrityError) as error:
         raise SystemExit(f"{command}: {error}") from None
     try:
         logged = trainer.run()
-    except ShardIntegrityError as error:  # shards are checked when first read
+    except (ShardIntegrityError, evaluation.EvaluationDataError) as error:  # both are read when first needed
         raise SystemExit(f"{command}: {_one_line(error)}") from None
     distributed.teardown()
     if trainer.context.is_main:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import fsspec
 import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -78,6 +79,10 @@ class PretrainConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive number, not {value}")
         if self.seed >= 2**63:
             raise ValueError(f"--seed must be below 2**63, not {self.seed}")
+        for spec in self.eval_tasks:
+            task, _, path = spec.partition("=")
+            if task not in ("tatoeba", "retrieval") or not path:
+                raise ValueError(f"--eval-task must be tatoeba=DIR or retrieval=PATH, not {spec!r}")
         if self.device is not None:
             try:
                 device = torch.device(self.device)
@@ -186,6 +191,11 @@ class Trainer:
         for directories in (config.data, config.eval_data):
             if directories:
                 shards_by_source(directories)
+        for spec in config.eval_tasks:
+            path = spec.partition("=")[2]
+            fs, located = fsspec.core.url_to_fs(path)
+            if not fs.exists(located):
+                raise FileNotFoundError(f"--eval-task {spec}: {path} does not exist")
         if not resume and self.output.exists() and any(self.output.iterdir()):
             raise FileExistsError(
                 f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
