@@ -309,3 +309,17 @@ def test_a_damaged_shard_met_by_a_loader_worker_is_one_line(small, tmp_path):
         message = refusal(argv)
     expected = rf"finetune: shard {data}/\S+\.arrow is truncated: 100 bytes but its manifest says \d+"
     assert re.fullmatch(expected, message), message
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--model", "python:no_such_module:encode"], "evaluate: cannot load --model python:no_such_module:encode: "),
+        (["--model", "DIRECTORY"], "evaluate: cannot load --model DIRECTORY: "),
+        (["--model", "DIRECTORY", "--batch-size", "0"], "evaluate: --batch-size must be at least 1, not 0"),
+    ],
+)
+def test_evaluate_refuses_an_unloadable_model_or_a_bad_batch_size_in_one_line(tmp_path, extra, expected):
+    extra = [str(tmp_path) if item == "DIRECTORY" else item for item in extra]
+    expected = expected.replace("DIRECTORY", str(tmp_path))
+    assert refusal(["evaluate", "tatoeba", "--data", str(tmp_path), *extra]).startswith(expected)
