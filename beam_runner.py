@@ -21,9 +21,26 @@ class _WithoutBigQueryNotice(logging.Filter):
         return not record.getMessage().startswith("apitools not found")
 
 
+# The packages whose ValueErrors name a problem of the data a run was given (a damaged shard, an
+# encoder's NaN output), found only while the run reads it: the user's to fix, told in one line.
+_OWN_PACKAGES = ("mining", "pipelines", "schemas", "training")
+
+
+def _is_data_error(error: BaseException | None) -> bool:
+    return isinstance(error, ValueError) and type(error).__module__.split(".", 1)[0] in _OWN_PACKAGES
+
+
+class _WithoutDataErrorTraceback(logging.Filter):
+    """Beam logs a failing element's traceback before re-raising it; a data error is said once, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and _is_data_error(record.exc_info[1]))
+
+
 # Before Beam is imported, so its import-time notice meets the filter.
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
 logging.getLogger().handlers[0].addFilter(_WithoutBigQueryNotice())
+logging.getLogger().handlers[0].addFilter(_WithoutDataErrorTraceback())
 
 import apache_beam as beam  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
@@ -108,12 +125,17 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(str(error)) from None
     pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
     (derived.build if derived else mine.build)(pipeline, mining, plan, io.Destination.for_output(mining.output))
-    result = pipeline.run()
-    template = options.view_as(GoogleCloudOptions).template_location
-    if template:
-        print(f"Dataflow template written to {template}; nothing was submitted")
-        return 0
-    result.wait_until_finish()
+    try:
+        result = pipeline.run()
+        template = options.view_as(GoogleCloudOptions).template_location
+        if template:
+            print(f"Dataflow template written to {template}; nothing was submitted")
+            return 0
+        result.wait_until_finish()
+    except Exception as error:
+        if _is_data_error(error):
+            raise SystemExit(f"the run stopped, nothing was published: {error}") from None
+        raise
     print(inspection.format_summary(load_manifest(mining.output), mining.output))
     return 0
 
