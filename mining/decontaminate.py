@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
 import numpy as np
-import orjson
 
+from mining import formats
 from mining.lines import iter_lines
 from mining.records import Drop
+from mining.sources.base import Malformed
 from mining.shingles import NormalizedBatch, ngrams, polynomial_hashes64
 from schemas import pairs as f
 
@@ -50,15 +51,13 @@ def excluded_texts(path: str, stream: BinaryIO) -> Iterator[str]:
 
 
 def _squad_texts(path: str, data: bytes) -> Iterator[str]:
+    """Contexts and questions, unanswerable ones too: a benchmark leaks through any of its texts."""
     try:
-        for article in orjson.loads(data)["data"]:
-            for paragraph in article["paragraphs"]:
-                yield paragraph["context"]
-                for question in paragraph["qas"]:
-                    yield question["question"]
-    except (orjson.JSONDecodeError, KeyError, TypeError) as error:
-        expected = "data[].paragraphs[].context and .qas[].question"
-        raise ValueError(f"{path} is not SQuAD JSON ({expected}): {error!r}") from None
+        for context, questions in formats.whole_squad(data):
+            yield context
+            yield from (question.text for question in questions)
+    except Malformed as error:
+        raise ValueError(f"{path} is not SQuAD JSON: {error.detail}") from None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ import fsspec
 import numpy as np
 import torch
 
+from mining import formats
 from mining import search as exact_search
+from mining.sources.base import Malformed
 from training.prompts import Kind
 
 SEARCH_BLOCK = 16384
@@ -243,21 +245,20 @@ class RetrievalSet:
 
 def squad_set(path: str) -> RetrievalSet:
     """SQuAD-format JSON (XQuAD, MLQA): questions as queries, the unique contexts as the corpus."""
-    try:
-        document = json.loads(_read_text(path))
-        paragraphs = [paragraph for article in document["data"] for paragraph in article["paragraphs"]]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
-        raise EvaluationDataError(f"{path} is not SQuAD JSON: {error}") from None
+    with fsspec.open(path, "rb") as stream:
+        data = stream.read()
     corpus, position, queries, relevant = [], {}, [], []
-    for paragraph in paragraphs:
-        context = paragraph["context"]
-        if context not in position:
-            position[context] = len(corpus)
-            corpus.append(context)
-        for qa in paragraph["qas"]:
-            if not qa.get("is_impossible"):
-                queries.append(qa["question"])
-                relevant.append({position[context]: 1})
+    try:
+        for context, questions in formats.whole_squad(data):
+            if context not in position:
+                position[context] = len(corpus)
+                corpus.append(context)
+            for question in questions:
+                if question.answerable:
+                    queries.append(question.text)
+                    relevant.append({position[context]: 1})
+    except Malformed as error:
+        raise EvaluationDataError(f"{path} is not SQuAD JSON: {error.detail}") from None
     if not queries:
         raise EvaluationDataError(f"{path} holds no answerable question")
     return RetrievalSet(queries, corpus, relevant)
@@ -290,17 +291,12 @@ def beir_set(directory: str) -> RetrievalSet:
     judged: dict[str, dict[int, int]] = {}
     for name in named("qrels"):
         for line in _lines(name):
-            fields = line.split()
-            if len(fields) == 4:  # TREC: qid Q0 docid grade
-                qid, _, docid, grade = fields
-            elif len(fields) == 3:  # BEIR: query-id corpus-id score
-                qid, docid, grade = fields
-            else:
-                continue
-            if not grade.lstrip("-").isdigit():
-                continue  # BEIR's header row
+            try:
+                qid, docid, grade = formats.parse_qrel(line)
+            except Malformed:
+                continue  # BEIR's header row, a blank line
             if docid in position:
-                judged.setdefault(qid, {})[position[docid]] = int(grade)
+                judged.setdefault(qid, {})[position[docid]] = grade
     qids = sorted(qid for qid, grades in judged.items() if qid in query_text and any(g > 0 for g in grades.values()))
     if not qids or not corpus:
         raise EvaluationDataError(f"{directory}: needs queries, a corpus and qrels with relevant documents")

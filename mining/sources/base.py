@@ -226,22 +226,37 @@ def _decode_json(text: str):
         raise Malformed(INVALID_JSON, str(error)) from None
 
 
-def require_object(value) -> dict:
+def _at(where: str) -> str:
+    """What a field check says first: the part of a nested document it looked at, if any."""
+    return f"{where}: " if where else ""
+
+
+def require_object(value, where: str = "") -> dict:
     """``value`` if it is a JSON object; Malformed otherwise."""
     if not isinstance(value, dict):
-        raise Malformed(WRONG_TYPE, f"expected a JSON object, got {type(value).__name__}")
+        raise Malformed(WRONG_TYPE, f"{_at(where)}expected a JSON object, got {type(value).__name__}")
     return value
 
 
-def require_text(obj: dict, *keys: str) -> str:
+def require_list(obj: dict, key: str, where: str = "") -> list:
+    """``obj[key]``, which must be a JSON array."""
+    value = obj.get(key)
+    if value is None:
+        raise Malformed(MISSING_FIELD, f"{_at(where)}{key!r} missing")
+    if not isinstance(value, list):
+        raise Malformed(WRONG_TYPE, f"{_at(where)}{key!r} is {type(value).__name__}, not a list")
+    return value
+
+
+def require_text(obj: dict, *keys: str, where: str = "") -> str:
     """The first of ``keys`` present in ``obj``, which must be a string."""
     for key in keys:
         if key in obj and obj[key] is not None:
             value = obj[key]
             if not isinstance(value, str):
-                raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not a string")
+                raise Malformed(WRONG_TYPE, f"{_at(where)}{key!r} is {type(value).__name__}, not a string")
             return value
-    raise Malformed(MISSING_FIELD, " or ".join(repr(key) for key in keys) + " missing")
+    raise Malformed(MISSING_FIELD, _at(where) + " or ".join(repr(key) for key in keys) + " missing")
 
 
 def language_from_path(path: str) -> str | None:

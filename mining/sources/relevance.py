@@ -7,9 +7,9 @@ non-relevant documents as negatives. Files join within one ``--source``.
 Not a source kind itself: ``msmarco`` and ``miracl`` build on it.
 """
 
-import re
 from typing import Iterator
 
+from mining.formats import parse_qrel
 from mining.records import DeadLetter, Drop
 from mining.sources.base import WRONG_TYPE, JoiningReader, JoinPart, Malformed, language_from_path
 
@@ -18,7 +18,6 @@ QUERY_MISSING = "query_missing"
 
 QUERIES, CORPUS, QRELS = "queries", "corpus", "qrels"
 _DOC, _JUDGMENT, _QUERY, _JUDGED = "doc", "judgment", "query", "judged"
-_WHITESPACE = re.compile(r"\s+")
 
 
 def parse_query(line: str) -> tuple[str, str]:
@@ -27,21 +26,6 @@ def parse_query(line: str) -> tuple[str, str]:
     if not tab:
         raise Malformed(WRONG_TYPE, "expected qid<TAB>query")
     return qid.strip(), text
-
-
-def parse_qrel(line: str) -> tuple[str, str, int]:
-    """TREC ``qid Q0 docid relevance``, or ``qid docid [relevance]``; tabs or spaces."""
-    fields = _WHITESPACE.split(line.strip())
-    if len(fields) == 4:
-        qid, _, docid, relevance = fields
-    elif len(fields) in (2, 3):
-        qid, docid, relevance = (*fields, "1")[:3]
-    else:
-        raise Malformed(WRONG_TYPE, f"a qrels line has 2 to 4 fields, not {len(fields)}")
-    try:
-        return qid, docid, int(relevance)
-    except ValueError:
-        raise Malformed(WRONG_TYPE, f"relevance {relevance!r} is no integer") from None
 
 
 class RelevanceReader(JoiningReader):

@@ -1,0 +1,58 @@
+"""The one SQuAD parser and the one qrels parser that mining, decontamination and evaluation share."""
+
+import io
+import json
+
+import pytest
+
+from mining.decontaminate import excluded_texts
+from mining.formats import MalformedPart, SquadParagraph, parse_qrel, squad_paragraphs, squad_question
+from mining.sources.base import Malformed
+from training.evaluation import EvaluationDataError, beir_set, squad_set
+
+_BAD_QUESTION = {"data": [{"paragraphs": [
+    {"context": "Der Rhein fließt durch Köln.", "qas": [{"question": "Wo?"}]},
+    {"context": "Die Elbe fließt durch Dresden.", "qas": [{"question": "Wo?"}, {"question": ["Wohin?"]}]},
+]}]}
+
+
+def test_squad_paragraphs_go_on_past_a_malformed_part_with_its_place():
+    document = {"data": [
+        {"paragraphs": [{"context": "c0", "qas": []}, {"context": 7, "qas": []}]},
+        "not an article",
+        {"paragraphs": [{"context": "c2", "qas": [{"question": "q", "is_impossible": True}]}]},
+    ]}
+    parts = list(squad_paragraphs(json.dumps(document).encode()))
+    assert [type(part) for part in parts] == [SquadParagraph, MalformedPart, MalformedPart, SquadParagraph]
+    assert parts[1].error.detail == "data[0].paragraphs[1]: 'context' is int, not a string"
+    assert parts[2].error.reason == "wrong_type" and parts[2].value == "not an article"
+    assert parts[3].question_where(0) == "data[2].paragraphs[0].qas[0]"
+    assert squad_question(parts[3].questions[0], "here").answerable is False
+    with pytest.raises(Malformed, match="document: 'data' missing"):
+        squad_paragraphs(b'{"rows": []}')
+
+
+def test_benchmarks_read_whole_name_the_malformed_question(tmp_path):
+    path = tmp_path / "xquad.de.json"
+    path.write_text(json.dumps(_BAD_QUESTION), "utf-8")
+    where = r"data\[0\]\.paragraphs\[1\]\.qas\[1\]: 'question' is list, not a string"
+    with pytest.raises(EvaluationDataError, match=where):
+        squad_set(str(path))
+    with pytest.raises(ValueError, match=where):
+        list(excluded_texts(str(path), io.BytesIO(path.read_bytes())))
+
+
+def test_qrels_lines_of_trec_and_beir():
+    assert parse_qrel("q1 Q0 d1 2") == ("q1", "d1", 2)
+    assert parse_qrel("q1\td1\t0\n") == ("q1", "d1", 0)
+    assert parse_qrel("q1 d1") == ("q1", "d1", 1)
+    for line in ("query-id\tcorpus-id\tscore", "a b c d e", ""):
+        with pytest.raises(Malformed):
+            parse_qrel(line)
+
+
+def test_beir_set_skips_the_qrels_header(tmp_path):
+    (tmp_path / "queries.tsv").write_text("q1\tquestion one\n")
+    (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "one"}\n')
+    assert beir_set(str(tmp_path)).relevant == [{0: 1}]
