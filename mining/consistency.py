@@ -26,12 +26,6 @@ def pool_key(seed: int, record_id: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def passage_key(passage: str) -> int:
-    """Equal passages are one passage: a pool entry with the pair's own text is not a competitor
-    (a SQuAD context answers many questions, so it is often in the pool under another id)."""
-    return int.from_bytes(hashlib.blake2b(passage.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big")
-
-
 def resolve_top_k(top_k: float, pool_size: int) -> int:
     """``--top-k``: a rank when >= 1, else a fraction of the pool (at least 1)."""
     if top_k <= 0:
@@ -54,7 +48,8 @@ def passage_ranks(
     """For each pair i, the rank (1 = best) of ``passages[i]`` for ``queries[i]`` among itself and the pool.
 
     Embeddings are normalised rows, so the dot product is the cosine. A pool entry whose key
-    equals the pair's passage key is the pair's own passage and is skipped; ties go to the
+    (``dedup.exact_passage_key``) equals the pair's passage key is the pair's own passage and is
+    skipped, whatever its id: a SQuAD context answers many questions; ties go to the
     pair's passage. The pool is scanned in blocks of at most ``block`` scores; a pool entry
     whose fast score is too close to call is compared by ``search.pair_scores``, so a rank never
     depends on the blocks or the batch.

@@ -6,25 +6,30 @@ import sys
 import unicodedata
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from mining.records import Drop
 from schemas import pairs as f
 
 DUPLICATE_PAIR = "duplicate_pair"
 DUPLICATE_PASSAGE = "duplicate_passage"
 
-_FOLDED_CATEGORIES = frozenset(
-    "Pc Pd Ps Pe Pi Pf Po Sm Sc Sk So Zs Zl Zp Cc Cf".split()
-)
+# Punctuation, symbols, separators, controls and format characters: no text differs by them
+# alone. Exact dedup removes them; near-dup shingles and decontamination split words at them.
+IGNORED_CATEGORIES = frozenset("Pc Pd Ps Pe Pi Pf Po Sm Sc Sk So Zs Zl Zp Cc Cf".split())
+
+
+@functools.cache
+def ignored_characters() -> np.ndarray:
+    """For every code point, whether its category is one of IGNORED_CATEGORIES."""
+    return np.array(
+        [unicodedata.category(chr(code)) in IGNORED_CATEGORIES for code in range(sys.maxunicode + 1)], dtype=bool
+    )
 
 
 @functools.cache
 def _fold_table() -> dict[int, None]:
-    """Punctuation, symbols, separators, controls and format characters: removed before hashing."""
-    return {
-        code: None
-        for code in range(sys.maxunicode + 1)
-        if unicodedata.category(chr(code)) in _FOLDED_CATEGORIES
-    }
+    return dict.fromkeys(np.flatnonzero(ignored_characters()).tolist())
 
 
 def normalize_for_dedup(text: str) -> str:
@@ -32,12 +37,24 @@ def normalize_for_dedup(text: str) -> str:
     return unicodedata.normalize("NFKC", text).casefold().translate(_fold_table())
 
 
+def _encoded(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
 def _digest(*texts: str) -> bytes:
     digest = hashlib.blake2b(digest_size=12)
     for text in texts:
-        digest.update(normalize_for_dedup(text).encode("utf-8", "surrogatepass"))
+        digest.update(_encoded(normalize_for_dedup(text)))
         digest.update(b"\x00")
     return digest.digest()
+
+
+def _key64(data: bytes) -> int:
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+
+
+# Keys of passages. Each says which texts count as one passage; the derived pipelines need
+# 64-bit integers (numpy arrays of keys), the mining shuffle takes bytes.
 
 
 def pair_key(record: dict) -> bytes:
@@ -46,11 +63,20 @@ def pair_key(record: dict) -> bytes:
 
 
 def passage_key(record: dict) -> bytes:
-    """Same key for the same passage within one source and language pair.
-
-    A sentence translated into many languages stays once per language pair.
+    """Same key for the same passage, up to case, punctuation and spacing, within one source and
+    language pair: a sentence translated into many languages stays once per language pair.
     """
     return _digest(record[f.SOURCE], record[f.QUERY_LANG], record[f.PASSAGE])
+
+
+def exact_passage_key(passage: str) -> int:
+    """Same key for the same passage text, character for character."""
+    return _key64(_encoded(passage))
+
+
+def normalized_passage_key(passage: str) -> int:
+    """Same key for passages that are the same up to case, punctuation and spacing."""
+    return _key64(_encoded(normalize_for_dedup(passage)))
 
 
 def keep_smallest_id(records: Iterable[dict], reason: str, key: bytes) -> Iterator[dict | Drop]:

@@ -2,17 +2,15 @@
 
 They are taken from a window of ranks below the very top (``10:100``), where passages that in
 fact answer the query (false negatives) have thinned out. Pure numpy; a candidate is
-``(score, key, text)`` with ``key`` the hash of the normalised passage, so a passage equal to
-the positive after normalisation is never a candidate.
+``(score, key, text)`` with ``key`` the passage's ``dedup.normalized_passage_key``, so a passage
+equal to the positive after normalisation is never a candidate.
 """
 
-import hashlib
 import heapq
 
 import numpy as np
 
 from mining import search
-from mining.dedup import normalize_for_dedup
 
 Candidate = tuple[float, int, str]
 
@@ -27,11 +25,6 @@ def parse_rank_window(text: str) -> tuple[int, int]:
     if not sep or window is None or not 1 <= window[0] <= window[1]:
         raise ValueError(f"--rank-window must be FIRST:LAST with 1 <= FIRST <= LAST, not {text!r}")
     return window
-
-
-def normalized_key(passage: str) -> int:
-    digest = hashlib.blake2b(normalize_for_dedup(passage).encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(digest.digest(), "big")
 
 
 def _order(candidate: Candidate) -> tuple[float, int]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-_SEPARATOR_CATEGORIES = frozenset("Pc Pd Ps Pe Pi Pf Po Sm Sc Sk So Zs Zl Zp Cc Cf".split())
+from mining.dedup import ignored_characters
+
 _UNSPACED_RANGES = (
     (0x0E00, 0x0EFF),  # Thai, Lao
     (0x1000, 0x109F),  # Myanmar
@@ -35,13 +36,6 @@ _BASE = 0x9E3779B97F4A7C15
 _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 _LENGTH_SALT = 0xC2B2AE3D27D4EB4F
 _FMIX64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)
-
-
-@functools.cache
-def _separator_table() -> np.ndarray:
-    return np.array(
-        [unicodedata.category(chr(code)) in _SEPARATOR_CATEGORIES for code in range(sys.maxunicode + 1)], dtype=bool
-    )
 
 
 @functools.cache
@@ -74,7 +68,7 @@ class NormalizedBatch:
         raw_lengths = np.fromiter(map(len, folded), dtype=np.int64, count=len(folded))
         raw_offsets = _starts_of(raw_lengths)
         text_of = np.repeat(np.arange(len(texts)), raw_lengths)
-        separator = _separator_table()[raw]
+        separator = ignored_characters()[raw]
         word_char = ~separator
         word_chars_before = np.cumsum(word_char) - word_char
         in_text_before = word_chars_before - word_chars_before[raw_offsets[text_of]]

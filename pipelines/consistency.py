@@ -9,7 +9,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from mining import consistency
+from mining import consistency, dedup
 from mining.records import Drop
 from pipelines import io, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
@@ -38,7 +38,7 @@ class RankPairs(stages._ReportingDoFn):
         ranks = consistency.passage_ranks(
             embeddings[:, 0],
             embeddings[:, 1],
-            np.array([consistency.passage_key(record[f.PASSAGE]) for record in records], dtype=np.uint64),
+            np.array([dedup.exact_passage_key(record[f.PASSAGE]) for record in records], dtype=np.uint64),
             pool_matrix,
             pool_keys,
         )
@@ -89,7 +89,7 @@ def build(
         | "PoolKey" >> beam.Map(lambda record: (consistency.pool_key(seed, record[f.ID]), record[f.PASSAGE]))
         | "Pool" >> beam.combiners.Top.Smallest(options.pool_size)
         | "PoolPassages" >> beam.FlatMap(
-            lambda pool_rows: [(consistency.passage_key(passage), (("passage", passage),)) for _, passage in pool_rows]
+            lambda pool_rows: [(dedup.exact_passage_key(passage), (("passage", passage),)) for _, passage in pool_rows]
         )
         | "EmbedPool" >> RunInference(handler)
         | "PoolRows" >> beam.MapTuple(lambda key, result: (key, result.inference[0]))

@@ -12,7 +12,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from mining import hard_negatives
+from mining import dedup, hard_negatives
 from pipelines import io, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
@@ -122,7 +122,7 @@ def build(
     corpus_records = read_records(pipeline, corpus_run, "Corpus") if corpus_run else records
     corpus_blocks = (
         corpus_records
-        | "CorpusKey" >> beam.Map(lambda record: (hard_negatives.normalized_key(record[f.PASSAGE]), record[f.PASSAGE]))
+        | "CorpusKey" >> beam.Map(lambda record: (dedup.normalized_passage_key(record[f.PASSAGE]), record[f.PASSAGE]))
         | "OnePerText" >> beam.CombinePerKey(min)
         | "CorpusTexts" >> beam.MapTuple(lambda key, text: ((key, text), (("passage", text),)))
         | "EmbedCorpus" >> RunInference(handler)
@@ -134,7 +134,7 @@ def build(
         records
         | "QueryTexts" >> beam.Map(
             lambda record: (
-                (record[f.ID], hard_negatives.normalized_key(record[f.PASSAGE])), (("query", record[f.QUERY]),)
+                (record[f.ID], dedup.normalized_passage_key(record[f.PASSAGE])), (("query", record[f.QUERY]),)
             )
         )
         | "EmbedQueries" >> RunInference(handler)

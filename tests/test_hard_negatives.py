@@ -8,14 +8,8 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
-from mining.dedup import normalize_for_dedup
-from mining.hard_negatives import (
-    block_candidates,
-    choose_negatives,
-    merge_candidates,
-    normalized_key,
-    parse_rank_window,
-)
+from mining.dedup import normalize_for_dedup, normalized_passage_key
+from mining.hard_negatives import block_candidates, choose_negatives, merge_candidates, parse_rank_window
 from pipelines import hard_negatives
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
@@ -46,7 +40,7 @@ def test_rank_window_and_normalized_key():
     for bad in ("10", "0:5", "5:4", "a:b"):
         with pytest.raises(ValueError):
             parse_rank_window(bad)
-    assert normalized_key("The  Passage.") == normalized_key("the passage")
+    assert normalized_passage_key("The  Passage.") == normalized_passage_key("the passage")
 
 
 @pytest.fixture(scope="module")
