@@ -1,4 +1,5 @@
-"""The one SQuAD parser and the one qrels parser that mining, decontamination and evaluation share."""
+"""The one SQuAD parser and the one qrels parser that mining, decontamination and evaluation share,
+and the field checks every reader goes through."""
 
 import io
 import json
@@ -7,7 +8,7 @@ import pytest
 
 from mining.decontaminate import excluded_texts
 from mining.formats import MalformedPart, SquadParagraph, parse_qrel, squad_paragraphs, squad_question
-from mining.sources.base import Malformed
+from mining.sources.base import Malformed, require_integer, require_list, require_object
 from training.evaluation import EvaluationDataError, beir_set, squad_set
 
 _BAD_QUESTION = {"data": [{"paragraphs": [
@@ -56,3 +57,17 @@ def test_beir_set_skips_the_qrels_header(tmp_path):
     (tmp_path / "qrels.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
     (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "one"}\n')
     assert beir_set(str(tmp_path)).relevant == [{0: 1}]
+
+
+def test_field_checks_name_the_field_and_where_it_is():
+    assert require_integer({}, "score", default=1) == 1 and require_integer({"score": -3}, "score") == -3
+    for value, reason, detail in (
+        (True, "wrong_type", "'score' is bool, not int"), (None, "missing_field", "'score' missing")
+    ):
+        with pytest.raises(Malformed) as raised:
+            require_integer({"score": value}, "score", default=1)
+        assert (raised.value.reason, raised.value.detail) == (reason, detail)
+    with pytest.raises(Malformed, match=r"^wrong_type: data\[1\]: 'qas' is str, not a list$"):
+        require_list({"qas": "q"}, "qas", "data[1]")
+    with pytest.raises(Malformed, match=r"^wrong_type: expected a JSON object, got list$"):
+        require_object([])

@@ -259,6 +259,26 @@ def require_text(obj: dict, *keys: str, where: str = "") -> str:
     raise Malformed(MISSING_FIELD, _at(where) + " or ".join(repr(key) for key in keys) + " missing")
 
 
+def require_text_list(obj: dict, key: str, minimum: int = 0) -> list[str]:
+    """``obj[key]``, a list of at least ``minimum`` strings; an absent key is an empty list."""
+    items = obj.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of strings")
+    if len(items) < minimum:
+        raise Malformed(MISSING_FIELD, f"{key!r} needs at least {minimum} item(s), has {len(items)}")
+    return items
+
+
+def require_integer(obj: dict, key: str, default: int | None = None) -> int:
+    """``obj[key]``, a JSON integer (not a boolean); ``default``, if given, where the key is absent."""
+    value = obj.get(key, default)
+    if value is None:
+        raise Malformed(MISSING_FIELD, f"{key!r} missing")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Malformed(WRONG_TYPE, f"{key!r} is {type(value).__name__}, not int")
+    return value
+
+
 def language_from_path(path: str) -> str | None:
     """A two-letter language code naming the file's folder (``xP3/fr/...``, ``ru.stackoverflow.com/...``)."""
     folder = path.rstrip("/").rsplit("/", 2)[-2] if "/" in path else ""
@@ -279,13 +299,16 @@ def optional_text(obj: dict, *keys: str) -> str:
     return ""
 
 
-def declared_language(value, fallback: str | None) -> str | None:
+def declared_language(
+    value, fallback: str | None, normalize: Callable[[str], str] = languages.normalize
+) -> str | None:
+    """The language a record names, by ``normalize`` (which raises ValueError for no language)."""
     if value is None:
         return fallback
     if not isinstance(value, str):
         raise Malformed(WRONG_TYPE, f"language is {type(value).__name__}, not a string")
     try:
-        return languages.normalize(value)
+        return normalize(value)
     except ValueError as error:
         raise Malformed(INVALID_LANGUAGE, str(error)) from None
 

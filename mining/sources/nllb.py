@@ -18,7 +18,6 @@ from mining.lines import iter_lines
 from mining.sources import register
 from mining.sources.base import (
     CORRUPT_INPUT_ERRORS,
-    INVALID_LANGUAGE,
     INVALID_UTF8,
     LINE_TOO_LONG,
     MISALIGNED,
@@ -28,6 +27,7 @@ from mining.sources.base import (
     JsonLinesReader,
     Malformed,
     ReadTask,
+    declared_language,
     require_object,
 )
 
@@ -95,10 +95,7 @@ class NllbReader(JsonLinesReader):
         for code, text in translation.items():
             if not isinstance(text, str):
                 raise Malformed(WRONG_TYPE, f"translation[{code!r}] is {type(text).__name__}, not a string")
-            try:
-                sides.append((languages.normalize(code), text))
-            except ValueError as error:
-                raise Malformed(INVALID_LANGUAGE, str(error)) from None
+            sides.append((declared_language(code, None), text))
         if sides[0][0] == _ENGLISH:
             sides.reverse()
         (query_lang, query), (passage_lang, passage) = sides

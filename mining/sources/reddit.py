@@ -11,14 +11,13 @@ score below 1 and bodies over 4096 characters make no pair, on either side.
 from mining.records import Drop
 from mining.sources import register
 from mining.sources.base import (
-    MISSING_FIELD,
-    WRONG_TYPE,
     JoiningReader,
     JoinPart,
     JsonLinesReader,
-    Malformed,
     optional_text,
+    require_integer,
     require_object,
+    require_text,
 )
 
 MAX_BODY_CHARS = 4096
@@ -44,14 +43,6 @@ def comment_problem(body: str, score: int) -> str | None:
     return None
 
 
-def _field(value: dict, key: str, kind: type):
-    if key not in value or value[key] is None:
-        raise Malformed(MISSING_FIELD, f"{key!r} missing")
-    if not isinstance(value[key], kind) or isinstance(value[key], bool):
-        raise Malformed(WRONG_TYPE, f"{key!r} is {type(value[key]).__name__}, not {kind.__name__}")
-    return value[key]
-
-
 @register
 class RedditReader(JoiningReader, JsonLinesReader):
     kind = "reddit"
@@ -59,19 +50,17 @@ class RedditReader(JoiningReader, JsonLinesReader):
 
     def parse(self, value, task, origin):
         require_object(value)
-        post_id = _field(value, "id", str)
-        score = value.get("score", 1)
-        if not isinstance(score, int) or isinstance(score, bool):
-            raise Malformed(WRONG_TYPE, f"'score' is {type(score).__name__}, not int")
+        post_id = require_text(value, "id")
+        score = require_integer(value, "score", default=1)
         if "parent_id" not in value:
-            title = _field(value, "title", str)
+            title = require_text(value, "title")
             selftext = optional_text(value, "selftext")
             text = title if selftext.strip() in REMOVED_BODIES or not selftext.strip() else f"{title}\n{selftext}"
             problem = DELETED if title.strip() in REMOVED_BODIES else None
             part = {"text": text, "problem": problem, "lang": task.lang, "origin": origin}
             return JoinPart(f"t3_{post_id}", _PARENT, part)
-        body = _field(value, "body", str)
-        parent_id = _field(value, "parent_id", str)
+        body = require_text(value, "body")
+        parent_id = require_text(value, "parent_id")
         part = {"text": body, "problem": comment_problem(body, score), "lang": task.lang, "origin": origin}
         return [JoinPart(parent_id, _REPLY, part), JoinPart(f"t1_{post_id}", _PARENT, part)]
 

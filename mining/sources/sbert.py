@@ -6,16 +6,9 @@
 """
 
 from mining.sources import register
-from mining.sources.base import MISSING_FIELD, WRONG_TYPE, JsonLinesReader, Malformed, SourceReader, require_text
-
-
-def text_list(value: dict, key: str, minimum: int) -> list[str]:
-    items = value.get(key, [])
-    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of strings")
-    if len(items) < minimum:
-        raise Malformed(MISSING_FIELD, f"{key!r} needs at least {minimum} item(s), has {len(items)}")
-    return items
+from mining.sources.base import (
+    MISSING_FIELD, WRONG_TYPE, JsonLinesReader, Malformed, SourceReader, require_text, require_text_list,
+)
 
 
 def query_pos_neg_pairs(
@@ -23,10 +16,10 @@ def query_pos_neg_pairs(
 ) -> list[dict]:
     """One pair per positive of a ``{"query", "pos", "neg"}`` record."""
     query = require_text(value, "query")
-    negatives = text_list(value, "neg", 0)
+    negatives = require_text_list(value, "neg", 0)
     return [
         reader.pair(query, positive, negatives=negatives, query_lang=lang, passage_lang=lang, task=task, origin=origin)
-        for positive in text_list(value, "pos", 1)
+        for positive in require_text_list(value, "pos", 1)
     ]
 
 
@@ -38,7 +31,7 @@ class SbertReader(JsonLinesReader):
     def parse(self, value, task, origin):
         if isinstance(value, dict):
             if "set" in value:
-                texts = text_list(value, "set", 2)
+                texts = require_text_list(value, "set", 2)
                 return [
                     self.pair(first, second, query_lang=task.lang, passage_lang=task.lang, origin=origin)
                     for first, second in zip(texts, texts[1:])

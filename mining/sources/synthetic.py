@@ -17,11 +17,11 @@ from mining.clean import fold_whitespace
 from mining.records import Drop, new_pair
 from mining.sources import register
 from mining.sources.base import (
-    INVALID_LANGUAGE,
     MISSING_FIELD,
     WRONG_TYPE,
     JsonLinesReader,
     Malformed,
+    declared_language,
     optional_text,
     require_object,
     require_text,
@@ -68,18 +68,8 @@ class SyntheticReader(JsonLinesReader):
                                 "bitext needs 'language': [S1's language, S2's language]")
         else:
             declared = [declared, declared]
-        codes = []
-        for item in declared:
-            if item is None:
-                codes.append(None)
-                continue
-            if not isinstance(item, str):
-                raise Malformed(WRONG_TYPE, f"language is {type(item).__name__}, not a string")
-            try:
-                codes.append(language_code(item))
-            except ValueError as error:
-                raise Malformed(INVALID_LANGUAGE, str(error)) from None
-        return codes[0], codes[1]
+        query_lang, passage_lang = (declared_language(item, None, language_code) for item in declared)
+        return query_lang, passage_lang
 
     def parse(self, value, task, origin):
         require_object(value)
@@ -89,9 +79,7 @@ class SyntheticReader(JsonLinesReader):
             raise Malformed(instruct.UNKNOWN_TASK_TYPE, f"{task_type!r}; known: {', '.join(instruct.TEMPLATES)}")
         instruction = fold_whitespace(optional_text(value, "instruction"))
         if value.get("example") is not None:
-            example = value["example"]
-            if not isinstance(example, dict):
-                raise Malformed(WRONG_TYPE, f"example is {type(example).__name__}, not an object")
+            example = require_object(value["example"], "'example'")
         elif "response" in value:
             example = instruct.parse_response(value["response"])
         else:
