@@ -8,9 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-import orjson
-
-from mining.sources.base import INVALID_JSON, WRONG_TYPE, Malformed, require_list, require_object, require_text
+from mining.sources.base import WRONG_TYPE, Malformed, decode_json, require_list, require_object, require_text
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -47,11 +45,7 @@ def squad_paragraphs(data: bytes) -> Iterator[SquadParagraph | MalformedPart]:
 
     Raises Malformed at once when the document as a whole is not SQuAD.
     """
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError as error:
-        raise Malformed(INVALID_JSON, str(error)) from None
-    return _paragraphs(require_list(require_object(document, "document"), "data", "document"))
+    return _paragraphs(require_list(require_object(decode_json(data), "document"), "data", "document"))
 
 
 def _paragraphs(articles: list) -> Iterator[SquadParagraph | MalformedPart]:

@@ -205,7 +205,7 @@ class JsonLinesReader(SourceReader):
                 continue
             origin = f"{path}:{line.number}"
             yield from self.record_items(
-                lambda: self.parse(_decode_json(line.text), task, origin), path, line.number, line.data
+                lambda: self.parse(decode_json(line.text), task, origin), path, line.number, line.data
             )
 
 
@@ -219,7 +219,8 @@ def as_items(parsed) -> list:
     return parsed if isinstance(parsed, list) else [parsed]
 
 
-def _decode_json(text: str):
+def decode_json(text: str | bytes):
+    """One JSON value; Malformed when it is none."""
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as error:

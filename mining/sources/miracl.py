@@ -5,10 +5,8 @@ Files are told apart by name: ``topics*``/``queries*``, ``qrels*``, anything els
 
 import posixpath
 
-import orjson
-
 from mining.sources import register
-from mining.sources.base import INVALID_JSON, Malformed, optional_text, require_object, require_text
+from mining.sources.base import decode_json, optional_text, require_object, require_text
 from mining.sources.relevance import CORPUS, QRELS, QUERIES, RelevanceReader
 
 
@@ -26,11 +24,7 @@ class MiraclReader(RelevanceReader):
         return CORPUS
 
     def parse_document(self, line):
-        try:
-            value = orjson.loads(line)
-        except orjson.JSONDecodeError as error:
-            raise Malformed(INVALID_JSON, str(error)) from None
-        require_object(value)
+        value = require_object(decode_json(line))
         title = optional_text(value, "title")
         text = require_text(value, "text")
         return require_text(value, "docid"), f"{title}\n{text}" if title else text
