@@ -19,6 +19,8 @@ from typing import BinaryIO, Callable, Collection
 import pyarrow as pa
 
 from mining import clean, consistency, decontaminate, dedup, langid, near_dup
+from schemas import pairs as f
+from schemas import removed as r
 from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest, Shard
 from schemas.pairs import schema_description
 
@@ -357,9 +359,9 @@ def sample_removed(
     dead_letter_reasons = set()
 
     def offer_letter(letter: dict) -> None:
-        if isinstance(letter.get("reason"), str):
-            dead_letter_reasons.add(letter["reason"])
-        if letter.get("reason") == reason:
+        if isinstance(letter.get(r.REASON), str):
+            dead_letter_reasons.add(letter[r.REASON])
+        if letter.get(r.REASON) == reason:
             reservoir.offer(letter)
 
     for path in dead_letter_files:
@@ -387,18 +389,18 @@ def format_rows(rows: list[dict], width: int = 300) -> str:
     """Rows readable in a terminal: one block each, long texts cut."""
     blocks = []
     for row in rows:
-        if "query" in row:
-            head = f"[{row.get('source')} {row.get('query_lang')}->{row.get('passage_lang')}] {row.get('id')}"
-            if row.get("reason"):
-                head += f"  ({row['reason']}{': ' + row['detail'] if row.get('detail') else ''})"
-            lines = [head, f"  query:   {_cut(row['query'], width)}", f"  passage: {_cut(row['passage'], width)}"]
-            lines += [f"  negative: {_cut(text, width)}" for text in row.get("negatives") or []]
-            if row.get("task"):
-                lines.append(f"  task:    {row['task']}")
+        if f.QUERY in row:
+            head = f"[{row.get(f.SOURCE)} {row.get(f.QUERY_LANG)}->{row.get(f.PASSAGE_LANG)}] {row.get(f.ID)}"
+            if row.get(r.REASON):
+                head += f"  ({row[r.REASON]}{': ' + row[r.DETAIL] if row.get(r.DETAIL) else ''})"
+            lines = [head, f"  query:   {_cut(row[f.QUERY], width)}", f"  passage: {_cut(row[f.PASSAGE], width)}"]
+            lines += [f"  negative: {_cut(text, width)}" for text in row.get(f.NEGATIVES) or []]
+            if row.get(f.TASK):
+                lines.append(f"  task:    {row[f.TASK]}")
         else:
-            where = f"{row.get('file')}:{row.get('line')}"
-            lines = [f"[{row.get('source')}] {row.get('reason')}: {row.get('detail')}  ({where})",
-                     f"  payload: {_cut(row.get('payload'), width)}"]
+            where = f"{row.get(r.FILE)}:{row.get(r.LINE)}"
+            lines = [f"[{row.get(f.SOURCE)}] {row.get(r.REASON)}: {row.get(r.DETAIL)}  ({where})",
+                     f"  payload: {_cut(row.get(r.PAYLOAD), width)}"]
         blocks.append(terminal_safe("\n".join(lines)))
     return "\n\n".join(blocks)
 

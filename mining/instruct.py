@@ -19,6 +19,7 @@ from mining.clean import fold_whitespace
 from mining.records import has_surrogates
 from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
 from schemas import pairs as f
+from schemas.instructions import format_instructed_query
 
 TRUNCATED_JSON = "truncated_json"
 UNKNOWN_TASK_TYPE = "unknown_task_type"
@@ -166,11 +167,6 @@ def check_example(instruction: str, texts: dict[str, str], template: Template) -
     return None
 
 
-def format_query(instruction: str, query: str) -> str:
-    """The paper's query format: the instruction, then the query, on two lines."""
-    return f"Instruct: {instruction}\nQuery: {query}"
-
-
 def with_instruction_id(record: dict) -> dict:
     """Make the (content) id depend on the template and instruction too: the same example under
     two instructions is still one pair for dedup (its key is the raw texts), but which of the two
@@ -189,4 +185,4 @@ def with_instruction_ids(batch: list[dict]) -> list[dict]:
 
 def format_row(record: dict) -> dict:
     """At write time: ``query`` becomes the formatted one; ``instruction`` keeps the raw instruction."""
-    return {**record, f.QUERY: format_query(record[f.INSTRUCTION], record[f.QUERY])}
+    return {**record, f.QUERY: format_instructed_query(record[f.INSTRUCTION], record[f.QUERY])}

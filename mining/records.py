@@ -3,9 +3,10 @@
 import hashlib
 import re
 import reprlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from schemas import pairs as f
+from schemas import removed as r
 
 PAYLOAD_CHARS = 1000
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -78,7 +79,11 @@ class DeadLetter:
         return cls(reason, _writable(detail), source, _writable(file), line, text)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The dead letter as its file's row."""
+        return {
+            r.REASON: self.reason, r.DETAIL: self.detail, f.SOURCE: self.source,
+            r.FILE: self.file, r.LINE: self.line, r.PAYLOAD: self.payload,
+        }
 
 
 def _shown(payload) -> str:

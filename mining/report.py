@@ -9,6 +9,7 @@ import pyarrow as pa
 from mining.records import DeadLetter, Drop
 from schemas import manifest as m
 from schemas import pairs as f
+from schemas import removed as r
 from schemas.pairs import schema_description
 
 INPUT = "input"
@@ -59,7 +60,7 @@ class FunnelReport:
         if self.sample_size:
             sample = self.samples.setdefault(drop.reason, [])
             public = {key: value for key, value in record.items() if not key.startswith("_")}
-            sample.append({**public, "reason": drop.reason, "detail": drop.detail, "origin": record.get(f.ORIGIN, "")})
+            sample.append({**public, r.REASON: drop.reason, r.DETAIL: drop.detail, r.ORIGIN: record.get(f.ORIGIN, "")})
             if len(sample) >= 2 * self.sample_size:
                 self._trim(drop.reason)
 
@@ -75,7 +76,7 @@ class FunnelReport:
 
     def _trim(self, reason: str) -> None:
         sample = self.samples[reason]
-        sample.sort(key=lambda row: (row.get(f.ID) or "", row["origin"]))
+        sample.sort(key=lambda row: (row.get(f.ID) or "", row[r.ORIGIN]))
         del sample[self.sample_size :]
 
     def sources(self) -> set[str]:

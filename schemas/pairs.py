@@ -20,6 +20,9 @@ CONSISTENCY_RANK = "consistency_rank"
 # Instruction data (--pipeline instruct): the paper's template and the raw instruction.
 TASK_TYPE = "task_type"
 INSTRUCTION = "instruction"
+# Teacher (e.g. cross-encoder) scores of a row's [passage, *negatives], for distillation: a column the
+# trainer reads where a shard has one; no mining pipeline writes it yet.
+TEACHER_SCORES = "teacher_scores"
 
 # Working keys, dropped before writing.
 DECLARED_QUERY_LANG = "_declared_query_lang"
@@ -47,7 +50,7 @@ PAIR_SCHEMA = pa.schema(
 # Fine-tuning rows also say which task they teach (an instruction).
 FINETUNE_SCHEMA = PAIR_SCHEMA.append(pa.field(TASK, pa.string(), nullable=False))
 
-# Instruction rows: ``query`` is "Instruct: {instruction}\nQuery: {query}", ``task`` the instruction;
+# Instruction rows: ``query`` is in the instruction format (``schemas.instructions``), ``task`` the instruction;
 # also the template (short-long, long-short, short-short, long-long, sts, bitext) and the raw instruction.
 INSTRUCT_SCHEMA = FINETUNE_SCHEMA.append(pa.field(TASK_TYPE, pa.string(), nullable=False)).append(
     pa.field(INSTRUCTION, pa.string(), nullable=False)

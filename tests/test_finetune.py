@@ -10,12 +10,12 @@ import pytest
 import torch
 
 import beam_runner
-from schemas.pairs import FINETUNE_SCHEMA
+from schemas.pairs import FINETUNE_SCHEMA, TEACHER_SCORES
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, write_mined_output
 from training import evaluation
 from training.checkpoint import stored_run
 from training.cli import main
-from training.data import TEACHER_SCORES, PairStream
+from training.data import PairStream
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.prompts import E5, InstructPrompts, Prompts, stored_prompts

@@ -44,9 +44,7 @@ from training.prompts import E5, InstructPrompts, Kind, Prompts
 
 DEFAULT_CACHE_DIR = Path(os.environ.get("EMBEDMILL_CACHE", Path.home() / ".cache" / "embedmill" / "shards"))
 _COLUMNS = [f.ID, f.QUERY, f.PASSAGE, f.NEGATIVES]
-# Teacher (e.g. cross-encoder) scores of a row's [passage, *negatives], for distillation; not in the mined schema yet.
-TEACHER_SCORES = "teacher_scores"
-_OPTIONAL_COLUMNS = [f.TASK, TEACHER_SCORES]  # read where a shard has them; other extra columns are not
+_OPTIONAL_COLUMNS = [f.TASK, f.TEACHER_SCORES]  # read where a shard has them; other extra columns are not
 # Seeds of the independent random streams derived from the run's seed.
 _SOURCE_DRAW_STREAM = 0
 _SHUFFLE_STREAM = 1
@@ -392,10 +390,10 @@ class PairStream(IterableDataset):
 
 
 def _teacher_scores(rows: pa.Table, counts: list[int]) -> torch.Tensor | None:
-    if TEACHER_SCORES not in rows.column_names:
+    if f.TEACHER_SCORES not in rows.column_names:
         return None
     scores = torch.full((len(counts), 1 + max(counts, default=0)), float("nan"))
-    for index, (row, count) in enumerate(zip(rows.column(TEACHER_SCORES).to_pylist(), counts, strict=True)):
+    for index, (row, count) in enumerate(zip(rows.column(f.TEACHER_SCORES).to_pylist(), counts, strict=True)):
         if row is not None and len(row) >= 1 + count:  # a row scored short of its group is not distilled
             scores[index, : 1 + count] = torch.tensor(row[: 1 + count], dtype=torch.float32)
     return None if scores[:, 0].isnan().all() else scores

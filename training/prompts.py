@@ -8,9 +8,10 @@ implementation of ``format``; the loader and the encoder only call that
 method, with the row's task where the data has one.
 """
 
-import re
 from dataclasses import dataclass
 from typing import Literal
+
+from schemas.instructions import format_instructed_query, parse_instructed_query
 
 Kind = Literal["query", "passage"]
 KINDS: tuple[Kind, ...] = ("query", "passage")
@@ -34,8 +35,6 @@ class Prompts:
 E5 = Prompts()
 
 
-INSTRUCT = "Instruct: "
-_QUERY_MARK = "\nQuery: "
 DEFAULT_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 
 
@@ -44,9 +43,9 @@ class InstructPrompts:
     """Instructions on the query side only: "Instruct: {task}\\nQuery: {query}"; passages get a plain prefix.
 
     ``task`` is the instruction of texts that come without one (rows without a
-    ``task`` column, and ``encode`` at evaluation). A query that already starts
-    with "Instruct: " (instruction data formats its own) is left as it is, so
-    the instruction is applied exactly once.
+    ``task`` column, and ``encode`` at evaluation). A query already in the
+    format (instruction data formats its own) is left as it is, so the
+    instruction is applied exactly once.
     """
 
     task: str = DEFAULT_TASK
@@ -55,11 +54,13 @@ class InstructPrompts:
     @property
     def query(self) -> str:
         """The default task's query prefix, as sentence-transformers stores prompts."""
-        return INSTRUCT + self.task + _QUERY_MARK
+        return format_instructed_query(self.task, "")
 
     def format(self, text: str, kind: Kind, task: str | None = None) -> str:
         if kind == "query":
-            return text if text.startswith(INSTRUCT) else INSTRUCT + (task or self.task) + _QUERY_MARK + text
+            if parse_instructed_query(text) is not None:
+                return text
+            return format_instructed_query(task or self.task, text)
         return self.prefix(kind) + text
 
     def prefix(self, kind: Kind) -> str:
@@ -70,5 +71,5 @@ class InstructPrompts:
 
 def stored_prompts(query: str, passage: str) -> Prompts | InstructPrompts:
     """The prompts a checkpoint stored as prefixes: an instruction query prefix means ``InstructPrompts``."""
-    match = re.fullmatch(re.escape(INSTRUCT) + r"(.+)" + re.escape(_QUERY_MARK), query, flags=re.DOTALL)
-    return InstructPrompts(match.group(1), passage) if match else Prompts(query, passage)
+    task, rest = parse_instructed_query(query) or ("", query)
+    return InstructPrompts(task, passage) if task and not rest else Prompts(query, passage)
