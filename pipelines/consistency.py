@@ -11,7 +11,7 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from mining import consistency, dedup
 from mining.records import Drop
-from pipelines import io, stages
+from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
@@ -23,7 +23,7 @@ def plan(options: MiningOptions) -> FinishedRun:
     return read_run(options.input, "--input")
 
 
-class RankPairs(stages._ReportingDoFn):
+class RankPairs(reporting.ReportingDoFn):
     """Batches of (record, embeddings) -> records with their rank; the rest dropped as ``inconsistent``."""
 
     def __init__(self, top_k: float, sample_size: int):
@@ -103,10 +103,10 @@ def build(
         | "Batch" >> beam.BatchElements(max_batch_size=options.batch_size)
         | "Rank" >> beam.ParDo(
             RankPairs(options.top_k, sample_size), pool=beam.pvalue.AsSingleton(pool)
-        ).with_outputs(stages.REPORT, main="kept")
+        ).with_outputs(reporting.REPORT, main="kept")
     )
     shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
-    (shard_entries, ranked[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
+    (shard_entries, ranked[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
         destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
         parent=plan.parent,
     )

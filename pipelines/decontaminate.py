@@ -4,7 +4,7 @@ import apache_beam as beam
 
 from mining import decontaminate
 from pipelines import io
-from pipelines.stages import REPORT, _ReportingDoFn
+from pipelines.reporting import REPORT, ReportingDoFn
 
 # Excluded texts hashed together: bounds a reading worker's memory on big benchmark files.
 _TEXTS_PER_PART = 8192
@@ -47,7 +47,7 @@ class _UnionExcluded(beam.CombineFn):
         return accumulator
 
 
-class _DropContaminated(_ReportingDoFn):
+class _DropContaminated(ReportingDoFn):
     def process(self, batch, excluded):
         kept, drops = decontaminate.drop_contaminated(batch, excluded)
         self._drop_all(drops)

@@ -13,7 +13,7 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from mining import dedup, hard_negatives
-from pipelines import io, stages
+from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
@@ -67,7 +67,7 @@ class MergeCandidates(beam.CombineFn):
         return accumulator
 
 
-class AttachNegatives(stages._ReportingDoFn):
+class AttachNegatives(reporting.ReportingDoFn):
     """(id, {record, candidates}) -> the record as a fine-tuning row with its mined negatives."""
 
     def __init__(self, window: tuple[int, int], count: int, sample_size: int):
@@ -153,10 +153,10 @@ def build(
         | "Join" >> beam.CoGroupByKey()
         | "Attach" >> beam.ParDo(
             AttachNegatives(window, options.num_negatives, options.rejected_sample_size)
-        ).with_outputs(stages.REPORT, main="rows")
+        ).with_outputs(reporting.REPORT, main="rows")
     )
     shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
-    (shard_entries, rows[stages.REPORT]) | "Manifest" >> stages.WriteManifest(
+    (shard_entries, rows[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
         destination, "finetune", schema, recorded_options(options), options.sampling_alpha,
         options.rejected_sample_size, parent=run.parent,
     )

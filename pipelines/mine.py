@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from mining import dedup, instruct
 from mining.sources import ReadTask, SourceReader, SourceSpec, get_reader
-from pipelines import io, stages
+from pipelines import io, reporting, stages
 from pipelines.decontaminate import Decontaminate, excluded_files
 from pipelines.near_dup import NearDedup
 from pipelines.options import MiningOptions
@@ -76,11 +76,11 @@ def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list,
             | f"Join{round_index}/Group" >> beam.GroupByKey()
             | f"Join{round_index}/Pairs" >> beam.ParDo(
                 stages.JoinGroups(round_index, batch_size, sample_size)
-            ).with_outputs(stages.JOIN, stages.REPORT, stages.DEAD, main="pairs")
+            ).with_outputs(stages.JOIN, reporting.REPORT, reporting.DEAD, main="pairs")
         )
         pairs.append(joined.pairs)
-        reports.append(joined[stages.REPORT])
-        dead_letters.append(joined[stages.DEAD])
+        reports.append(joined[reporting.REPORT])
+        dead_letters.append(joined[reporting.DEAD])
         parts = (later, joined[stages.JOIN]) | f"Join{round_index}/Next" >> beam.Flatten()
     return pairs, reports, dead_letters
 
@@ -113,23 +113,23 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan, des
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
         | "Read" >> beam.ParDo(stages.ReadBatches(options.read_limits(), options.batch_size, sample_size))
-        .with_outputs(stages.DEAD, stages.REPORT, stages.JOIN, main="pairs")
+        .with_outputs(reporting.DEAD, reporting.REPORT, stages.JOIN, main="pairs")
     )
     joined_pairs, join_reports, join_dead_letters = join_rounds(read, readers, options.batch_size, sample_size)
     # A big file is read by one worker; spreading its batches lets every worker clean and identify them.
     spread = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Rebalance" >> beam.Reshuffle()
     cleaned = spread | "Clean" >> beam.ParDo(
         stages.CleanBatches(options.clean_options(), sample_size)
-    ).with_outputs(stages.REPORT, main="pairs")
+    ).with_outputs(reporting.REPORT, main="pairs")
     screened, optional_reports = cleaned.pairs, []
     if options.exclude:
         decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(plan.excluded, sample_size)
-        screened, optional_reports = decontaminated.pairs, [decontaminated[stages.REPORT]]
+        screened, optional_reports = decontaminated.pairs, [decontaminated[reporting.REPORT]]
     if options.pipeline == "instruct":
         screened = screened | "InstructionIds" >> beam.Map(instruct.with_instruction_ids)
     identified = screened | "LanguageID" >> beam.ParDo(
         stages.IdentifyLanguages(options.lid_model, options.lid_options(), sample_size)
-    ).with_outputs(stages.REPORT, main="pairs")
+    ).with_outputs(reporting.REPORT, main="pairs")
 
     def passage_key(record):
         return dedup.passage_key(record) if passage_dedup[record[f.SOURCE]] else None
@@ -147,19 +147,19 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan, des
         near_unique = unique.kept | "NearDedup" >> NearDedup(
             near_dup_options, passage_dedup, options.batch_size, sample_size
         )
-        distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[stages.REPORT]]
+        distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[reporting.REPORT]]
     if options.pipeline == "instruct":
         formatted = distinct | "FormatQueries" >> beam.ParDo(stages.FormatInstructionRows(sample_size)).with_outputs(
-            stages.REPORT, main="rows"
+            reporting.REPORT, main="rows"
         )
-        distinct, optional_reports = formatted.rows, [*optional_reports, formatted[stages.REPORT]]
+        distinct, optional_reports = formatted.rows, [*optional_reports, formatted[reporting.REPORT]]
     shard_entries = distinct | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     dead_letter_files = (
-        [read[stages.DEAD], *join_dead_letters]
+        [read[reporting.DEAD], *join_dead_letters]
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetters" >> stages.WriteDeadLetters(destination.staging)
     )
-    reports = [stage[stages.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
+    reports = [stage[reporting.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
     reports += optional_reports
     (shard_entries, reports | "Reports" >> beam.Flatten()) | "Manifest" >> stages.WriteManifest(
         destination, options.pipeline, schema, recorded_options(options, specs, passage_dedup),

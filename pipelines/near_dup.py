@@ -13,7 +13,7 @@ from apache_beam.metrics import Metrics
 
 from mining import near_dup
 from mining.records import Drop
-from pipelines.stages import METRICS_NAMESPACE, REPORT, _ReportingDoFn
+from pipelines.reporting import METRICS_NAMESPACE, REPORT, ReportingDoFn
 from schemas import pairs as f
 
 _RECORD = "record"
@@ -93,7 +93,7 @@ class _ClusterOf(beam.DoFn):
             )
 
 
-class _DropClustered(_ReportingDoFn):
+class _DropClustered(ReportingDoFn):
     def process(self, joined):
         _, grouped = joined
         clusters = list(grouped[_CLUSTER])

@@ -8,7 +8,6 @@ reason for the job's UI, and a FunnelReport per bundle for the manifest.
 import json
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from mining import dedup, instruct, langid, shards
@@ -18,47 +17,14 @@ from mining.report import FunnelReport, build_manifest
 from mining.sources import get_reader
 from mining.sources.base import JoinPart
 from pipelines import io
+from pipelines.reporting import DEAD, REPORT, ReportingDoFn
 from schemas import pairs as f
 from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR
 
-REPORT = "report"
-DEAD = "dead_letter"
 JOIN = "join"
-METRICS_NAMESPACE = "mining"
 
 
-class _ReportingDoFn(beam.DoFn):
-    """Collects one FunnelReport per bundle and emits it on the ``report`` output."""
-
-    def __init__(self, sample_size: int):
-        self._sample_size = sample_size
-        self._counters = {}
-
-    def start_bundle(self):
-        self._report = FunnelReport(self._sample_size)
-
-    def finish_bundle(self):
-        if self._report:
-            yield beam.pvalue.TaggedOutput(REPORT, GlobalWindows.windowed_value(self._report))
-
-    def _count(self, name: str, n: int = 1) -> None:
-        if name not in self._counters:
-            self._counters[name] = Metrics.counter(METRICS_NAMESPACE, name)
-        self._counters[name].inc(n)
-
-    def _drop_all(self, drops: list[Drop]) -> None:
-        for drop in drops:
-            self._report.add_drop(drop)
-            self._count(f"dropped_{drop.reason}")
-
-    def _dead_letter(self, letter: DeadLetter):
-        """Counts ``letter``; what to yield for it on the ``dead_letter`` output."""
-        self._report.add_dead_letter(letter)
-        self._count(f"dead_letter_{letter.reason}")
-        return beam.pvalue.TaggedOutput(DEAD, letter.to_dict())
-
-
-class ReadBatches(_ReportingDoFn):
+class ReadBatches(ReportingDoFn):
     """ReadTask -> lists of pair records; dead letters on their own output."""
 
     def __init__(self, limits, batch_size: int, sample_size: int):
@@ -96,7 +62,7 @@ def _source_of(item: dict | Drop | DeadLetter) -> str:
     return (item.record if isinstance(item, Drop) else item)[f.SOURCE]
 
 
-class JoinGroups(_ReportingDoFn):
+class JoinGroups(ReportingDoFn):
     """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``,
     a group whose join fails as a dead letter."""
 
@@ -133,7 +99,7 @@ class JoinGroups(_ReportingDoFn):
         yield from super().finish_bundle()
 
 
-class FormatInstructionRows(_ReportingDoFn):
+class FormatInstructionRows(ReportingDoFn):
     """Instruction rows at write time: the formatted query, and the distinct instructions counted."""
 
     def process(self, record):
@@ -141,7 +107,7 @@ class FormatInstructionRows(_ReportingDoFn):
         yield instruct.format_row(record)
 
 
-class CleanBatches(_ReportingDoFn):
+class CleanBatches(ReportingDoFn):
     def __init__(self, options, sample_size: int):
         super().__init__(sample_size)
         self._options = options
@@ -153,7 +119,7 @@ class CleanBatches(_ReportingDoFn):
             yield kept
 
 
-class IdentifyLanguages(_ReportingDoFn):
+class IdentifyLanguages(ReportingDoFn):
     def __init__(self, model_path: str | None, options, sample_size: int):
         super().__init__(sample_size)
         self._model_path = model_path
@@ -170,7 +136,7 @@ class IdentifyLanguages(_ReportingDoFn):
             yield kept
 
 
-class _KeepSmallestId(_ReportingDoFn):
+class _KeepSmallestId(ReportingDoFn):
     def __init__(self, reason: str, sample_size: int):
         super().__init__(sample_size)
         self._reason = reason
