@@ -43,13 +43,12 @@ logging.getLogger().handlers[0].addFilter(_WithoutBigQueryNotice())
 logging.getLogger().handlers[0].addFilter(_WithoutDataErrorTraceback())
 
 import apache_beam as beam  # noqa: E402
-from apache_beam.io.filesystems import FileSystems  # noqa: E402
 from apache_beam.options.pipeline_options import (  # noqa: E402
     DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
-from mining import inspection  # noqa: E402
+from mining import inspection, run_store  # noqa: E402
 from pipelines import consistency, hard_negatives, io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
@@ -59,19 +58,12 @@ from schemas.manifest import (  # noqa: E402
     SHARDS_DIR,
     Manifest,
     ManifestError,
-    parse_manifest,
 )
 
 
 def load_manifest(directory: str) -> Manifest:
-    path = io.join(directory, MANIFEST_NAME)
-    if not FileSystems.exists(path):
-        raise ManifestError(f"{directory} is not a finished run: no {MANIFEST_NAME} there (or no such directory)")
-    try:
-        data = io.read_bytes(path)
-    except OSError as error:
-        raise ManifestError(f"{path} cannot be read: {error.strerror or error}") from None
-    return parse_manifest(data, where=path)
+    missing = f"{directory} is not a finished run: no {MANIFEST_NAME} there (or no such directory)"
+    return run_store.read_manifest(io, directory, missing).manifest
 
 
 # Pipelines that read a finished run (--input) rather than mine sources.
@@ -189,7 +181,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(inspection.summarize(manifest), indent=2) if args.json
               else inspection.terminal_safe(inspection.format_summary(manifest, directory)))
     elif args.command == "verify":
-        problems = inspection.verify(manifest, io.open_file, join, _relative_files(directory, SHARDS_DIR))
+        problems = run_store.verify(manifest, io, directory, _relative_files(directory, SHARDS_DIR))
         print(inspection.terminal_safe(
             "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified"
         ))

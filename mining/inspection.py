@@ -4,8 +4,6 @@ Pure functions over a parsed manifest and file access passed in, so they work
 the same on local and gs:// directories.
 """
 
-import contextlib
-import hashlib
 import html
 import io
 import json
@@ -18,11 +16,10 @@ from typing import BinaryIO, Callable, Collection
 
 import pyarrow as pa
 
-from mining import clean, consistency, decontaminate, dedup, langid, near_dup
+from mining import clean, consistency, decontaminate, dedup, langid, near_dup, run_store
 from schemas import pairs as f
 from schemas import removed as r
-from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest, Shard
-from schemas.pairs import schema_description
+from schemas.manifest import LENGTH_BINS, RANK_BIN_LABELS, REJECTED_DIR, LengthStats, Manifest
 
 OpenFile = Callable[[str], BinaryIO]
 
@@ -198,97 +195,12 @@ def _size(n: int) -> str:
     return str(n)
 
 
-class _HashingReader(io.RawIOBase):
-    """Counts and hashes the bytes pyarrow reads through it."""
-
-    def __init__(self, stream: BinaryIO):
-        self._stream = stream
-        self.sha256 = hashlib.sha256()
-        self.bytes = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        self.sha256.update(data)
-        self.bytes += len(data)
-        return len(data)
-
-    def drain(self) -> None:
-        while self.read(1 << 20):
-            pass
-
-
 class InspectionError(ValueError):
     """A run whose files cannot be read as its manifest says, or a request it cannot answer, in one line."""
 
 
 # Rows ``inspect sample`` holds in memory at once (reservoir sampling keeps n rows).
 MAX_SAMPLE_ROWS = 100_000
-
-
-def _shard_problems(
-    shard: Shard, open_file: OpenFile, join: Callable[..., str], present: Collection[str],
-    expected_schema: dict[str, str], use_batch: Callable[[pa.RecordBatch], None] = lambda batch: None,
-) -> list[str]:
-    """Problems with one shard, reading it once (size, sha256, rows and schema together);
-    every record batch passes through ``use_batch`` on the way.
-
-    ``present`` are the files under shards/, relative to the directory: known missing
-    from the listing, as object stores report a missing object only at its first read.
-    """
-    if shard.path not in present:
-        return [f"{shard.path}: missing"]
-    with contextlib.ExitStack() as stack:
-        try:
-            reader = _HashingReader(stack.enter_context(open_file(join(shard.path))))
-        except OSError as error:
-            return [f"{shard.path}: unreadable ({error})"]
-        rows = schema = unreadable = None
-        try:
-            arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
-            schema = schema_description(arrow.schema)
-            rows = 0
-            for batch in arrow:
-                use_batch(batch)
-                rows += batch.num_rows
-        except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
-            rows, unreadable = None, f"{shard.path}: not a readable Arrow stream ({error})"
-        try:
-            reader.drain()
-        except OSError as error:
-            return [f"{shard.path}: unreadable ({error})"]
-    if reader.bytes < shard.bytes:
-        # Every other problem of a cut-short file follows from the cut.
-        return [f"{shard.path}: truncated: {reader.bytes} bytes, manifest says {shard.bytes}"]
-    problems = [unreadable] if unreadable else []
-    if reader.bytes > shard.bytes:
-        problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
-    if reader.sha256.hexdigest() != shard.sha256:
-        problems.append(
-            f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}"
-        )
-    if rows is not None and rows != shard.rows:
-        problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
-    if schema is not None and schema != expected_schema:
-        differing = sorted(set(schema.items()) ^ set(expected_schema.items()))
-        problems.append(f"{shard.path}: schema differs from the manifest's in {differing}")
-    return problems
-
-
-def verify(manifest: Manifest, open_file: OpenFile, join: Callable[..., str], present: Collection[str]) -> list[str]:
-    """Problems with a run's files, one line each; none when everything the manifest says holds.
-
-    ``present`` are the files under shards/, relative to the directory.
-    """
-    problems = []
-    for shard in manifest.shards:
-        problems += _shard_problems(shard, open_file, join, present, manifest.schema_)
-    listed = {shard.path for shard in manifest.shards}
-    problems += [f"{path}: present but not in the manifest" for path in sorted(set(present) - listed)]
-    return problems
 
 
 class _Reservoir:
@@ -319,7 +231,7 @@ def sample_rows(
 ) -> list[dict]:
     """``n`` rows drawn uniformly (reservoir sampling, seeded) from the matching rows, streaming.
 
-    Each shard read is checked as ``verify`` checks it, so no row of a damaged shard is shown.
+    Each shard read is checked as ``run_store.verify`` checks it, so no row of a damaged shard is shown.
     """
     if source is not None:
         _refuse_unknown("source", source, manifest.sources)
@@ -335,7 +247,7 @@ def sample_rows(
     for shard in manifest.shards:
         if source is not None and shard.source != source or lang is not None and lang not in shard.languages:
             continue
-        problems = _shard_problems(shard, open_file, join, present, manifest.schema_, take)
+        problems = run_store.shard_problems(shard, open_file, join(shard.path), present, manifest.schema_, take)
         if problems:
             raise InspectionError(f"{problems[0]}; `inspect verify` checks every shard")
     return reservoir.chosen

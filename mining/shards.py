@@ -11,11 +11,11 @@ from collections import Counter
 
 import pyarrow as pa
 
+from mining.run_store import encode_table
 from schemas import pairs as f
 from schemas.manifest import SHARDS_DIR, Shard, SideLengths
 from schemas.pairs import PAIR_SCHEMA, shard_row
 
-ROWS_PER_RECORD_BATCH = 1024
 _ROW_OVERHEAD_BYTES = 80  # offsets, ids, languages and scores
 
 
@@ -39,12 +39,7 @@ def shard_path(source: str, index: int, count: int) -> str:
 def encode_shard(records: list[dict], schema: pa.Schema = PAIR_SCHEMA, compression: str | None = None) -> bytes:
     """Rows sorted by id, as an Arrow IPC stream."""
     rows = sorted((shard_row(record, schema) for record in records), key=lambda row: row[f.ID])
-    table = pa.Table.from_pylist(rows, schema=schema)
-    sink = pa.BufferOutputStream()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(sink, schema, options=options) as writer:
-        writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
-    return sink.getvalue().to_pybytes()
+    return encode_table(pa.Table.from_pylist(rows, schema=schema), compression)
 
 
 def shard_lengths(records: list[dict]) -> dict[str, SideLengths]:

@@ -1,7 +1,6 @@
 """What the pipelines that read a finished run (--input) share: the run's manifest and shards, and
 the encoder as RunInference's model."""
 
-import hashlib
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -11,10 +10,10 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from mining import inspection
+from mining import run_store
 from pipelines import io
 from pipelines.options import MiningOptions
-from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard, parse_manifest
+from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard
 
 # An example for the encoder: (kind, text) pieces, each embedded with its E5 prefix.
 Texts = tuple[tuple[str, str], ...]
@@ -77,13 +76,9 @@ def read_run(directory: str, option: str) -> FinishedRun:
     """A finished run's manifest, and each of its shards there with its recorded size, checked before
     any work starts. Their contents are checked as they are read (``ReadShard``): the launcher does
     not read a billion rows first."""
-    path = io.join(directory, MANIFEST_NAME)
-    if not io.match_files(path):
-        raise FileNotFoundError(f"{option} {directory} holds no {MANIFEST_NAME}: not a finished run")
-    data = io.read_bytes(path)
-    run = FinishedRun(
-        Parent(path=directory, sha256=hashlib.sha256(data).hexdigest()), parse_manifest(data, where=path), option
-    )
+    missing = f"{option} {directory} holds no {MANIFEST_NAME}: not a finished run"
+    stored = run_store.read_manifest(io, directory, missing)
+    run = FinishedRun(Parent(path=directory, sha256=stored.sha256), stored.manifest, option)
     matches = FileSystems.match([shard_path for shard_path, _ in run.shards])
     problems = [
         f"{shard.path}: {sizes[0]} bytes, manifest says {shard.bytes}" if sizes else f"{shard.path}: missing"
@@ -106,21 +101,16 @@ def check_options(options: MiningOptions) -> None:
 
 class ReadShard(beam.DoFn):
     """A shard (path, manifest entry) -> its rows as records, once its bytes, rows and schema are
-    what the manifest recorded (``inspection.verify`` on the bytes read)."""
+    what the manifest recorded (``run_store.shard_problems`` on the bytes read)."""
 
     def __init__(self, run: FinishedRun):
         self._where = f"{run.option} {run.parent.path}"
-        self._manifest = run.manifest.model_copy(update={"shards": []})
+        self._schema = run.manifest.schema_
 
     def process(self, path_and_shard: tuple[str, Shard]):
         path, shard = path_and_shard
         data = io.read_bytes(path)
-        problems = inspection.verify(
-            self._manifest.model_copy(update={"shards": [shard]}),
-            lambda _: BytesIO(data),
-            lambda relative: relative,
-            [shard.path],
-        )
+        problems = run_store.shard_problems(shard, lambda _: BytesIO(data), path, [shard.path], self._schema)
         if problems:
             raise DamagedShardError(f"{self._where}: {'; '.join(problems)}")
         for batch in pa.ipc.open_stream(data):

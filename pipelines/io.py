@@ -203,6 +203,10 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([temporary], [path])
 
 
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
         return stream.read()

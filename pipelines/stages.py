@@ -10,7 +10,7 @@ import json
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
 
-from mining import dedup, instruct, langid, shards
+from mining import dedup, instruct, langid, run_store, shards
 from mining.clean import clean_batch
 from mining.records import DeadLetter, Drop
 from mining.report import FunnelReport, build_manifest
@@ -19,7 +19,7 @@ from mining.sources.base import JoinPart
 from pipelines import io
 from pipelines.reporting import DEAD, REPORT, ReportingDoFn
 from schemas import pairs as f
-from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR
+from schemas.manifest import DEAD_LETTER_DIR, REJECTED_DIR
 
 JOIN = "join"
 
@@ -260,7 +260,7 @@ class _WriteManifest(beam.DoFn):
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
             io.write_atomically(io.join(self._output, REJECTED_DIR, f"{reason}.jsonl"), lines.encode("utf-8"))
-        io.write_atomically(io.join(self._output, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
+        run_store.write_manifest(io, self._output, manifest)
         yield manifest
 
 

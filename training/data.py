@@ -24,6 +24,8 @@ Guarantees, all independent of the number of loader workers and ranks:
 
 import hashlib
 import os
+import posixpath
+import uuid
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -37,8 +39,9 @@ from filelock import FileLock
 from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mining import run_store
 from schemas import pairs as f
-from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, parse_manifest
+from schemas.manifest import MANIFEST_NAME, Manifest
 from training.permutation import Permutation
 from training.prompts import E5, InstructPrompts, Kind, Prompts
 
@@ -62,19 +65,52 @@ class ShardRef:
     sha256: str
 
 
-def join(directory: str, relative: str) -> str:
-    """``relative`` under ``directory``, for local paths and URLs alike."""
-    return directory.rstrip("/") + "/" + relative
+def join(directory: str, *parts: str) -> str:
+    """``parts`` under ``directory``, for local paths and URLs alike."""
+    return "/".join([directory.rstrip("/"), *parts])
+
+
+class FsspecStorage:
+    """Training's file access, any fsspec URL (e.g. ``gs://``), as ``run_store`` reads and writes a run."""
+
+    join = staticmethod(join)
+
+    @staticmethod
+    def exists(url: str) -> bool:
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.exists(path)
+
+    @staticmethod
+    def read_bytes(url: str) -> bytes:
+        fs, path = fsspec.core.url_to_fs(url)
+        return fs.cat_file(path)
+
+    @staticmethod
+    def open_file(url: str):
+        return fsspec.open(url, "rb")
+
+    @staticmethod
+    def write_atomically(url: str, data: bytes) -> None:
+        """In an object store, one upload; on a local disk, beside the destination under a hidden name, then
+        a rename: no reader ever sees a partial file."""
+        fs, path = fsspec.core.url_to_fs(url)
+        directory, name = posixpath.split(path)
+        fs.makedirs(directory, exist_ok=True)
+        if not isinstance(fs, LocalFileSystem):
+            fs.pipe_file(path, data)
+            return
+        temporary = posixpath.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
+        with open(temporary, "wb") as stream:
+            stream.write(data)
+        os.replace(temporary, path)
+
+
+STORAGE = FsspecStorage()
 
 
 def read_manifest(directory: str) -> Manifest:
-    path = join(directory, MANIFEST_NAME)
-    try:
-        with fsspec.open(path, "rb") as stream:
-            text = stream.read()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        raise ManifestError(f"{directory} is not a mined output directory: it has no {MANIFEST_NAME}") from None
-    return parse_manifest(text, where=path)
+    missing = f"{directory} is not a mined output directory: it has no {MANIFEST_NAME}"
+    return run_store.read_manifest(STORAGE, directory, missing).manifest
 
 
 def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:

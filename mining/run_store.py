@@ -1,0 +1,151 @@
+"""A run on storage: its manifest.json and the Arrow shards it lists, read, checked and written one way
+for mining, split, training, inspect and the pipelines that read a finished run.
+
+The file access is the caller's (``Storage``): pipelines/ pass Beam FileSystems (the ``pipelines.io``
+module is one), training passes fsspec; this module imports neither.
+"""
+
+import contextlib
+import hashlib
+import io
+from collections.abc import Callable, Collection
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol
+
+import pyarrow as pa
+
+from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard, parse_manifest
+from schemas.pairs import schema_description
+
+ROWS_PER_RECORD_BATCH = 1024
+
+
+class Storage(Protocol):
+    def join(self, base: str, *parts: str) -> str: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def read_bytes(self, path: str) -> bytes: ...
+
+    def open_file(self, path: str) -> AbstractContextManager[BinaryIO]: ...
+
+    def write_atomically(self, path: str, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    manifest: Manifest
+    path: str
+    sha256: str  # of the file's bytes: what a derived run records of the run it read
+
+
+def read_manifest(storage: Storage, directory: str, missing: str) -> StoredManifest:
+    """The manifest of the run in ``directory``, validated; ManifestError(``missing``) where it has none."""
+    path = storage.join(directory, MANIFEST_NAME)
+    if not storage.exists(path):
+        raise ManifestError(missing)
+    try:
+        data = storage.read_bytes(path)
+    except OSError as error:
+        raise ManifestError(f"{path} cannot be read: {error.strerror or error}") from None
+    return StoredManifest(parse_manifest(data, where=path), path, hashlib.sha256(data).hexdigest())
+
+
+def write_manifest(storage: Storage, directory: str, manifest: Manifest) -> None:
+    storage.write_atomically(storage.join(directory, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
+
+
+def encode_table(table: pa.Table, compression: str | None = None) -> bytes:
+    """The table as an Arrow IPC stream, in record batches of a fixed size."""
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
+    return sink.getvalue().to_pybytes()
+
+
+class _HashingReader(io.RawIOBase):
+    """Counts and hashes the bytes pyarrow reads through it."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self.sha256 = hashlib.sha256()
+        self.bytes = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        self.sha256.update(data)
+        self.bytes += len(data)
+        return len(data)
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+def shard_problems(
+    shard: Shard, open_file: Callable[[str], AbstractContextManager[BinaryIO]], path: str, present: Collection[str],
+    expected_schema: dict[str, str], use_batch: Callable[[pa.RecordBatch], None] = lambda batch: None,
+) -> list[str]:
+    """Problems with one shard, reading it once from ``path`` (size, sha256, rows and schema together);
+    every record batch passes through ``use_batch`` on the way.
+
+    ``present`` are the files under shards/, relative to the directory: known missing
+    from the listing, as object stores report a missing object only at its first read.
+    """
+    if shard.path not in present:
+        return [f"{shard.path}: missing"]
+    with contextlib.ExitStack() as stack:
+        try:
+            reader = _HashingReader(stack.enter_context(open_file(path)))
+        except OSError as error:
+            return [f"{shard.path}: unreadable ({error})"]
+        rows = schema = unreadable = None
+        try:
+            arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
+            schema = schema_description(arrow.schema)
+            rows = 0
+            for batch in arrow:
+                use_batch(batch)
+                rows += batch.num_rows
+        except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
+            rows, unreadable = None, f"{shard.path}: not a readable Arrow stream ({error})"
+        try:
+            reader.drain()
+        except OSError as error:
+            return [f"{shard.path}: unreadable ({error})"]
+    if reader.bytes < shard.bytes:
+        # Every other problem of a cut-short file follows from the cut.
+        return [f"{shard.path}: truncated: {reader.bytes} bytes, manifest says {shard.bytes}"]
+    problems = [unreadable] if unreadable else []
+    if reader.bytes > shard.bytes:
+        problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
+    if reader.sha256.hexdigest() != shard.sha256:
+        problems.append(
+            f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}"
+        )
+    if rows is not None and rows != shard.rows:
+        problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
+    if schema is not None and schema != expected_schema:
+        differing = sorted(set(schema.items()) ^ set(expected_schema.items()))
+        problems.append(f"{shard.path}: schema differs from the manifest's in {differing}")
+    return problems
+
+
+def verify(manifest: Manifest, storage: Storage, directory: str, present: Collection[str]) -> list[str]:
+    """Problems with a run's files, one line each; none when everything the manifest says holds.
+
+    ``present`` are the files under shards/, relative to the directory.
+    """
+    problems = []
+    for shard in manifest.shards:
+        path = storage.join(directory, shard.path)
+        problems += shard_problems(shard, storage.open_file, path, present, manifest.schema_)
+    listed = {shard.path for shard in manifest.shards}
+    problems += [f"{path}: present but not in the manifest" for path in sorted(set(present) - listed)]
+    return problems
