@@ -54,9 +54,12 @@ class FunnelReport:
         langs = sorted({lang for ranked_source, lang, _ in self.ranks if ranked_source == source})
         return {lang: {label: self.ranks[source, lang, label] for label in m.RANK_BIN_LABELS} for lang in langs}
 
+    def count_dropped(self, source: str, reason: str, n: int = 1) -> None:
+        self.counts[source, _DROPPED + reason] += n
+
     def add_drop(self, drop: Drop) -> None:
         record = drop.record
-        self.counts[record[f.SOURCE], _DROPPED + drop.reason] += 1
+        self.count_dropped(record[f.SOURCE], drop.reason)
         if self.sample_size:
             sample = self.samples.setdefault(drop.reason, [])
             public = {key: value for key, value in record.items() if not key.startswith("_")}
@@ -105,20 +108,27 @@ def sampling_weights(outputs: dict[str, int], alpha: float) -> dict[str, float]:
 
 def build_manifest(
     pipeline: str,
-    schema: pa.Schema,
+    schema: pa.Schema | dict[str, str],
     options: dict,
     report: FunnelReport,
     written: list[tuple[m.Shard, dict[str, m.SideLengths]]],
-    sampling_alpha: float,
+    sampling_alpha: float | None,
     parent: m.Parent | None = None,
+    weights: dict[str, float] | None = None,
 ) -> m.Manifest:
     """The manifest, from each written shard's entry and lengths; pydantic refuses it,
-    naming the field, if any record is unaccounted for or any count disagrees with another."""
+    naming the field, if any record is unaccounted for or any count disagrees with another.
+
+    ``schema``: the shards' Arrow schema, or its description as a manifest records it. ``weights``:
+    the sources' sampling weights where they are not this output's own, by ``sampling_alpha`` (a split
+    part keeps its parent's).
+    """
     written = sorted(written, key=lambda item: item[0].path)
     shards = [shard for shard, _ in written]
     names = sorted(report.sources() | {shard.source for shard in shards})
     outputs = {source: sum(shard.rows for shard in shards if shard.source == source) for source in names}
-    weights = sampling_weights(outputs, sampling_alpha)
+    if weights is None:
+        weights = sampling_weights(outputs, sampling_alpha)
     sources = {}
     for source in names:
         languages = Counter()
@@ -143,7 +153,7 @@ def build_manifest(
             "pipeline": pipeline,
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "options": options,
-            "schema": schema_description(schema),
+            "schema": schema if isinstance(schema, dict) else schema_description(schema),
             "shards": shards,
             "totals": {**report.totals_for(None), "output": sum(shard.rows for shard in shards)},
             "sources": sources,

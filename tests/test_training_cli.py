@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pyarrow as pa
@@ -14,6 +15,8 @@ import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
+from schemas.manifest import rank_bin_label
+from schemas.pairs import INSTRUCT_SCHEMA, with_consistency_rank
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, tiny_encoder, write_mined_output
 from training.checkpoint import stored_run
 from training.cli import main
@@ -56,6 +59,44 @@ def test_split_keeps_every_row_exactly_once(split):
             with pa.ipc.open_stream(pa.memory_map(str(split[part] / shard["path"]))) as reader:
                 found.update(reader.read_all().column("id").to_pylist())
     assert ids["train"] | ids["heldout"] == ids["mined"] and not ids["train"] & ids["heldout"]
+
+
+def _part_rows(directory: Path, manifest: dict) -> list[dict]:
+    rows = []
+    for shard in manifest["shards"]:
+        with pa.ipc.open_stream(pa.memory_map(str(directory / shard["path"]))) as reader:
+            rows += reader.read_all().to_pylist()
+    return rows
+
+
+def test_each_split_part_reports_the_lengths_of_its_own_rows(split):
+    for part in ("train", "heldout"):
+        manifest = json.loads((split[part] / "manifest.json").read_text())
+        rows = _part_rows(split[part], manifest)
+        for name, source in manifest["sources"].items():
+            mine = [row for row in rows if row["source"] == name]
+            for side in ("query", "passage"):
+                stats = [sides[side] for sides in source["lengths"].values()]
+                assert sum(stat["count"] for stat in stats) == len(mine) == source["output"], (part, name)
+                assert sum(stat["sum"] for stat in stats) == sum(len(row[side]) for row in mine), (part, name)
+
+
+def test_each_split_part_counts_the_instructions_and_consistency_ranks_of_its_own_rows(tmp_path):
+    rows = [
+        {**row, "task": "find the answer", "task_type": "short-long", "instruction": f"instruction {i % 7}",
+         "consistency_rank": 1 + i % 40}
+        for i, row in enumerate(pair_rows("alpha", 60))
+    ]
+    mined = write_mined_output(str(tmp_path / "mined"), {"alpha": rows}, schema=with_consistency_rank(INSTRUCT_SCHEMA))
+    split_output(mined, str(tmp_path / "train"), str(tmp_path / "heldout"), fraction=0.1, seed=3)
+    for part in ("train", "heldout"):
+        manifest = json.loads((tmp_path / part / "manifest.json").read_text())
+        part_rows = _part_rows(tmp_path / part, manifest)
+        source = manifest["sources"]["alpha"]
+        assert source["instructions"] == len({row["instruction"] for row in part_rows}), part
+        ranks = Counter(rank_bin_label(row["consistency_rank"]) for row in part_rows)
+        assert {label: n for label, n in source["consistency_ranks"]["en"].items() if n} == ranks, part
+        assert 0 < len(part_rows) < len(rows), part
 
 
 def test_tiny_model_learns_on_the_mined_samples(split, tmp_path):
