@@ -31,6 +31,10 @@ _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".lzma")
 _MAX_LINE_BYTES = 1 << 24
 
 
+class BenchmarkFileError(ValueError):
+    """An excluded file that is not what its name says; said in one line naming the file."""
+
+
 def excluded_texts(path: str, stream: BinaryIO) -> Iterator[str]:
     """The texts of one benchmark file."""
     name = path.lower()
@@ -42,7 +46,7 @@ def excluded_texts(path: str, stream: BinaryIO) -> Iterator[str]:
         return
     for line in iter_lines(stream, _MAX_LINE_BYTES):
         if line.too_long:
-            raise ValueError(f"{path}:{line.number}: a line over {_MAX_LINE_BYTES} bytes is no benchmark text")
+            raise BenchmarkFileError(f"{path}:{line.number}: a line over {_MAX_LINE_BYTES} bytes is no benchmark text")
         text = line.data.decode("utf-8", "replace")
         if extension == ".tsv":
             text = text.split("\t", 1)[-1]
@@ -57,7 +61,7 @@ def _squad_texts(path: str, data: bytes) -> Iterator[str]:
             yield context
             yield from (question.text for question in questions)
     except Malformed as error:
-        raise ValueError(f"{path} is not SQuAD JSON: {error.detail}") from None
+        raise BenchmarkFileError(f"{path} is not SQuAD JSON: {error.detail}") from None
 
 
 @dataclass(frozen=True)

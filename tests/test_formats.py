@@ -3,14 +3,17 @@ and the field checks every reader goes through."""
 
 import io
 import json
+from pathlib import Path
 
 import pytest
 
+import beam_runner
 from mining.decontaminate import excluded_texts
 from mining.formats import MalformedPart, SquadParagraph, parse_qrel, squad_paragraphs, squad_question
 from mining.sources.base import Malformed, require_integer, require_list, require_object
 from training.evaluation import EvaluationDataError, beir_set, squad_set
 
+_SBERT_SAMPLES = Path(__file__).parent.parent / "mining" / "samples" / "sbert"
 _BAD_QUESTION = {"data": [{"paragraphs": [
     {"context": "Der Rhein fließt durch Köln.", "qas": [{"question": "Wo?"}]},
     {"context": "Die Elbe fließt durch Dresden.", "qas": [{"question": "Wo?"}, {"question": ["Wohin?"]}]},
@@ -41,6 +44,9 @@ def test_benchmarks_read_whole_name_the_malformed_question(tmp_path):
         squad_set(str(path))
     with pytest.raises(ValueError, match=where):
         list(excluded_texts(str(path), io.BytesIO(path.read_bytes())))
+    with pytest.raises(SystemExit, match=f"^the run stopped, nothing was published: .*{where}") as failure:
+        beam_runner.main([f"--source=sbert={_SBERT_SAMPLES}/*", f"--exclude={path}", f"--output={tmp_path / 'out'}"])
+    assert "\n" not in str(failure.value.code) and not (tmp_path / "out" / "manifest.json").exists()
 
 
 def test_qrels_lines_of_trec_and_beir():
