@@ -1,4 +1,5 @@
-"""Parsers of the data formats that both mining and evaluation read: SQuAD JSON and qrels.
+"""Parsers of the data formats that both mining and evaluation read: SQuAD JSON, and the
+queries, corpus and qrels of relevance-judged sets (MIRACL, BEIR, MS MARCO).
 
 Each raises ``Malformed`` for what does not follow its format; a reader makes dead
 letters of that, evaluation and decontamination one line naming the file.
@@ -8,7 +9,9 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from mining.sources.base import WRONG_TYPE, Malformed, decode_json, require_list, require_object, require_text
+from mining.sources.base import (
+    WRONG_TYPE, Malformed, decode_json, optional_text, require_list, require_object, require_text,
+)
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -79,6 +82,23 @@ def whole_squad(data: bytes) -> Iterator[tuple[str, list[SquadQuestion]]]:
             raise paragraph.error
         questions = paragraph.questions
         yield paragraph.context, [squad_question(qa, paragraph.question_where(i)) for i, qa in enumerate(questions)]
+
+
+def parse_query(line: str) -> tuple[str, str]:
+    """``qid<TAB>query``."""
+    qid, tab, text = line.partition("\t")
+    if not tab:
+        raise Malformed(WRONG_TYPE, "expected qid<TAB>query")
+    return qid.strip(), text
+
+
+def parse_document(line: str, *id_keys: str) -> tuple[str, str]:
+    """A corpus JSON line ``{ID, "title"?, "text"}``, the id under the first of ``id_keys``
+    present: (id, title and text)."""
+    value = require_object(decode_json(line))
+    title = optional_text(value, "title")
+    text = require_text(value, "text")
+    return require_text(value, *id_keys), f"{title}\n{text}" if title else text
 
 
 def parse_qrel(line: str) -> tuple[str, str, int]:

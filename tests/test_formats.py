@@ -77,3 +77,16 @@ def test_field_checks_name_the_field_and_where_it_is():
         require_list({"qas": "q"}, "qas", "data[1]")
     with pytest.raises(Malformed, match=r"^wrong_type: expected a JSON object, got list$"):
         require_object([])
+
+
+@pytest.mark.parametrize("name, text, refusal", [
+    ("topics.tsv", "q1\tquestion one\nno tab here\n", r"topics\.tsv:2: expected qid<TAB>query"),
+    ("corpus.jsonl", '{"_id": "d1", "text": "one"}\n{"_id": "d2"}\n', r"corpus\.jsonl:2: 'text' missing"),
+    ("queries.jsonl", '{"_id": "q1", "text": "question one"}\n[1]\n', r"queries\.jsonl:2: expected a JSON object"),
+])
+def test_beir_set_names_the_line_it_cannot_read(tmp_path, name, text, refusal):
+    (tmp_path / "qrels.tsv").write_text("q1\td1\t1\n")
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "one"}\n')
+    (tmp_path / name).write_text(text)
+    with pytest.raises(EvaluationDataError, match=refusal):
+        beir_set(str(tmp_path))

@@ -6,10 +6,9 @@ Ties go to the lower corpus index, so results never depend on the hardware.
 """
 
 import importlib
-import json
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,7 +19,7 @@ import torch
 
 from mining import formats
 from mining import search as exact_search
-from mining.sources.base import Malformed
+from mining.sources.base import Malformed, decode_json, require_object, require_text
 from training.prompts import Kind
 
 SEARCH_BLOCK = 16384
@@ -264,6 +263,21 @@ def squad_set(path: str) -> RetrievalSet:
     return RetrievalSet(queries, corpus, relevant)
 
 
+def _parsed_lines(path: str, parse: Callable[[str], tuple]) -> Iterator[tuple]:
+    """``parse`` of every line that is not blank; EvaluationDataError naming the first it refuses."""
+    for number, line in enumerate(_lines(path), 1):
+        if line.strip():
+            try:
+                yield parse(line)
+            except Malformed as error:
+                raise EvaluationDataError(f"{path}:{number}: {error.detail}") from None
+
+
+def _beir_query(line: str) -> tuple[str, str]:
+    value = require_object(decode_json(line))
+    return require_text(value, "_id"), require_text(value, "text")
+
+
 def beir_set(directory: str) -> RetrievalSet:
     """MIRACL/BEIR layout: queries (``topics*.tsv`` or ``queries*.jsonl``), ``corpus*.jsonl`` and qrels (TREC or BEIR TSV)."""
     filesystem, root = fsspec.core.url_to_fs(directory)
@@ -274,20 +288,13 @@ def beir_set(directory: str) -> RetrievalSet:
 
     query_text = {}
     for name in named("topics", "queries"):
-        for line in _lines(name):
-            if name.endswith(".jsonl"):
-                record = json.loads(line)
-                query_text[str(record["_id"])] = record["text"]
-            elif line.strip():
-                qid, text = line.split("\t", 1)
-                query_text[qid] = text
+        parse = _beir_query if name.endswith(".jsonl") else formats.parse_query
+        query_text.update(_parsed_lines(name, parse))
     corpus, position = [], {}
     for name in named("corpus"):
-        for line in _lines(name):
-            record = json.loads(line)
-            docid = str(record.get("docid", record.get("_id")))
+        for docid, text in _parsed_lines(name, lambda line: formats.parse_document(line, "docid", "_id")):
             position[docid] = len(corpus)
-            corpus.append(f"{record['title']}\n{record['text']}" if record.get("title") else record["text"])
+            corpus.append(text)
     judged: dict[str, dict[int, int]] = {}
     for name in named("qrels"):
         for line in _lines(name):

@@ -5,8 +5,8 @@ Files are told apart by name: ``topics*``/``queries*``, ``qrels*``, anything els
 
 import posixpath
 
+from mining import formats
 from mining.sources import register
-from mining.sources.base import decode_json, optional_text, require_object, require_text
 from mining.sources.relevance import CORPUS, QRELS, QUERIES, RelevanceReader
 
 
@@ -24,7 +24,4 @@ class MiraclReader(RelevanceReader):
         return CORPUS
 
     def parse_document(self, line):
-        value = require_object(decode_json(line))
-        title = optional_text(value, "title")
-        text = require_text(value, "text")
-        return require_text(value, "docid"), f"{title}\n{text}" if title else text
+        return formats.parse_document(line, "docid")

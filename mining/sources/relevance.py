@@ -9,23 +9,15 @@ Not a source kind itself: ``msmarco`` and ``miracl`` build on it.
 
 from typing import Iterator
 
-from mining.formats import parse_qrel
+from mining.formats import parse_qrel, parse_query
 from mining.records import DeadLetter, Drop
-from mining.sources.base import WRONG_TYPE, JoiningReader, JoinPart, Malformed, language_from_path
+from mining.sources.base import JoiningReader, JoinPart, language_from_path
 
 DOC_MISSING = "doc_missing"
 QUERY_MISSING = "query_missing"
 
 QUERIES, CORPUS, QRELS = "queries", "corpus", "qrels"
 _DOC, _JUDGMENT, _QUERY, _JUDGED = "doc", "judgment", "query", "judged"
-
-
-def parse_query(line: str) -> tuple[str, str]:
-    """``qid<TAB>query``."""
-    qid, tab, text = line.partition("\t")
-    if not tab:
-        raise Malformed(WRONG_TYPE, "expected qid<TAB>query")
-    return qid.strip(), text
 
 
 class RelevanceReader(JoiningReader):
