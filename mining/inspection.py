@@ -1,7 +1,8 @@
 """What a data engineer asks of a finished run: summary, verify, sample, diff, report.
 
 Pure functions over a parsed manifest and file access passed in, so they work
-the same on local and gs:// directories.
+the same on local and gs:// directories; verify is ``run_store.verify``, whose
+shard check ``sample_rows`` applies to every shard it reads.
 """
 
 import html

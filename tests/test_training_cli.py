@@ -9,17 +9,20 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pytest
 import torch
 from safetensors.torch import load_file
 from sentence_transformers import SentenceTransformer
 
+from mining import run_store
 from schemas.manifest import rank_bin_label
 from schemas.pairs import INSTRUCT_SCHEMA, with_consistency_rank
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, tiny_encoder, write_mined_output
 from training.checkpoint import stored_run
 from training.cli import main
+from training.data import STORAGE, read_manifest
 from training.encoder import Encoder
 from training.holdout import split_output
 from training.trainer import PretrainConfig, pretrain
@@ -97,6 +100,21 @@ def test_each_split_part_counts_the_instructions_and_consistency_ranks_of_its_ow
         ranks = Counter(rank_bin_label(row["consistency_rank"]) for row in part_rows)
         assert {label: n for label, n in source["consistency_ranks"]["en"].items() if n} == ranks, part
         assert 0 < len(part_rows) < len(rows), part
+
+
+def test_split_writes_parts_an_object_store_serves_whole(tmp_path):
+    """Into a non-local fsspec file system (as gs://): each file one upload, every shard verifiable."""
+    mined = write_mined_output(str(tmp_path / "mined"), {"alpha": pair_rows("alpha", 30), "beta": pair_rows("beta", 9)})
+    root = f"/{tmp_path.name}"  # the memory file system lives as long as the process: a name of this test's own
+    manifests = split_output(mined, f"memory://{root}/train", f"memory://{root}/heldout", fraction=0.3, seed=1)
+    memory = fsspec.filesystem("memory")
+    for part, written in manifests.items():
+        directory = f"memory://{root}/{part}"
+        assert read_manifest(directory) == written
+        present = [path.removeprefix(f"{root}/{part}/") for path in memory.find(f"{root}/{part}/shards")]
+        assert run_store.verify(written, STORAGE, directory, present) == [], part
+    assert not [path for path in memory.find(root) if ".tmp" in path]
+    assert sum(manifest.totals.output for manifest in manifests.values()) == 39
 
 
 def test_tiny_model_learns_on_the_mined_samples(split, tmp_path):
