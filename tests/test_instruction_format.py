@@ -9,7 +9,7 @@ from mining.records import DeadLetter
 from schemas import pairs as f
 from schemas import removed
 from schemas.instructions import QUERY_MARK, format_instructed_query, parse_instructed_query
-from training.prompts import InstructPrompts, stored_prompts
+from training.prompts import InstructPrompts, Prompts, stored_prompts
 
 # Instructions as instruction data holds them: whitespace folded, so never a line break.
 _INSTRUCTIONS = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"))
@@ -47,10 +47,15 @@ def test_training_keeps_the_queries_instruction_data_formats():
     assert InstructPrompts("Another task").format(query, "query", "Row task") == query
 
 
-@pytest.mark.parametrize("task", ["Find the answer", "Retrieve: passages\nfor a query", " "])
+@pytest.mark.parametrize("task", ["Find the answer", "Retrieve: passages\nfor a query", " ", f"Two{QUERY_MARK}marks"])
 def test_stored_instruction_prefix_reads_back(task):
     prompts = InstructPrompts(task, passage="doc: ")
     assert stored_prompts(prompts.query, prompts.passage) == prompts
+
+
+@pytest.mark.parametrize("query", ["query: ", "Instruct: \nQuery: ", "Instruct: Find the answer", "Find\nQuery: "])
+def test_other_stored_prefixes_are_fixed_prompts(query):
+    assert stored_prompts(query, "passage: ") == Prompts(query, "passage: ")
 
 
 def test_dead_letter_row_has_the_schema_fields():

@@ -11,7 +11,7 @@ method, with the row's task where the data has one.
 from dataclasses import dataclass
 from typing import Literal
 
-from schemas.instructions import format_instructed_query, parse_instructed_query
+from schemas.instructions import INSTRUCTION_MARK, QUERY_MARK, format_instructed_query, parse_instructed_query
 
 Kind = Literal["query", "passage"]
 KINDS: tuple[Kind, ...] = ("query", "passage")
@@ -71,5 +71,8 @@ class InstructPrompts:
 
 def stored_prompts(query: str, passage: str) -> Prompts | InstructPrompts:
     """The prompts a checkpoint stored as prefixes: an instruction query prefix means ``InstructPrompts``."""
-    task, rest = parse_instructed_query(query) or ("", query)
-    return InstructPrompts(task, passage) if task and not rest else Prompts(query, passage)
+    # Cut at both ends, not parsed: a stored task may hold anything, the query mark too.
+    task = query.removeprefix(INSTRUCTION_MARK).removesuffix(QUERY_MARK)
+    if task and query == format_instructed_query(task, ""):
+        return InstructPrompts(task, passage)
+    return Prompts(query, passage)
