@@ -6,7 +6,6 @@ from io import BytesIO
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -110,10 +109,13 @@ class ReadShard(beam.DoFn):
     def process(self, path_and_shard: tuple[str, Shard]):
         path, shard = path_and_shard
         data = io.read_bytes(path)
-        problems = run_store.shard_problems(shard, lambda _: BytesIO(data), path, [shard.path], self._schema)
+        batches = []
+        problems = run_store.shard_problems(
+            shard, lambda _: BytesIO(data), path, [shard.path], self._schema, use_batch=batches.append
+        )
         if problems:
             raise DamagedShardError(f"{self._where}: {'; '.join(problems)}")
-        for batch in pa.ipc.open_stream(data):
+        for batch in batches:
             yield from batch.to_pylist()
 
 
