@@ -82,7 +82,7 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         for part, rows in (("train", table.filter(pa.array(~mask))), ("heldout", table.filter(pa.array(mask)))):
             data = run_store.encode_table(rows)
             STORAGE.write_atomically(join(targets[part], shard.path), data)
-            records = rows.to_pylist()
+            records = rows.select([name for name in _COUNTED_COLUMNS if name in rows.column_names]).to_pylist()
             entry = shards.shard_entry(shard.path, shard.source, records, data)
             written[part].append((entry, shards.shard_lengths(records)))
             _count_rows(reports[part], records)
@@ -101,6 +101,10 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         )
         run_store.write_manifest(STORAGE, targets[part], manifests[part])
     return manifests
+
+
+# What the part's manifest counts of its rows (languages, lengths, instructions, ranks): the rest need not leave Arrow.
+_COUNTED_COLUMNS = (f.SOURCE, f.QUERY, f.PASSAGE, f.QUERY_LANG, f.PASSAGE_LANG, f.INSTRUCTION, f.CONSISTENCY_RANK)
 
 
 def _count_rows(report: FunnelReport, records: list[dict]) -> None:
