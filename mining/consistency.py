@@ -28,6 +28,8 @@ def pool_key(seed: int, record_id: str) -> int:
 
 def resolve_top_k(top_k: float, pool_size: int) -> int:
     """``--top-k``: a rank when >= 1, else a fraction of the pool (at least 1)."""
+    if not math.isfinite(top_k):
+        raise ValueError(f"--top-k must be a positive integer or a fraction below 1, not {top_k}")
     if top_k <= 0:
         raise ValueError(f"--top-k must be positive, not {top_k}")
     if top_k >= 1:

@@ -175,8 +175,6 @@ class MiningOptions(PipelineOptions):
         ):
             if not (value is None or math.isfinite(value)) or not allowed(value):
                 raise ValueError(f"{option} must be {description}, not {value}")
-        if not math.isfinite(self.top_k):
-            raise ValueError(f"--top-k must be a positive integer or a fraction below 1, not {self.top_k}")
         consistency.resolve_top_k(self.top_k, self.pool_size)
         hard_negatives.parse_rank_window(self.rank_window)
         if self.lid_model and not io.is_file(self.lid_model):
