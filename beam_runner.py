@@ -179,7 +179,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     if args.command == "summary":
         print(json.dumps(inspection.summarize(manifest), indent=2) if args.json
-              else inspection.terminal_safe(inspection.format_summary(manifest, directory)))
+              else inspection.format_summary(manifest, directory))
     elif args.command == "verify":
         problems = run_store.verify(manifest, io, directory, _relative_files(directory, SHARDS_DIR))
         print(inspection.terminal_safe(

@@ -181,7 +181,7 @@ def format_summary(manifest: Manifest, location: str) -> str:
     lines += ["", f"shards: {shards['count']}, {_size(shards['bytes'])} in all, "
               f"{_size(shards['min_bytes'])} / {_size(shards['median_bytes'])} / {_size(shards['max_bytes'])} "
               "min / median / max"]
-    return "\n".join(lines)
+    return terminal_safe("\n".join(lines))
 
 
 def _lengths_cell(lengths: dict) -> str:
