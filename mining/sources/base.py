@@ -148,19 +148,14 @@ class SourceReader:
     def read_all(self, task: ReadTask, open_file: OpenFile, limits: ReadLimits) -> Iterator[dict | Drop | DeadLetter]:
         """``read``, where an exception outside any one record's code (a reader's file handling)
         ends only the task: what was read stays, the rest of it is one READER_ERROR dead letter."""
-        items = self.read(task, open_file, limits)
         count = 0
-        while True:
-            try:
-                item = next(items)
-            except StopIteration:
-                return
-            except Exception as error:  # noqa: BLE001  see record_items
-                detail = f"{describe(error)} after {count} item(s)"
-                yield self.dead_letter(READER_ERROR, detail, ", ".join(task.paths), None, b"")
-                return
-            count += 1
-            yield item
+        try:
+            for item in self.read(task, open_file, limits):
+                count += 1
+                yield item
+        except Exception as error:  # noqa: BLE001  see record_items
+            detail = f"{describe(error)} after {count} item(s)"
+            yield self.dead_letter(READER_ERROR, detail, ", ".join(task.paths), None, b"")
 
     def text_lines(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["TextLine | DeadLetter"]:
         """A file's decoded lines, blank ones included; an overlong or undecodable line, and

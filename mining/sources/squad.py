@@ -8,7 +8,7 @@ question is a candidate; SQuAD v2's unanswerable ones are dropped as
 from mining import formats
 from mining.records import Drop
 from mining.sources import register
-from mining.sources.base import CORRUPT_INPUT_ERRORS, UNREADABLE, Malformed, SourceReader
+from mining.sources.base import CORRUPT_INPUT_ERRORS, UNREADABLE, Malformed, SourceReader, describe
 
 UNANSWERABLE = "unanswerable"
 
@@ -25,7 +25,7 @@ class SquadReader(SourceReader):
                 with open_file(path) as stream:
                     data = stream.read()
             except CORRUPT_INPUT_ERRORS as error:
-                yield self.dead_letter(UNREADABLE, f"{type(error).__name__}: {error}", path, None, b"")
+                yield self.dead_letter(UNREADABLE, describe(error), path, None, b"")
                 continue
             try:
                 paragraphs = formats.squad_paragraphs(data)
