@@ -84,13 +84,16 @@ def source_name(task_type: str) -> str:
 SOURCES = tuple(source_name(task_type) for task_type in TEMPLATES)
 
 
+MAX_JSON_NESTING = 32  # an example is a flat object of strings; far deeper is never one
+
+
 def _json_object_text(response: str) -> str:
     """The JSON object in an LLM response: from its first '{' to the matching '}', skipping
     code fences and prose around it; Malformed when there is none or it never closes."""
     start = response.find("{")
     if start < 0:
         raise Malformed(INVALID_JSON, "no JSON object in the response")
-    depth, quote, escaped = 0, None, False
+    depth, nesting, quote, escaped = 0, 0, None, False
     for index in range(start, len(response)):
         char = response[index]
         if quote:
@@ -102,12 +105,18 @@ def _json_object_text(response: str) -> str:
                 quote = None
         elif char in "\"'":
             quote = char
-        elif char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return response[start : index + 1]
+        elif char in "{[":
+            depth += char == "{"
+            nesting += 1
+            if nesting > MAX_JSON_NESTING:
+                # Refused here, not left to the parser's recursion limit, which differs by stack depth and build.
+                raise Malformed(INVALID_JSON, f"the JSON nests deeper than {MAX_JSON_NESTING} levels")
+        elif char in "}]":
+            nesting = max(nesting - 1, 0)
+            if char == "}":
+                depth -= 1
+                if depth == 0:
+                    return response[start : index + 1]
     raise Malformed(TRUNCATED_JSON, f"the JSON object opened at character {start} never closes")
 
 
@@ -119,7 +128,7 @@ def parse_response(response) -> dict:
         raise Malformed(WRONG_TYPE, f"response is {type(response).__name__}, not a string")
     try:
         value = json_repair.loads(_json_object_text(response))
-    except (RecursionError, ValueError) as error:  # json-repair's word for nesting too deep to follow
+    except ValueError as error:
         raise Malformed(INVALID_JSON, f"the response's JSON cannot be repaired: {type(error).__name__}") from None
     if not isinstance(value, dict) or not value:
         raise Malformed(INVALID_JSON, "the response's JSON could not be repaired into an object")

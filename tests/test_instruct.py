@@ -40,6 +40,16 @@ def test_messy_responses_parse(response):
     assert instruct.parse_response(response) == EXAMPLE
 
 
+def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_read():
+    brackets = "[" * 5000 + "{" * 5000
+    response = (
+        '{"user_query": "' + brackets + '", "positive_document": "p", "hard_negative_document": "n", "deep": '
+        + "[" * (instruct.MAX_JSON_NESTING - 1) + "]" * (instruct.MAX_JSON_NESTING - 1) + "}"
+    )
+    texts = instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-short"])
+    assert texts["user_query"] == brackets
+
+
 @pytest.mark.parametrize(
     "response, reason",
     [
@@ -59,12 +69,15 @@ def test_unparseable_responses_are_malformed(response, reason):
     [
         ('{"user_query": "\\ud800 what", "positive_document": "p", "hard_negative_document": "n"}', INVALID_JSON),
         ('{"user_query": ' + "[" * 1000 + "]" * 1000 + "}", INVALID_JSON),
+        ('{"user_query": ' + "[" * 100_000 + "]" * 100_000 + "}", INVALID_JSON),
         ('{"user_query": ' + "{" * 600 + "}" * 600 + "}", INVALID_JSON),
+        ('{"user_query": ' + "[" * instruct.MAX_JSON_NESTING + "]" * instruct.MAX_JSON_NESTING + "}", INVALID_JSON),
         ('{"user_query": NaN, "positive_document": "p", "hard_negative_document": "n"}', WRONG_TYPE),
     ],
 )
 def test_responses_no_strict_parser_takes_are_malformed(response, reason):
-    """Lone surrogate escapes (no UTF-8 file can hold them), nesting past any recursion limit, NaN."""
+    """Lone surrogate escapes (no UTF-8 file can hold them), nesting past MAX_JSON_NESTING (refused
+    by a count, whatever the interpreter's recursion limit or stack), NaN."""
     with pytest.raises(Malformed) as error:
         instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-short"])
     assert error.value.reason == reason
