@@ -36,6 +36,7 @@ from mining import minhash  # noqa: E402
 from mining.near_dup import NearDupOptions  # noqa: E402
 from mining.records import new_pair  # noqa: E402
 from pipelines.near_dup import NearDedup  # noqa: E402
+from pipelines.reporting import RunContext  # noqa: E402
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
 EDITS = ("words", "punctuation", "casing", "sentence", "combined")
@@ -117,7 +118,7 @@ def removed_ids(records: list[dict], options: NearDupOptions) -> set[str]:
             result = (
                 pipeline
                 | beam.Create(records, reshuffle=False)
-                | NearDedup(options, {"ccnews": True}, batch_size=512, sample_size=0)
+                | NearDedup(options, {"ccnews": True}, RunContext(batch_size=512, sample_size=0))
             )
             result.kept | beam.Map(lambda record: record["id"]) | beam.io.WriteToText(f"{tmp}/kept")
         kept = {line.strip() for path in Path(tmp).glob("kept*") for line in path.open()}

@@ -26,6 +26,7 @@ from mining import dedup, langid, near_dup, shards  # noqa: E402
 from mining.clean import CleanOptions, clean_batch  # noqa: E402
 from mining.records import DeadLetter, Drop  # noqa: E402
 from mining.sources import ReadLimits, ReadTask, get_reader  # noqa: E402
+from schemas import reasons
 
 TATOEBA = REPO.parent / "shared" / "data" / "tatoeba"
 PASSAGE_CHARS = 170
@@ -77,7 +78,8 @@ def stage_functions(path: Path, pairs: int) -> float:
 
     def exact_dedup():
         out = identified
-        for key_fn, reason in ((dedup.pair_key, dedup.DUPLICATE_PAIR), (dedup.passage_key, dedup.DUPLICATE_PASSAGE)):
+        keys = ((dedup.pair_key, reasons.DUPLICATE_PAIR), (dedup.passage_key, reasons.DUPLICATE_PASSAGE))
+        for key_fn, reason in keys:
             groups = defaultdict(list)
             for record in out:
                 groups[key_fn(record)].append(record)

@@ -12,10 +12,8 @@ from selectolax.lexbor import LexborHTMLParser
 
 from mining.records import Drop, content_id
 from schemas import pairs as f
+from schemas.reasons import EMPTY_SIDE, IDENTICAL_SIDES, TOO_LONG
 
-EMPTY_SIDE = "empty_side"
-TOO_LONG = "too_long"
-IDENTICAL_SIDES = "identical_sides"
 
 # Conservative: full-width CJK punctuation and curly quotes are left alone;
 # HTML is handled by strip_html, which knows remnants from prose.
@@ -26,7 +24,6 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
     explain=False,
     normalization="NFC",
 )
-
 
 
 def _ftfy_clue_pattern() -> re.Pattern:

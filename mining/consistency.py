@@ -12,8 +12,8 @@ import numpy as np
 from mining import search
 from mining.records import Drop
 from schemas import pairs as f
+from schemas.reasons import INCONSISTENT
 
-INCONSISTENT = "inconsistent"
 # The most query x pool scores held at once.
 SCORE_BLOCK = 1 << 22
 # The most pairs re-scored exactly at once (their float64 products are held).

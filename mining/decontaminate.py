@@ -23,8 +23,8 @@ from mining.records import Drop
 from mining.sources.base import Malformed
 from mining.shingles import NormalizedBatch, ngrams, polynomial_hashes64
 from schemas import pairs as f
+from schemas.reasons import CONTAMINATED
 
-CONTAMINATED = "contaminated"
 NGRAM_WORDS = 13
 
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".xz", ".lzma")

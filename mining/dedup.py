@@ -11,8 +11,6 @@ import numpy as np
 from mining.records import Drop
 from schemas import pairs as f
 
-DUPLICATE_PAIR = "duplicate_pair"
-DUPLICATE_PASSAGE = "duplicate_passage"
 
 # Punctuation, symbols, separators, controls and format characters: no text differs by them
 # alone. Exact dedup removes them; near-dup shingles and decontamination split words at them.

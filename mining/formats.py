@@ -9,9 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator
 
-from mining.sources.base import (
-    WRONG_TYPE, Malformed, decode_json, optional_text, require_list, require_object, require_text,
-)
+from mining.sources.base import Malformed, decode_json, optional_text, require_list, require_object, require_text
+from schemas.reasons import WRONG_TYPE
 
 _WHITESPACE = re.compile(r"\s+")
 

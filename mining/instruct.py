@@ -17,21 +17,14 @@ import json_repair
 
 from mining.clean import fold_whitespace
 from mining.records import has_surrogates
-from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
+from mining.sources.base import Malformed
 from schemas import pairs as f
 from schemas.instructions import format_instructed_query
+from schemas.reasons import (
+    EMPTY_FIELD, EMPTY_INSTRUCTION, INSTRUCTION_COPIES_QUERY, INVALID_JSON, MISSING_FIELD, NEGATIVE_EQUALS_POSITIVE,
+    TOO_LONG_FOR_TEMPLATE, TOO_SHORT_FOR_TEMPLATE, TRUNCATED_JSON, UNFILLED_PLACEHOLDER, WRONG_TYPE,
+)
 
-TRUNCATED_JSON = "truncated_json"
-UNKNOWN_TASK_TYPE = "unknown_task_type"
-
-# Drop reasons (the template's content rules).
-EMPTY_INSTRUCTION = "empty_instruction"
-EMPTY_FIELD = "empty_field"
-UNFILLED_PLACEHOLDER = "unfilled_placeholder"
-TOO_SHORT_FOR_TEMPLATE = "too_short_for_template"
-TOO_LONG_FOR_TEMPLATE = "too_long_for_template"
-NEGATIVE_EQUALS_POSITIVE = "negative_equals_positive"
-INSTRUCTION_COPIES_QUERY = "instruction_copies_query"
 
 # Length bounds in characters (after folding whitespace). "short" is a query or a short text
 # (the paper asks for a few words up to a sentence or two), "sentence" an STS or bitext

@@ -11,10 +11,8 @@ from pathlib import Path
 from mining.languages import UNDETERMINED
 from mining.records import Drop
 from schemas import pairs as f
+from schemas.reasons import DECLARED_MISMATCH, LOW_CONFIDENCE, PAIR_MISMATCH
 
-LOW_CONFIDENCE = "lang_low_confidence"
-DECLARED_MISMATCH = "lang_declared_mismatch"
-PAIR_MISMATCH = "lang_pair_mismatch"
 
 _LABEL_PREFIX = len("__label__")
 

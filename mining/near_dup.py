@@ -23,7 +23,6 @@ import numpy as np
 from mining.minhash import MinHasher, Shingling, optimal_bands
 from schemas import pairs as f
 
-NEAR_DUPLICATE = "near_duplicate"
 
 Edge = tuple[str, str]
 
@@ -84,11 +83,11 @@ def _scope(record: dict, options: NearDupOptions, texts: int) -> bytes:
 
 
 def band_keys(
-    records: list[dict], hasher: MinHasher, options: NearDupOptions, passage_dedup: dict[str, bool]
+    records: list[dict], hasher: MinHasher, options: NearDupOptions, passage_dedup_by_source: dict[str, bool]
 ) -> Iterator[tuple[bytes, str]]:
     """(bucket key, id) for every band of every record; a record with a text left without
     shingles by normalising has none."""
-    compared = [compared_texts(record, options, passage_dedup[record[f.SOURCE]]) for record in records]
+    compared = [compared_texts(record, options, passage_dedup_by_source[record[f.SOURCE]]) for record in records]
     signatures = hasher.signatures([text for texts in compared for text in texts])
     unshingled = (signatures == np.iinfo(signatures.dtype).max).all(axis=1)
     rows_bytes = signatures.astype(signatures.dtype.newbyteorder("<")).view(np.uint8)

@@ -8,6 +8,7 @@ same whatever the number of workers or the order they saw the data in.
 import hashlib
 import math
 from collections import Counter
+from dataclasses import dataclass
 
 import pyarrow as pa
 
@@ -17,6 +18,21 @@ from schemas.manifest import SHARDS_DIR, Shard, SideLengths
 from schemas.pairs import PAIR_SCHEMA, shard_row
 
 _ROW_OVERHEAD_BYTES = 80  # offsets, ids, languages and scores
+COMPRESSIONS = ("none", "zstd", "lz4")
+
+
+@dataclass(frozen=True)
+class ShardOptions:
+    size_mb: float = 128.0  # target size of a shard
+    compression: str = "none"  # Arrow IPC buffer compression; none keeps shards memory-mappable
+
+    @property
+    def target_bytes(self) -> int:
+        return int(self.size_mb * 2**20)
+
+    @property
+    def arrow_compression(self) -> str | None:
+        return None if self.compression == "none" else self.compression
 
 
 def estimated_bytes(record: dict) -> int:

@@ -15,6 +15,7 @@ from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
+from schemas import reasons
 from schemas.pairs import SCHEMA_BY_PIPELINE, with_consistency_rank
 
 
@@ -26,8 +27,10 @@ def plan(options: MiningOptions) -> FinishedRun:
 class RankPairs(reporting.ReportingDoFn):
     """Batches of (record, embeddings) -> records with their rank; the rest dropped as ``inconsistent``."""
 
-    def __init__(self, top_k: float, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.CONSISTENCY
+
+    def __init__(self, top_k: float, run: reporting.RunContext):
+        super().__init__(run)
         self._top_k = top_k
 
     def process(self, batch, pool):
@@ -68,10 +71,7 @@ def recorded_options(options: MiningOptions) -> dict:
         "pool_size": options.pool_size,
         "top_k": options.top_k,
         "seed": options.seed,
-        "shard_size_mb": options.shard_size_mb,
-        "shard_compression": options.shard_compression,
-        "rejected_sample_size": options.rejected_sample_size,
-        "sampling_alpha": options.sampling_alpha,
+        **options.recorded_output_options(),
     }
 
 
@@ -80,8 +80,8 @@ def build(
 ) -> None:
     parent_pipeline = plan.manifest.pipeline
     schema = with_consistency_rank(SCHEMA_BY_PIPELINE[parent_pipeline])
-    seed, sample_size = options.seed, options.rejected_sample_size
-    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.batch_size))
+    seed, run = options.seed, options.run_context()
+    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.encode_batch_size))
 
     records = read_records(pipeline, plan, "Input")
     pool = (
@@ -102,11 +102,11 @@ def build(
         | "EmbedPairs" >> RunInference(handler)
         | "Batch" >> beam.BatchElements(max_batch_size=options.batch_size)
         | "Rank" >> beam.ParDo(
-            RankPairs(options.top_k, sample_size), pool=beam.pvalue.AsSingleton(pool)
+            RankPairs(options.top_k, run), pool=beam.pvalue.AsSingleton(pool)
         ).with_outputs(reporting.REPORT, main="kept")
     )
     shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, ranked[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
-        destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, sample_size,
+        destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, run,
         parent=plan.parent,
     )

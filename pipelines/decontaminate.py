@@ -4,7 +4,8 @@ import apache_beam as beam
 
 from mining import decontaminate
 from pipelines import io
-from pipelines.reporting import REPORT, ReportingDoFn
+from pipelines.reporting import REPORT, ReportingDoFn, RunContext
+from schemas import reasons
 
 # Excluded texts hashed together: bounds a reading worker's memory on big benchmark files.
 _TEXTS_PER_PART = 8192
@@ -48,6 +49,8 @@ class _UnionExcluded(beam.CombineFn):
 
 
 class _DropContaminated(ReportingDoFn):
+    STAGE = reasons.DECONTAMINATE
+
     def process(self, batch, excluded):
         kept, drops = decontaminate.drop_contaminated(batch, excluded)
         self._drop_all(drops)
@@ -58,10 +61,10 @@ class _DropContaminated(ReportingDoFn):
 class Decontaminate(beam.PTransform):
     """Batches of pairs -> the same without those that leak the excluded benchmark files."""
 
-    def __init__(self, files: list[str], sample_size: int):
+    def __init__(self, files: list[str], run: RunContext):
         super().__init__()
         self._files = files
-        self._sample_size = sample_size
+        self._run = run
 
     def expand(self, batches):
         excluded = (
@@ -72,5 +75,5 @@ class Decontaminate(beam.PTransform):
             | "Union" >> beam.CombineGlobally(_UnionExcluded())
         )
         return batches | "DropContaminated" >> beam.ParDo(
-            _DropContaminated(self._sample_size), excluded=beam.pvalue.AsSingleton(excluded)
+            _DropContaminated(self._run), excluded=beam.pvalue.AsSingleton(excluded)
         ).with_outputs(REPORT, main="pairs")

@@ -17,6 +17,7 @@ from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
+from schemas import reasons
 from schemas.pairs import CONSISTENCY_RANK, FINETUNE_SCHEMA, with_consistency_rank
 
 # Corpus passages per block: a block's embeddings are held by one worker at a time.
@@ -70,8 +71,10 @@ class MergeCandidates(beam.CombineFn):
 class AttachNegatives(reporting.ReportingDoFn):
     """(id, {record, candidates}) -> the record as a fine-tuning row with its mined negatives."""
 
-    def __init__(self, window: tuple[int, int], count: int, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.HARD_NEGATIVES
+
+    def __init__(self, window: tuple[int, int], count: int, run: reporting.RunContext):
+        super().__init__(run)
         self._window = window
         self._count = count
 
@@ -95,10 +98,7 @@ def recorded_options(options: MiningOptions) -> dict:
         "model": options.model,
         "rank_window": options.rank_window,
         "num_negatives": options.num_negatives,
-        "shard_size_mb": options.shard_size_mb,
-        "shard_compression": options.shard_compression,
-        "rejected_sample_size": options.rejected_sample_size,
-        "sampling_alpha": options.sampling_alpha,
+        **options.recorded_output_options(),
     }
 
 
@@ -116,7 +116,8 @@ def build(
     depth = window[1]
     corpus_size = (corpus_run or run).manifest.totals.output
     blocks = max(1, math.ceil(corpus_size / CORPUS_BLOCK_ROWS))
-    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.batch_size))
+    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.encode_batch_size))
+    context = options.run_context()
 
     records = read_records(pipeline, run, "Input")
     corpus_records = read_records(pipeline, corpus_run, "Corpus") if corpus_run else records
@@ -151,12 +152,12 @@ def build(
     rows = (
         {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
         | "Join" >> beam.CoGroupByKey()
-        | "Attach" >> beam.ParDo(
-            AttachNegatives(window, options.num_negatives, options.rejected_sample_size)
-        ).with_outputs(reporting.REPORT, main="rows")
+        | "Attach" >> beam.ParDo(AttachNegatives(window, options.num_negatives, context)).with_outputs(
+            reporting.REPORT, main="rows"
+        )
     )
     shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, rows[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
-        destination, "finetune", schema, recorded_options(options), options.sampling_alpha,
-        options.rejected_sample_size, parent=run.parent,
+        destination, "finetune", schema, recorded_options(options), options.sampling_alpha, context,
+        parent=run.parent,
     )

@@ -17,6 +17,7 @@ from pipelines import io, reporting, stages
 from pipelines.decontaminate import Decontaminate, excluded_files
 from pipelines.near_dup import NearDedup
 from pipelines.options import MiningOptions
+from schemas import reasons
 from schemas import pairs as f
 from schemas.pairs import SCHEMA_BY_PIPELINE
 
@@ -32,17 +33,20 @@ def bundled_sources(pipeline: str) -> list[str]:
     return [f"{kind}={samples / kind}/**" for kind in BUNDLED_KINDS[pipeline]]
 
 
-def passage_dedup_sources(specs: list[SourceSpec], setting: str) -> dict[str, bool]:
-    """Per source (a kind, and the sources a reader splits its kind into): whether repeated passages are duplicates."""
-    dedup_passage = {}
+def resolve_passage_dedup(specs: list[SourceSpec], setting: str) -> dict[str, bool]:
+    """--passage-dedup per source (a kind, and the sources a reader splits its kind into): whether repeated
+    passages are duplicates."""
+    passage_dedup_by_source = {}
     for spec in specs:
         reader = get_reader(spec.kind)
         for source in (spec.kind, *getattr(reader, "sources", ())):
-            dedup_passage[source] = reader.dedup_passage if setting == "auto" else setting == "on"
-    return dedup_passage
+            passage_dedup_by_source[source] = reader.passage_dedup if setting == "auto" else setting == "on"
+    return passage_dedup_by_source
 
 
-def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_dedup: dict[str, bool]) -> dict:
+def recorded_options(
+    options: MiningOptions, specs: list[SourceSpec], passage_dedup_by_source: dict[str, bool]
+) -> dict:
     """What the manifest records: everything that shapes the output."""
     near_dup = options.near_dup_options()
     return {
@@ -53,36 +57,32 @@ def recorded_options(options: MiningOptions, specs: list[SourceSpec], passage_de
         "max_query_chars": options.max_query_chars,
         "max_passage_chars": options.max_passage_chars,
         "max_line_bytes": options.max_line_bytes,
-        "passage_dedup": passage_dedup,
+        "passage_dedup": passage_dedup_by_source,
         "near_dup": near_dup.describe() if near_dup else "off",
         "exclude": options.exclude or [],
-        "shard_size_mb": options.shard_size_mb,
-        "shard_compression": options.shard_compression,
-        "rejected_sample_size": options.rejected_sample_size,
-        "sampling_alpha": options.sampling_alpha,
+        **options.recorded_output_options(),
     }
 
 
-def join_rounds(read, readers, batch_size: int, sample_size: int) -> tuple[list, list, list]:
-    """Shuffle rounds for the sources that join records; their pair batches, reports and dead letters."""
-    pairs, reports, dead_letters = [], [], []
+def join_rounds(read, readers, run: reporting.RunContext, reports: reporting.Reports) -> tuple[list, list]:
+    """Shuffle rounds for the sources that join records; their pair batches and dead letters."""
+    pairs, dead_letters = [], []
     parts = read[stages.JOIN]
     for round_index in range(max((reader.join_rounds for reader in readers), default=0)):
         current, later = parts | f"Join{round_index}/Round" >> beam.Partition(
             lambda keyed_part, _, index=round_index: 0 if keyed_part[1].round == index else 1, 2
         )
-        joined = (
+        joined = reports.add(
             current
             | f"Join{round_index}/Group" >> beam.GroupByKey()
             | f"Join{round_index}/Pairs" >> beam.ParDo(
-                stages.JoinGroups(round_index, batch_size, sample_size)
+                stages.JoinGroups(round_index, run)
             ).with_outputs(stages.JOIN, reporting.REPORT, reporting.DEAD, main="pairs")
         )
         pairs.append(joined.pairs)
-        reports.append(joined[reporting.REPORT])
         dead_letters.append(joined[reporting.DEAD])
         parts = (later, joined[stages.JOIN]) | f"Join{round_index}/Next" >> beam.Flatten()
-    return pairs, reports, dead_letters
+    return pairs, dead_letters
 
 
 @dataclass(frozen=True)
@@ -105,63 +105,62 @@ def plan_sources(options: MiningOptions) -> SourcePlan:
 def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan, destination: io.Destination) -> None:
     specs, readers, tasks = plan.specs, plan.readers, plan.tasks
     schema = SCHEMA_BY_PIPELINE[options.pipeline]
-    passage_dedup = passage_dedup_sources(specs, options.passage_dedup)
-    sample_size = options.rejected_sample_size
+    passage_dedup_by_source = resolve_passage_dedup(specs, options.passage_dedup)
+    run = options.run_context()
+    reports = reporting.Reports()
 
-    read = (
+    read = reports.add(
         pipeline
         | "Tasks" >> beam.Create(tasks)
         | "Spread" >> beam.Reshuffle()
-        | "Read" >> beam.ParDo(stages.ReadBatches(options.read_limits(), options.batch_size, sample_size))
+        | "Read" >> beam.ParDo(stages.ReadBatches(options.read_limits(), run))
         .with_outputs(reporting.DEAD, reporting.REPORT, stages.JOIN, main="pairs")
     )
-    joined_pairs, join_reports, join_dead_letters = join_rounds(read, readers, options.batch_size, sample_size)
+    joined_pairs, join_dead_letters = join_rounds(read, readers, run, reports)
     # A big file is read by one worker; spreading its batches lets every worker clean and identify them.
     spread = [read.pairs, *joined_pairs] | "AllPairs" >> beam.Flatten() | "Rebalance" >> beam.Reshuffle()
-    cleaned = spread | "Clean" >> beam.ParDo(
-        stages.CleanBatches(options.clean_options(), sample_size)
-    ).with_outputs(reporting.REPORT, main="pairs")
-    screened, optional_reports = cleaned.pairs, []
+    screened = reports.add(
+        spread | "Clean" >> beam.ParDo(stages.CleanBatches(options.clean_options(), run)).with_outputs(
+            reporting.REPORT, main="pairs"
+        )
+    ).pairs
     if options.exclude:
-        decontaminated = cleaned.pairs | "Decontaminate" >> Decontaminate(plan.excluded, sample_size)
-        screened, optional_reports = decontaminated.pairs, [decontaminated[reporting.REPORT]]
+        screened = reports.add(screened | "Decontaminate" >> Decontaminate(plan.excluded, run)).pairs
     if options.pipeline == "instruct":
         screened = screened | "InstructionIds" >> beam.Map(instruct.with_instruction_ids)
-    identified = screened | "LanguageID" >> beam.ParDo(
-        stages.IdentifyLanguages(options.lid_model, options.lid_options(), sample_size)
-    ).with_outputs(reporting.REPORT, main="pairs")
+    identified = reports.add(
+        screened | "LanguageID" >> beam.ParDo(
+            stages.IdentifyLanguages(options.lid_model, options.lid_options(), run)
+        ).with_outputs(reporting.REPORT, main="pairs")
+    )
 
     def passage_key(record):
-        return dedup.passage_key(record) if passage_dedup[record[f.SOURCE]] else None
+        return dedup.passage_key(record) if passage_dedup_by_source[record[f.SOURCE]] else None
 
-    unique_pairs = (
+    unique_pairs = reports.add(
         identified.pairs
         | "Unbatch" >> beam.FlatMap(lambda batch: batch)
-        | "DedupPairs" >> stages.DedupExact(dedup.pair_key, dedup.DUPLICATE_PAIR, sample_size)
+        | "DedupPairs" >> stages.DedupExact(dedup.pair_key, reasons.DUPLICATE_PAIR, run)
     )
-    unique = unique_pairs.kept | "DedupPassages" >> stages.DedupExact(
-        passage_key, dedup.DUPLICATE_PASSAGE, sample_size
-    )
-    distinct = unique.kept
+    distinct = reports.add(
+        unique_pairs.kept | "DedupPassages" >> stages.DedupExact(passage_key, reasons.DUPLICATE_PASSAGE, run)
+    ).kept
     if near_dup_options := options.near_dup_options():
-        near_unique = unique.kept | "NearDedup" >> NearDedup(
-            near_dup_options, passage_dedup, options.batch_size, sample_size
-        )
-        distinct, optional_reports = near_unique.kept, [*optional_reports, near_unique[reporting.REPORT]]
+        near_unique = distinct | "NearDedup" >> NearDedup(near_dup_options, passage_dedup_by_source, run)
+        distinct = reports.add(near_unique).kept
     if options.pipeline == "instruct":
-        formatted = distinct | "FormatQueries" >> beam.ParDo(stages.FormatInstructionRows(sample_size)).with_outputs(
-            reporting.REPORT, main="rows"
-        )
-        distinct, optional_reports = formatted.rows, [*optional_reports, formatted[reporting.REPORT]]
+        distinct = reports.add(
+            distinct | "FormatQueries" >> beam.ParDo(stages.FormatInstructionRows(run)).with_outputs(
+                reporting.REPORT, main="rows"
+            )
+        ).rows
     shard_entries = distinct | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     dead_letter_files = (
         [read[reporting.DEAD], *join_dead_letters]
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetters" >> stages.WriteDeadLetters(destination.staging)
     )
-    reports = [stage[reporting.REPORT] for stage in (read, cleaned, identified, unique_pairs, unique)] + join_reports
-    reports += optional_reports
-    (shard_entries, reports | "Reports" >> beam.Flatten()) | "Manifest" >> stages.WriteManifest(
-        destination, options.pipeline, schema, recorded_options(options, specs, passage_dedup),
-        options.sampling_alpha, sample_size, finished=[dead_letter_files],
+    (shard_entries, reports.merged()) | "Manifest" >> stages.WriteManifest(
+        destination, options.pipeline, schema, recorded_options(options, specs, passage_dedup_by_source),
+        options.sampling_alpha, run, finished=[dead_letter_files],
     )

@@ -13,8 +13,9 @@ from apache_beam.metrics import Metrics
 
 from mining import near_dup
 from mining.records import Drop
-from pipelines.reporting import METRICS_NAMESPACE, REPORT, ReportingDoFn
+from pipelines.reporting import METRICS_NAMESPACE, REPORT, ReportingDoFn, RunContext
 from schemas import pairs as f
+from schemas import reasons
 
 _RECORD = "record"
 _CLUSTER = "cluster"
@@ -22,15 +23,15 @@ _LOG = logging.getLogger(__name__)
 
 
 class _BandKeys(beam.DoFn):
-    def __init__(self, options: near_dup.NearDupOptions, passage_dedup: dict[str, bool]):
+    def __init__(self, options: near_dup.NearDupOptions, passage_dedup_by_source: dict[str, bool]):
         self._options = options
-        self._passage_dedup = passage_dedup
+        self._passage_dedup_by_source = passage_dedup_by_source
 
     def setup(self):
         self._hasher = self._options.hasher()
 
     def process(self, batch):
-        yield from near_dup.band_keys(batch, self._hasher, self._options, self._passage_dedup)
+        yield from near_dup.band_keys(batch, self._hasher, self._options, self._passage_dedup_by_source)
 
 
 def _bucket_edges(keyed_bucket):
@@ -94,12 +95,14 @@ class _ClusterOf(beam.DoFn):
 
 
 class _DropClustered(ReportingDoFn):
+    STAGE = reasons.NEAR_DUP
+
     def process(self, joined):
         _, grouped = joined
         clusters = list(grouped[_CLUSTER])
         for record in grouped[_RECORD]:
             if clusters:
-                self._drop_all([Drop(record, near_dup.NEAR_DUPLICATE, f"cluster {clusters[0]}")])
+                self._drop_all([Drop(record, reasons.NEAR_DUPLICATE, f"cluster {clusters[0]}")])
             else:
                 yield record
 
@@ -132,19 +135,18 @@ class NearDedup(beam.PTransform):
     """Keep one pair per cluster of near-duplicates (the smallest id); the rest are dropped."""
 
     def __init__(
-        self, options: near_dup.NearDupOptions, passage_dedup: dict[str, bool], batch_size: int, sample_size: int
+        self, options: near_dup.NearDupOptions, passage_dedup_by_source: dict[str, bool], run: RunContext
     ):
         super().__init__()
         self._options = options
-        self._passage_dedup = passage_dedup
-        self._batch_size = batch_size
-        self._sample_size = sample_size
+        self._passage_dedup_by_source = passage_dedup_by_source
+        self._run = run
 
     def expand(self, records):
         edges = (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-            | "BandKeys" >> beam.ParDo(_BandKeys(self._options, self._passage_dedup))
+            | "Batch" >> beam.BatchElements(min_batch_size=self._run.batch_size, max_batch_size=self._run.batch_size)
+            | "BandKeys" >> beam.ParDo(_BandKeys(self._options, self._passage_dedup_by_source))
             | "Buckets" >> beam.GroupByKey()
             | "BucketEdges" >> beam.FlatMap(_bucket_edges)
         )
@@ -153,5 +155,5 @@ class NearDedup(beam.PTransform):
         return (
             {_RECORD: keyed, _CLUSTER: clusters}
             | "Join" >> beam.CoGroupByKey()
-            | "DropClustered" >> beam.ParDo(_DropClustered(self._sample_size)).with_outputs(REPORT, main="kept")
+            | "DropClustered" >> beam.ParDo(_DropClustered(self._run)).with_outputs(REPORT, main="kept")
         )

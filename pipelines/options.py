@@ -10,8 +10,10 @@ from mining.clean import CleanOptions
 from mining.langid import LidOptions
 from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
+from mining.shards import COMPRESSIONS, ShardOptions
 from mining.sources import ReadLimits
 from pipelines import io
+from pipelines.reporting import RunContext
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
@@ -107,16 +109,19 @@ class MiningOptions(PipelineOptions):
             help="benchmark files whose texts no pair may leak (repeatable): SQuAD .json, topics .tsv, "
             "or one text per line",
         )
-        group.add_argument("--shard-size-mb", dest="shard_size_mb", type=float, default=128.0)
+        group.add_argument("--shard-size-mb", dest="shard_size_mb", type=float, default=ShardOptions.size_mb)
         group.add_argument(
-            "--shard-compression", dest="shard_compression", choices=("none", "zstd", "lz4"), default="none",
+            "--shard-compression", dest="shard_compression", choices=COMPRESSIONS, default=ShardOptions.compression,
             help="Arrow IPC buffer compression (none keeps shards memory-mappable)",
         )
         group.add_argument(
-            "--rejected-sample-size", dest="rejected_sample_size", type=int, default=100,
+            "--rejected-sample-size", dest="rejected_sample_size", type=int, default=RunContext.sample_size,
             help="dropped records kept per reason under rejected/",
         )
-        group.add_argument("--batch-size", dest="batch_size", type=int, default=512, help="records per bundle step")
+        group.add_argument(
+            "--batch-size", dest="batch_size", type=int, default=RunContext.batch_size,
+            help="records a stage handles per step",
+        )
         derived = _BothSpellings(
             parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives)")
         )
@@ -134,6 +139,10 @@ class MiningOptions(PipelineOptions):
             help="keep pairs whose passage ranks this high (1 = best); below 1, a fraction of the pool",
         )
         derived.add_argument("--seed", type=int, default=0, help="seed of the pool sample")
+        derived.add_argument(
+            "--encode-batch-size", dest="encode_batch_size", type=int, default=512,
+            help="texts the encoder embeds per call",
+        )
         derived.add_argument(
             "--device", choices=("cpu", "cuda"), default=None, help="where the encoder runs; default: cuda if present"
         )
@@ -168,6 +177,7 @@ class MiningOptions(PipelineOptions):
             ("--shard-size-mb", self.shard_size_mb, lambda v: v * 2**20 >= 1, "at least one byte (2**-20)"),
             ("--rejected-sample-size", self.rejected_sample_size, lambda v: v >= 0, "at least 0"),
             ("--batch-size", self.batch_size, lambda v: v >= 1, "at least 1"),
+            ("--encode-batch-size", self.encode_batch_size, lambda v: v >= 1, "at least 1"),
             ("--pool-size", self.pool_size, lambda v: v >= 1, "at least 1"),
             ("--num-negatives", self.num_negatives, lambda v: v >= 1, "at least 1"),
             # 0 weighs every source alike, 1 by its size; beyond, the weights leave that span.
@@ -194,6 +204,21 @@ class MiningOptions(PipelineOptions):
             )
             if path
         ]
+
+    def run_context(self) -> RunContext:
+        return RunContext(batch_size=self.batch_size, sample_size=self.rejected_sample_size)
+
+    def shard_options(self) -> ShardOptions:
+        return ShardOptions(size_mb=self.shard_size_mb, compression=self.shard_compression)
+
+    def recorded_output_options(self) -> dict:
+        """What the manifest of every pipeline records of how its output was written."""
+        return {
+            "shard_size_mb": self.shard_size_mb,
+            "shard_compression": self.shard_compression,
+            "rejected_sample_size": self.rejected_sample_size,
+            "sampling_alpha": self.sampling_alpha,
+        }
 
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)

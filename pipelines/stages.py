@@ -17,8 +17,9 @@ from mining.report import FunnelReport, build_manifest
 from mining.sources import get_reader
 from mining.sources.base import JoinPart
 from pipelines import io
-from pipelines.reporting import DEAD, REPORT, ReportingDoFn
+from pipelines.reporting import REPORT, ReportingDoFn, RunContext
 from schemas import pairs as f
+from schemas import reasons
 from schemas.manifest import DEAD_LETTER_DIR, REJECTED_DIR
 
 JOIN = "join"
@@ -27,10 +28,11 @@ JOIN = "join"
 class ReadBatches(ReportingDoFn):
     """ReadTask -> lists of pair records; dead letters on their own output."""
 
-    def __init__(self, limits, batch_size: int, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.READ
+
+    def __init__(self, limits, run: RunContext):
+        super().__init__(run)
         self._limits = limits
-        self._batch_size = batch_size
 
     def process(self, task):
         reader = get_reader(task.kind)
@@ -49,7 +51,7 @@ class ReadBatches(ReportingDoFn):
                 self._drop_all([item])
                 continue
             batch.append(item)
-            if len(batch) == self._batch_size:
+            if len(batch) == self._run.batch_size:
                 yield batch
                 batch = []
         if batch:
@@ -66,10 +68,11 @@ class JoinGroups(ReportingDoFn):
     """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``,
     a group whose join fails as a dead letter."""
 
-    def __init__(self, round_index: int, batch_size: int, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.READ
+
+    def __init__(self, round_index: int, run: RunContext):
+        super().__init__(run)
         self._round = round_index
-        self._batch_size = batch_size
 
     def start_bundle(self):
         super().start_bundle()
@@ -89,7 +92,7 @@ class JoinGroups(ReportingDoFn):
                 self._drop_all([item])
                 continue
             self._batch.append(item)
-            if len(self._batch) == self._batch_size:
+            if len(self._batch) == self._run.batch_size:
                 yield self._batch
                 self._batch = []
 
@@ -102,14 +105,18 @@ class JoinGroups(ReportingDoFn):
 class FormatInstructionRows(ReportingDoFn):
     """Instruction rows at write time: the formatted query, and the distinct instructions counted."""
 
+    STAGE = reasons.WRITE
+
     def process(self, record):
         self._report.add_instruction(record[f.SOURCE], record[f.INSTRUCTION])
         yield instruct.format_row(record)
 
 
 class CleanBatches(ReportingDoFn):
-    def __init__(self, options, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.CLEAN
+
+    def __init__(self, options, run: RunContext):
+        super().__init__(run)
         self._options = options
 
     def process(self, batch):
@@ -120,8 +127,10 @@ class CleanBatches(ReportingDoFn):
 
 
 class IdentifyLanguages(ReportingDoFn):
-    def __init__(self, model_path: str | None, options, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.LANGUAGE_ID
+
+    def __init__(self, model_path: str | None, options, run: RunContext):
+        super().__init__(run)
         self._model_path = model_path
         self._options = options
 
@@ -137,8 +146,10 @@ class IdentifyLanguages(ReportingDoFn):
 
 
 class _KeepSmallestId(ReportingDoFn):
-    def __init__(self, reason: str, sample_size: int):
-        super().__init__(sample_size)
+    STAGE = reasons.DEDUP
+
+    def __init__(self, reason: str, run: RunContext):
+        super().__init__(run)
         self._reason = reason
 
     def process(self, keyed_group):
@@ -153,11 +164,11 @@ class _KeepSmallestId(ReportingDoFn):
 class DedupExact(beam.PTransform):
     """Keep one record per key (the smallest id); ``key_fn`` None means never a duplicate."""
 
-    def __init__(self, key_fn, reason: str, sample_size: int):
+    def __init__(self, key_fn, reason: str, run: RunContext):
         super().__init__()
         self._key_fn = key_fn
         self._reason = reason
-        self._sample_size = sample_size
+        self._run = run
 
     def expand(self, records):
         key_fn = self._key_fn
@@ -165,7 +176,7 @@ class DedupExact(beam.PTransform):
             records
             | "Key" >> beam.Map(lambda record: (key_fn(record) or record[f.ID], record))
             | "Group" >> beam.GroupByKey()
-            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestId(self._reason, self._sample_size)).with_outputs(
+            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestId(self._reason, self._run)).with_outputs(
                 REPORT, main="kept"
             )
         )
@@ -189,21 +200,19 @@ class _WriteShard(beam.DoFn):
 class WriteShards(beam.PTransform):
     """Records -> Arrow shards per source; emits (shard entry, lengths) for the manifest."""
 
-    def __init__(self, output: str, schema, target_bytes: int, compression: str | None):
+    def __init__(self, output: str, schema, options: shards.ShardOptions):
         super().__init__()
         self._output = output
         self._schema = schema
-        self._target_bytes = target_bytes
-        self._compression = compression
+        self._options = options
 
     @classmethod
     def for_options(cls, options, schema, destination: io.Destination) -> "WriteShards":
         """Shards in the run's staging directory, of --shard-size-mb, with --shard-compression."""
-        compression = None if options.shard_compression == "none" else options.shard_compression
-        return cls(destination.staging, schema, int(options.shard_size_mb * 2**20), compression)
+        return cls(destination.staging, schema, options.shard_options())
 
     def expand(self, records):
-        target = self._target_bytes
+        target = self._options.target_bytes
         counts = (
             records
             | "Size" >> beam.Map(lambda record: (record[f.SOURCE], shards.estimated_bytes(record)))
@@ -220,7 +229,7 @@ class WriteShards(beam.PTransform):
             records
             | "Assign" >> beam.Map(assign, shard_counts=beam.pvalue.AsDict(counts))
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteShard(self._output, self._schema, self._compression))
+            | "Write" >> beam.ParDo(_WriteShard(self._output, self._schema, self._options.arrow_compression))
         )
 
 
@@ -280,7 +289,7 @@ class WriteManifest(beam.PTransform):
 
     def __init__(
         self, destination: io.Destination, pipeline: str, schema, options: dict, sampling_alpha: float,
-        sample_size: int, parent=None, finished=(),
+        run: RunContext, parent=None, finished=(),
     ):
         super().__init__()
         self._destination = destination
@@ -288,13 +297,13 @@ class WriteManifest(beam.PTransform):
         self._schema = schema
         self._options = options
         self._sampling_alpha = sampling_alpha
-        self._sample_size = sample_size
+        self._run = run
         self._parent = parent
         self._finished = finished
 
     def expand(self, inputs):
         written, reports = inputs
-        report = reports | "MergeReports" >> beam.CombineGlobally(MergeReports(self._sample_size))
+        report = reports | "MergeReports" >> beam.CombineGlobally(MergeReports(self._run.sample_size))
         return (
             written.pipeline
             | "Once" >> beam.Create([None])

@@ -5,6 +5,7 @@ from ftfy.chardata import CHARMAP_ENCODINGS
 from mining import clean
 from mining.clean import CleanOptions, clean_pair, clean_text
 from mining.records import new_pair
+from schemas import reasons
 
 PROSE = [
     "Der Bär läuft über die Straße, während es regnet.",
@@ -76,10 +77,10 @@ def _pair(query, passage, negatives=()):
 @pytest.mark.parametrize(
     "query, passage, reason",
     [
-        ("", "A passage that is long enough.", clean.EMPTY_SIDE),
-        ("A question?", " \u200b \n", clean.EMPTY_SIDE),
-        ("q" * 30, "A passage.", clean.TOO_LONG),
-        ("Same Text.", "same   text.", clean.IDENTICAL_SIDES),
+        ("", "A passage that is long enough.", reasons.EMPTY_SIDE),
+        ("A question?", " \u200b \n", reasons.EMPTY_SIDE),
+        ("q" * 30, "A passage.", reasons.TOO_LONG),
+        ("Same Text.", "same   text.", reasons.IDENTICAL_SIDES),
     ],
 )
 def test_clean_pair_drops(query, passage, reason):

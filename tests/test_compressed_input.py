@@ -20,9 +20,10 @@ import beam_runner
 from mining import lines
 from mining.records import DeadLetter
 from mining.sources import get_reader
-from mining.sources.base import UNREADABLE, ReadLimits
+from mining.sources.base import ReadLimits
 from pipelines import io
 from schemas.manifest import Manifest
+from schemas.reasons import UNREADABLE
 
 REPO = Path(__file__).resolve().parents[1]
 

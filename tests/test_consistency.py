@@ -167,7 +167,7 @@ def test_manifest_records_parent_histogram_and_conservation(mixed_run, filtered)
 def test_same_input_model_and_seed_give_the_same_shards(mixed_run, filtered, tmp_path):
     mined, _ = mixed_run
     _, manifest = filtered
-    again = run_filter(mined, tmp_path / "again", "--pool-size=500", "--top-k=1", "--seed=3", "--batch-size=64")
+    again = run_filter(mined, tmp_path / "again", "--pool-size=500", "--top-k=1", "--seed=3", "--encode-batch-size=64")
     assert [(shard.path, shard.sha256) for shard in again.shards] == [
         (shard.path, shard.sha256) for shard in manifest.shards
     ]

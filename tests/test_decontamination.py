@@ -7,11 +7,12 @@ import json
 import pytest
 
 import beam_runner
-from mining.decontaminate import CONTAMINATED, ExcludedSet, drop_contaminated, excluded_texts
+from mining.decontaminate import ExcludedSet, drop_contaminated, excluded_texts
 from mining.records import new_pair
 from pipelines import io as beam_io
 from schemas.manifest import Manifest
 from tests.conftest import SHARED_DATA, write_lines
+from schemas.reasons import CONTAMINATED
 
 XQUAD = SHARED_DATA / "xquad"
 NGRAM = 13  # words shared with an excluded text, or characters in Chinese

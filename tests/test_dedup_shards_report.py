@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from mining import dedup, shards
 from mining.records import Drop, new_pair
 from mining.report import FunnelReport, build_manifest, sampling_weights
+from schemas import reasons
 from schemas.manifest import Totals
 from schemas.pairs import PAIR_SCHEMA
 
@@ -38,7 +39,7 @@ def test_passage_key_is_per_source_and_language_pair():
 def test_keep_smallest_id_whatever_the_order(seed):
     records = [_record("q", "p", record_id=f"{i:032x}") for i in (7, 3, 9, 1, 4)]
     random.Random(seed).shuffle(records)
-    out = list(dedup.keep_smallest_id(iter(records), dedup.DUPLICATE_PAIR, b"\x01"))
+    out = list(dedup.keep_smallest_id(iter(records), reasons.DUPLICATE_PAIR, b"\x01"))
     kept = [item for item in out if not isinstance(item, Drop)]
     assert [r["id"] for r in kept] == [f"{1:032x}"]
     assert sorted(d.record["id"] for d in out if isinstance(d, Drop)) == [f"{i:032x}" for i in (3, 4, 7, 9)]

@@ -203,9 +203,9 @@ PIPELINE_OPTIONS = {
 @pytest.mark.parametrize("pipeline", sorted(PIPELINE_OPTIONS))
 def test_same_shards_on_every_run_whatever_the_workers_and_batches(pipeline, small_run, tmp_path):
     options = PIPELINE_OPTIONS[pipeline]
-    one = derive(pipeline, small_run, tmp_path / "one", *options, "--batch-size=5")
+    one = derive(pipeline, small_run, tmp_path / "one", *options, "--batch-size=5", "--encode-batch-size=3")
     two = derive(
-        pipeline, small_run, tmp_path / "two", *options, "--batch-size=32",
+        pipeline, small_run, tmp_path / "two", *options, "--batch-size=32", "--encode-batch-size=32",
         "--direct_num_workers=2", "--direct_running_mode=multi_processing",
     )
     assert one[1].output > 0

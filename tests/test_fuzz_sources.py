@@ -26,11 +26,12 @@ import beam_runner
 from mining import instruct
 from mining.records import DeadLetter, Drop
 from mining.sources import ReadLimits, SourceSpec, get_reader, kinds
-from mining.sources.base import READER_ERROR, JoinPart
+from mining.sources.base import JoinPart
 from pipelines.io import match_files, open_file
 from pipelines.mine import BUNDLED_KINDS
 from schemas import pairs as f
 from schemas.manifest import Manifest
+from schemas.reasons import READER_ERROR
 
 SAMPLES = Path(__file__).resolve().parent.parent / "mining" / "samples"
 JSON, TEXT, XML, DOCUMENT = "json", "text", "xml", "document"

@@ -54,7 +54,7 @@ def mined(tmp_path_factory) -> Path:
 
 def mine_negatives(mined: Path, output: Path) -> Manifest:
     args = ["--pipeline=hardnegatives", f"--input={mined}", f"--output={output}", f"--model={ENCODER}",
-            "--rank-window=2:20", "--num-negatives=3", "--batch-size=32"]
+            "--rank-window=2:20", "--num-negatives=3", "--encode-batch-size=32"]
     assert beam_runner.main(args) == 0
     return Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
 

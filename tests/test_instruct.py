@@ -8,12 +8,14 @@ import pytest
 import beam_runner
 from mining import instruct
 from mining.records import DeadLetter, Drop
-from mining.sources.base import INVALID_JSON, MISSING_FIELD, WRONG_TYPE, Malformed
+from mining.sources.base import Malformed
 from mining.sources.synthetic import language_code
+from schemas import reasons
 from schemas.manifest import Manifest
 from schemas.pairs import INSTRUCT_SCHEMA
 from tests.conftest import write_lines
 from tests.test_readers import mine
+from schemas.reasons import INVALID_JSON, MISSING_FIELD, WRONG_TYPE
 
 EXAMPLE = {"user_query": "how do bees make honey", "positive_document": "Bees turn nectar into honey.",
            "hard_negative_document": "Bumblebees store little honey."}
@@ -53,7 +55,7 @@ def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_read():
 @pytest.mark.parametrize(
     "response, reason",
     [
-        ('```json\n{"user_query": "what causes tides", "positive_document": "Tides are caused', instruct.TRUNCATED_JSON),
+        ('```json\n{"user_query": "what causes tides", "positive_document": "Tides are caused', reasons.TRUNCATED_JSON),
         ("I'm sorry, but I cannot help with that.", INVALID_JSON),
         ("{}", INVALID_JSON),
     ],
@@ -98,23 +100,23 @@ NEG = "Bumblebees live in small colonies and do not store large amounts of honey
     [
         ("Retrieve answers", {"user_query": "bees", "positive_document": DOC, "hard_negative_document": NEG}, None),
         ("", {"user_query": "bees", "positive_document": DOC, "hard_negative_document": NEG},
-         instruct.EMPTY_INSTRUCTION),
+         reasons.EMPTY_INSTRUCTION),
         ("Retrieve answers", {"user_query": "", "positive_document": DOC, "hard_negative_document": NEG},
-         instruct.EMPTY_FIELD),
+         reasons.EMPTY_FIELD),
         ("Retrieve answers", {"user_query": "{query}", "positive_document": DOC, "hard_negative_document": NEG},
-         instruct.UNFILLED_PLACEHOLDER),
+         reasons.UNFILLED_PLACEHOLDER),
         ("Retrieve answers", {"user_query": "bees", "positive_document": DOC + " <text>", "hard_negative_document": NEG},
-         instruct.UNFILLED_PLACEHOLDER),
+         reasons.UNFILLED_PLACEHOLDER),
         ("Retrieve answers", {"user_query": "bees", "positive_document": DOC, "hard_negative_document": "[document]"},
-         instruct.UNFILLED_PLACEHOLDER),
+         reasons.UNFILLED_PLACEHOLDER),
         ("Retrieve answers", {"user_query": "b" * 401, "positive_document": DOC, "hard_negative_document": NEG},
-         instruct.TOO_LONG_FOR_TEMPLATE),
+         reasons.TOO_LONG_FOR_TEMPLATE),
         ("Retrieve answers", {"user_query": "bees", "positive_document": "Short.", "hard_negative_document": NEG},
-         instruct.TOO_SHORT_FOR_TEMPLATE),
+         reasons.TOO_SHORT_FOR_TEMPLATE),
         ("Retrieve answers", {"user_query": "bees", "positive_document": DOC, "hard_negative_document": DOC.upper()},
-         instruct.NEGATIVE_EQUALS_POSITIVE),
+         reasons.NEGATIVE_EQUALS_POSITIVE),
         ("Bees?", {"user_query": "bees", "positive_document": DOC, "hard_negative_document": NEG},
-         instruct.INSTRUCTION_COPIES_QUERY),
+         reasons.INSTRUCTION_COPIES_QUERY),
     ],
 )
 def test_template_rules(instruction, texts, reason):
@@ -146,9 +148,9 @@ def test_reader_records_drops_and_dead_letters(tmp_path):
     assert pair["source"] == "synthetic-bitext" and pair["_bilingual"] and pair["negatives"] == []
     assert (pair["_declared_query_lang"], pair["_declared_passage_lang"]) == ("en", "de")
     assert pair["instruction"] == pair["task"] == "Retrieve parallel sentences" and pair["task_type"] == "bitext"
-    assert [drop.reason for drop in drops] == [instruct.NEGATIVE_EQUALS_POSITIVE]
+    assert [drop.reason for drop in drops] == [reasons.NEGATIVE_EQUALS_POSITIVE]
     assert all(isinstance(d, Drop) for d in drops) and all(isinstance(d, DeadLetter) for d in letters)
-    assert [letter.reason for letter in letters] == ["wrong_type", instruct.UNKNOWN_TASK_TYPE, instruct.TRUNCATED_JSON]
+    assert [letter.reason for letter in letters] == ["wrong_type", reasons.UNKNOWN_TASK_TYPE, reasons.TRUNCATED_JSON]
 
 
 @pytest.fixture(scope="module")
@@ -165,12 +167,12 @@ def test_default_run_catches_every_defect(default_run):
     _, manifest, rows, letters = default_run
     assert manifest.pipeline == "instruct"
     assert set(manifest.totals.dropped) == {
-        instruct.EMPTY_FIELD, instruct.EMPTY_INSTRUCTION, instruct.UNFILLED_PLACEHOLDER,
-        instruct.NEGATIVE_EQUALS_POSITIVE, instruct.INSTRUCTION_COPIES_QUERY, instruct.TOO_LONG_FOR_TEMPLATE,
-        instruct.TOO_SHORT_FOR_TEMPLATE, "identical_sides", "lang_declared_mismatch", "duplicate_pair",
+        reasons.EMPTY_FIELD, reasons.EMPTY_INSTRUCTION, reasons.UNFILLED_PLACEHOLDER,
+        reasons.NEGATIVE_EQUALS_POSITIVE, reasons.INSTRUCTION_COPIES_QUERY, reasons.TOO_LONG_FOR_TEMPLATE,
+        reasons.TOO_SHORT_FOR_TEMPLATE, "identical_sides", "lang_declared_mismatch", "duplicate_pair",
     }
     assert {letter["reason"] for letter in letters} == {
-        instruct.TRUNCATED_JSON, INVALID_JSON, MISSING_FIELD, "wrong_type", instruct.UNKNOWN_TASK_TYPE,
+        reasons.TRUNCATED_JSON, INVALID_JSON, MISSING_FIELD, "wrong_type", reasons.UNKNOWN_TASK_TYPE,
         "invalid_language",
     }
     totals = manifest.totals

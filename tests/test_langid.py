@@ -1,6 +1,6 @@
-from mining import langid
 from mining.langid import LidOptions, identify_batch
 from mining.records import new_pair
+from schemas import reasons
 
 GERMAN = "Die Stadt liegt am Ufer eines großen Flusses und hat einen alten Hafen."
 ENGLISH = "The city lies on the bank of a large river and has an old harbour."
@@ -32,19 +32,19 @@ def test_short_side_is_never_the_reason_to_drop(identifier):
 def test_sides_in_two_languages_are_dropped(identifier):
     kept, drops = _run(identifier, new_pair("sbert", "Where does the city lie, on which river?", GERMAN))
     assert not kept
-    assert drops[0].reason == langid.PAIR_MISMATCH
+    assert drops[0].reason == reasons.PAIR_MISMATCH
 
 
 def test_declared_language_contradicted(identifier):
     kept, drops = _run(identifier, new_pair("ccnews", "Titel", GERMAN, query_lang="fr", passage_lang="fr"))
-    assert not kept and drops[0].reason == langid.DECLARED_MISMATCH
+    assert not kept and drops[0].reason == reasons.DECLARED_MISMATCH
     kept, drops = _run(identifier, new_pair("ccnews", "Titel", GERMAN, query_lang="de", passage_lang="de"))
     assert kept and not drops
 
 
 def test_unidentifiable_text_is_low_confidence(identifier):
     kept, drops = _run(identifier, new_pair("sbert", "q", "1234 5678 9012 3456 7890 !!! ??? ... 42 42"))
-    assert not kept and drops[0].reason == langid.LOW_CONFIDENCE
+    assert not kept and drops[0].reason == reasons.LOW_CONFIDENCE
 
 
 def test_translation_pairs_keep_both_languages(identifier):
@@ -57,7 +57,7 @@ def test_translation_pairs_keep_both_languages(identifier):
     )
     assert [(r["query_lang"], r["passage_lang"]) for r in kept] == [("fr", "en"), ("ja", "en"), ("fr", "en")]
     assert kept[2]["query_lang_score"] is None
-    assert [drop.reason for drop in drops] == [langid.DECLARED_MISMATCH]
+    assert [drop.reason for drop in drops] == [reasons.DECLARED_MISMATCH]
 
 
 def test_min_bytes_counts_utf8_bytes(identifier):

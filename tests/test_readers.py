@@ -15,10 +15,11 @@ import zstandard
 
 from mining.records import DeadLetter, Drop
 from mining.sources import ReadLimits, ReadTask, SourceSpec, get_reader
-from mining.sources.base import READER_ERROR, JoinPart
+from mining.sources.base import JoinPart
 from mining.sources.wikipedia import PASSAGE_CHARS
 from pipelines.io import match_files, open_file
 from tests.conftest import write_lines
+from schemas.reasons import READER_ERROR
 
 
 def mine(spec_text: str):

@@ -12,18 +12,9 @@ import zstandard
 from mining import languages
 from mining.lines import iter_lines
 from mining.records import DeadLetter, Drop, new_pair
-
-INVALID_UTF8 = "invalid_utf8"
-INVALID_JSON = "invalid_json"
-LINE_TOO_LONG = "line_too_long"
-WRONG_TYPE = "wrong_type"
-MISSING_FIELD = "missing_field"
-INVALID_LANGUAGE = "invalid_language"
-MISALIGNED = "misaligned_line"
-UNREADABLE = "unreadable_file"
-# An exception no rule of the reader foresaw, named in the detail: the record is kept
-# as a dead letter and the run goes on.
-READER_ERROR = "reader_error"
+from schemas.reasons import (
+    INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, UNREADABLE, WRONG_TYPE,
+)
 
 # What a damaged or truncated compressed file raises while being read.
 CORRUPT_INPUT_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
@@ -112,7 +103,7 @@ class SourceReader:
     bilingual: ClassVar[bool] = False
     # Whether the same passage twice in one source is a duplicate by default
     # (not for QA sets, where one passage answers many questions).
-    dedup_passage: ClassVar[bool] = True
+    passage_dedup: ClassVar[bool] = True
     # Shuffle rounds the source needs to join its records (JoiningReader).
     join_rounds: ClassVar[int] = 0
     # The instruction fine-tuning rows carry when a record names none.

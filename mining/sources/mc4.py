@@ -9,8 +9,8 @@ import re
 from mining.records import Drop
 from mining.sources import register
 from mining.sources.base import JsonLinesReader, require_object, require_text
+from schemas.reasons import NO_TITLE
 
-NO_TITLE = "no_title"
 MAX_TITLE_CHARS = 120
 _SENTENCE_END = re.compile(r"[.!?:;,…。！？：；、]\s*$")
 

@@ -6,8 +6,9 @@
 import posixpath
 
 from mining.sources import register
-from mining.sources.base import WRONG_TYPE, Malformed
+from mining.sources.base import Malformed
 from mining.sources.relevance import CORPUS, QRELS, QUERIES, RelevanceReader
+from schemas.reasons import WRONG_TYPE
 
 TRIPLES = "triples"
 

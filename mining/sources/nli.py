@@ -11,14 +11,9 @@ import posixpath
 from mining.records import DeadLetter
 from mining.sources import register
 from mining.sources.base import (
-    WRONG_TYPE,
-    JoiningReader,
-    JoinPart,
-    JsonLinesReader,
-    declared_language,
-    require_object,
-    require_text,
+    JoiningReader, JoinPart, JsonLinesReader, declared_language, require_object, require_text,
 )
+from schemas.reasons import WRONG_TYPE
 
 ENTAILMENT, CONTRADICTION = "entailment", "contradiction"
 _TSV_SUFFIXES = (".tsv", ".txt")
@@ -27,7 +22,7 @@ _TSV_SUFFIXES = (".tsv", ".txt")
 @register
 class NliReader(JoiningReader, JsonLinesReader):
     kind = "nli"
-    dedup_passage = False
+    passage_dedup = False
     task = "Given a premise, retrieve a hypothesis that is entailed by the premise"
 
     def parse(self, value, task, origin):

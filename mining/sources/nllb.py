@@ -17,19 +17,9 @@ from mining import languages
 from mining.lines import iter_lines
 from mining.sources import register
 from mining.sources.base import (
-    CORRUPT_INPUT_ERRORS,
-    INVALID_UTF8,
-    LINE_TOO_LONG,
-    MISALIGNED,
-    MISSING_FIELD,
-    UNREADABLE,
-    WRONG_TYPE,
-    JsonLinesReader,
-    Malformed,
-    ReadTask,
-    declared_language,
-    require_object,
+    CORRUPT_INPUT_ERRORS, JsonLinesReader, Malformed, ReadTask, declared_language, require_object,
 )
+from schemas.reasons import INVALID_UTF8, LINE_TOO_LONG, MISALIGNED, MISSING_FIELD, UNREADABLE, WRONG_TYPE
 
 _ALIGNED_NAME = re.compile(
     r"^(?P<stem>.+)\.(?P<first>[A-Za-z_]{2,12})-(?P<second>[A-Za-z_]{2,12})\.(?P<side>[A-Za-z_]{2,12})"

@@ -11,23 +11,13 @@ score below 1 and bodies over 4096 characters make no pair, on either side.
 from mining.records import Drop
 from mining.sources import register
 from mining.sources.base import (
-    JoiningReader,
-    JoinPart,
-    JsonLinesReader,
-    optional_text,
-    require_integer,
-    require_object,
-    require_text,
+    JoiningReader, JoinPart, JsonLinesReader, optional_text, require_integer, require_object, require_text,
 )
+from schemas.reasons import BODY_TOO_LONG, DELETED, LOW_SCORE, PARENT_FILTERED, PARENT_MISSING
 
 MAX_BODY_CHARS = 4096
 REMOVED_BODIES = ("[deleted]", "[removed]")
 
-DELETED = "deleted"
-LOW_SCORE = "low_score"
-BODY_TOO_LONG = "body_too_long"
-PARENT_MISSING = "parent_missing"
-PARENT_FILTERED = "parent_filtered"
 
 _PARENT, _REPLY = "parent", "reply"
 

@@ -12,9 +12,8 @@ from typing import Iterator
 from mining.formats import parse_qrel, parse_query
 from mining.records import DeadLetter, Drop
 from mining.sources.base import JoiningReader, JoinPart, language_from_path
+from schemas.reasons import DOC_MISSING, QUERY_MISSING
 
-DOC_MISSING = "doc_missing"
-QUERY_MISSING = "query_missing"
 
 QUERIES, CORPUS, QRELS = "queries", "corpus", "qrels"
 _DOC, _JUDGMENT, _QUERY, _JUDGED = "doc", "judgment", "query", "judged"
@@ -22,7 +21,7 @@ _DOC, _JUDGMENT, _QUERY, _JUDGED = "doc", "judgment", "query", "judged"
 
 class RelevanceReader(JoiningReader):
     join_rounds = 2
-    dedup_passage = False
+    passage_dedup = False
 
     def file_role(self, path: str) -> str:
         """QUERIES, CORPUS or QRELS (or a role the subclass reads itself)."""

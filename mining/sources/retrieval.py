@@ -10,7 +10,7 @@ from mining.sources.sbert import query_pos_neg_pairs
 @register
 class RetrievalReader(JsonLinesReader):
     kind = "retrieval"
-    dedup_passage = False
+    passage_dedup = False
     task = "Given a query, retrieve relevant passages"
 
     def parse(self, value, task, origin):

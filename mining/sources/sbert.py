@@ -6,9 +6,8 @@
 """
 
 from mining.sources import register
-from mining.sources.base import (
-    MISSING_FIELD, WRONG_TYPE, JsonLinesReader, Malformed, SourceReader, require_text, require_text_list,
-)
+from mining.sources.base import JsonLinesReader, Malformed, SourceReader, require_text, require_text_list
+from schemas.reasons import MISSING_FIELD, WRONG_TYPE
 
 
 def query_pos_neg_pairs(
@@ -26,7 +25,7 @@ def query_pos_neg_pairs(
 @register
 class SbertReader(JsonLinesReader):
     kind = "sbert"
-    dedup_passage = False
+    passage_dedup = False
 
     def parse(self, value, task, origin):
         if isinstance(value, dict):

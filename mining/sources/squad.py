@@ -8,15 +8,14 @@ question is a candidate; SQuAD v2's unanswerable ones are dropped as
 from mining import formats
 from mining.records import Drop
 from mining.sources import register
-from mining.sources.base import CORRUPT_INPUT_ERRORS, UNREADABLE, Malformed, SourceReader, describe
-
-UNANSWERABLE = "unanswerable"
+from mining.sources.base import CORRUPT_INPUT_ERRORS, Malformed, SourceReader, describe
+from schemas.reasons import UNANSWERABLE, UNREADABLE
 
 
 @register
 class SquadReader(SourceReader):
     kind = "squad"
-    dedup_passage = False
+    passage_dedup = False
     task = "Given a question, retrieve Wikipedia passages that answer the question"
 
     def read(self, task, open_file, limits):

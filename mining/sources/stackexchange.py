@@ -14,13 +14,9 @@ from lxml import etree
 from mining.clean import html_to_text
 from mining.records import Drop
 from mining.sources import register
-from mining.sources.base import (
-    CORRUPT_INPUT_ERRORS, MISSING_FIELD, UNREADABLE, WRONG_TYPE, JoiningReader, JoinPart, Malformed,
-    language_from_path,
-)
+from mining.sources.base import CORRUPT_INPUT_ERRORS, JoiningReader, JoinPart, Malformed, language_from_path
+from schemas.reasons import MISSING_FIELD, NO_ANSWER, NO_GOOD_ANSWER, UNREADABLE, WRONG_TYPE
 
-NO_ANSWER = "no_answer"
-NO_GOOD_ANSWER = "no_good_answer"
 
 _QUESTION, _ANSWER = "1", "2"
 

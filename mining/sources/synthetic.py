@@ -17,16 +17,11 @@ from mining.clean import fold_whitespace
 from mining.records import Drop, new_pair
 from mining.sources import register
 from mining.sources.base import (
-    MISSING_FIELD,
-    WRONG_TYPE,
-    JsonLinesReader,
-    Malformed,
-    declared_language,
-    optional_text,
-    require_object,
-    require_text,
+    JsonLinesReader, Malformed, declared_language, optional_text, require_object, require_text,
 )
+from schemas import reasons
 from schemas import pairs as f
+from schemas.reasons import MISSING_FIELD, WRONG_TYPE
 
 # English names that ISO 639 spells otherwise ("Modern Greek (1453-)", "Panjabi", ...).
 _NAME_ALIASES = {
@@ -76,7 +71,7 @@ class SyntheticReader(JsonLinesReader):
         task_type = require_text(value, "task_type")
         template = instruct.TEMPLATES.get(task_type)
         if template is None:
-            raise Malformed(instruct.UNKNOWN_TASK_TYPE, f"{task_type!r}; known: {', '.join(instruct.TEMPLATES)}")
+            raise Malformed(reasons.UNKNOWN_TASK_TYPE, f"{task_type!r}; known: {', '.join(instruct.TEMPLATES)}")
         instruction = fold_whitespace(optional_text(value, "instruction"))
         if value.get("example") is not None:
             example = require_object(value["example"], "'example'")

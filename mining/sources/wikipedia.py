@@ -12,13 +12,8 @@ from typing import Iterator
 import pyarrow.parquet as pq
 
 from mining.sources import register
-from mining.sources.base import (
-    CORRUPT_INPUT_ERRORS,
-    UNREADABLE,
-    JsonLinesReader,
-    optional_text,
-    require_object,
-)
+from mining.sources.base import CORRUPT_INPUT_ERRORS, JsonLinesReader, optional_text, require_object
+from schemas.reasons import UNREADABLE
 
 PASSAGE_CHARS = 1200
 MAX_HEADING_CHARS = 80

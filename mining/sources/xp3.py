@@ -14,7 +14,7 @@ class Xp3Reader(JsonLinesReader):
     kind = "xp3"
     bilingual = True
     # One target ("Yes", "Positive") answers many prompts.
-    dedup_passage = False
+    passage_dedup = False
 
     def parse(self, value, task, origin):
         require_object(value)
