@@ -25,37 +25,49 @@ from schemas.manifest import DEAD_LETTER_DIR, REJECTED_DIR
 JOIN = "join"
 
 
-class ReadBatches(ReportingDoFn):
-    """ReadTask -> lists of pair records; dead letters on their own output."""
+class _ReaderItems(ReportingDoFn):
+    """What reading and joining share: each item a reader yields goes to its output, pairs in batches."""
 
     STAGE = reasons.READ
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._batch = []
+
+    def _route(self, kind: str, items, source_of):
+        """Outputs for ``items`` of a reader of ``kind``: parts of a later join, dead letters and full batches;
+        each candidate counted under ``source_of(item)``."""
+        for item in items:
+            if isinstance(item, JoinPart):
+                # Not a candidate yet: the join that decides it counts it.
+                yield beam.pvalue.TaggedOutput(JOIN, ((kind, item.key), item))
+                continue
+            self._report.count_input(source_of(item))
+            if isinstance(item, DeadLetter):
+                yield self._dead_letter(item)
+            elif isinstance(item, Drop):
+                self._drop_all([item])
+            else:
+                self._batch.append(item)
+                if len(self._batch) == self._run.batch_size:
+                    yield self._batch
+                    self._batch = []
+
+
+class ReadBatches(_ReaderItems):
+    """ReadTask -> lists of pair records; dead letters on their own output."""
 
     def __init__(self, limits, run: RunContext):
         super().__init__(run)
         self._limits = limits
 
     def process(self, task):
-        reader = get_reader(task.kind)
-        batch = []
-        for item in reader.read_all(task, io.open_file, self._limits):
-            if isinstance(item, JoinPart):
-                # Not a candidate yet: the join that decides it counts it.
-                yield beam.pvalue.TaggedOutput(JOIN, ((task.kind, item.key), item))
-                continue
-            # Under the record's own source: a reader may split its kind (one source per template).
-            self._report.count_input(_source_of(item))
-            if isinstance(item, DeadLetter):
-                yield self._dead_letter(item)
-                continue
-            if isinstance(item, Drop):
-                self._drop_all([item])
-                continue
-            batch.append(item)
-            if len(batch) == self._run.batch_size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        items = get_reader(task.kind).read_all(task, io.open_file, self._limits)
+        # Under the record's own source: a reader may split its kind (one source per template).
+        yield from self._route(task.kind, items, _source_of)
+        if self._batch:
+            yield self._batch
+            self._batch = []
 
 
 def _source_of(item: dict | Drop | DeadLetter) -> str:
@@ -64,37 +76,17 @@ def _source_of(item: dict | Drop | DeadLetter) -> str:
     return (item.record if isinstance(item, Drop) else item)[f.SOURCE]
 
 
-class JoinGroups(ReportingDoFn):
+class JoinGroups(_ReaderItems):
     """One join round: groups of JoinParts -> batches of pairs; parts for the next round on ``join``,
     a group whose join fails as a dead letter."""
-
-    STAGE = reasons.READ
 
     def __init__(self, round_index: int, run: RunContext):
         super().__init__(run)
         self._round = round_index
 
-    def start_bundle(self):
-        super().start_bundle()
-        self._batch = []
-
     def process(self, keyed_group):
         (kind, key), parts = keyed_group
-        for item in get_reader(kind).join_items(self._round, key, parts):
-            if isinstance(item, JoinPart):
-                yield beam.pvalue.TaggedOutput(JOIN, ((kind, item.key), item))
-                continue
-            self._report.count_input(kind)
-            if isinstance(item, DeadLetter):
-                yield self._dead_letter(item)
-                continue
-            if isinstance(item, Drop):
-                self._drop_all([item])
-                continue
-            self._batch.append(item)
-            if len(self._batch) == self._run.batch_size:
-                yield self._batch
-                self._batch = []
+        yield from self._route(kind, get_reader(kind).join_items(self._round, key, parts), lambda _: kind)
 
     def finish_bundle(self):
         if self._batch:
