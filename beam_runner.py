@@ -23,7 +23,7 @@ class _WithoutBigQueryNotice(logging.Filter):
 
 # The packages whose ValueErrors name a problem of the data a run was given (a damaged shard, an
 # encoder's NaN output), found only while the run reads it: the user's to fix, told in one line.
-_OWN_PACKAGES = ("mining", "pipelines", "schemas", "training")
+_OWN_PACKAGES = ("inspection", "mining", "pipelines", "schemas", "training")
 
 
 def _is_data_error(error: BaseException | None) -> bool:
@@ -48,7 +48,12 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
-from mining import inspection, run_store  # noqa: E402
+from inspection.diff import diff  # noqa: E402
+from inspection.html_report import report_html  # noqa: E402
+from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sample_removed, sample_rows  # noqa: E402
+from inspection.summary import format_summary, summarize  # noqa: E402
+from inspection.terminal import terminal_safe  # noqa: E402
+from mining import run_store  # noqa: E402
 from pipelines import consistency, hard_negatives, io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
@@ -128,7 +133,7 @@ def run_pipeline(argv: list[str]) -> int:
         if _is_data_error(error):
             raise SystemExit(f"the run stopped, nothing was published: {error}") from None
         raise
-    print(inspection.format_summary(load_manifest(mining.output), mining.output))
+    print(format_summary(load_manifest(mining.output), mining.output))
     return 0
 
 
@@ -159,14 +164,14 @@ def inspect_command(argv: list[str]) -> int:
     report.add_argument("directory")
     report.add_argument("--html", required=True, metavar="OUT.html")
     args = parser.parse_args(argv)
-    if args.command == "sample" and not 1 <= args.n <= inspection.MAX_SAMPLE_ROWS:
-        raise SystemExit(f"-n must be between 1 and {inspection.MAX_SAMPLE_ROWS}, not {args.n}")
+    if args.command == "sample" and not 1 <= args.n <= MAX_SAMPLE_ROWS:
+        raise SystemExit(f"-n must be between 1 and {MAX_SAMPLE_ROWS}, not {args.n}")
     # Writing over a directory would delete it, everything in it included.
     if args.command == "report" and (args.html.endswith("/") or os.path.isdir(args.html)):
         raise SystemExit(f"--html {args.html} is a directory; name the page, e.g. {args.html.rstrip('/')}/report.html")
     try:
         return _inspect(args)
-    except (ManifestError, inspection.InspectionError) as error:
+    except (ManifestError, InspectionError) as error:
         raise SystemExit(str(error)) from None
 
 
@@ -178,31 +183,31 @@ def _inspect(args: argparse.Namespace) -> int:
         return io.join(directory, *parts)
 
     if args.command == "summary":
-        print(json.dumps(inspection.summarize(manifest), indent=2) if args.json
-              else inspection.format_summary(manifest, directory))
+        print(json.dumps(summarize(manifest), indent=2) if args.json
+              else format_summary(manifest, directory))
     elif args.command == "verify":
         problems = run_store.verify(manifest, io, directory, _relative_files(directory, SHARDS_DIR))
-        print(inspection.terminal_safe(
+        print(terminal_safe(
             "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified"
         ))
         return 1 if problems else 0
     elif args.command == "sample":
         if args.rejected is not None:
-            rows = inspection.sample_removed(
+            rows = sample_removed(
                 manifest, args.rejected, io.open_file, join, _relative_files(directory, REJECTED_DIR),
                 _relative_files(directory, DEAD_LETTER_DIR), args.n, args.seed,
             )
         else:
-            rows = inspection.sample_rows(
+            rows = sample_rows(
                 manifest, io.open_file, join, _relative_files(directory, SHARDS_DIR), args.n, args.seed,
                 args.source, args.lang,
             )
-        print(inspection.format_rows(rows) if rows else "no matching rows")
+        print(format_rows(rows) if rows else "no matching rows")
     elif args.command == "diff":
-        changes = inspection.diff(manifest, load_manifest(args.other))
-        print(inspection.terminal_safe("\n".join(changes)) if changes else "no differences")
+        changes = diff(manifest, load_manifest(args.other))
+        print(terminal_safe("\n".join(changes)) if changes else "no differences")
     else:
-        page = inspection.report_html(manifest, f"Mining run {directory}")
+        page = report_html(manifest, f"Mining run {directory}")
         io.write_atomically(args.html, page.encode("utf-8"))
         print(f"wrote {args.html}")
     return 0

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
-from mining import inspection
+from inspection.html_report import report_html
 from mining.consistency import judge, passage_ranks, pool_key, resolve_top_k
 from mining.records import Drop
 from schemas.manifest import RANK_BIN_LABELS, Manifest, rank_bin_label
@@ -160,8 +160,8 @@ def test_manifest_records_parent_histogram_and_conservation(mixed_run, filtered)
     assert sum(histogram.values()) == totals.input and histogram["1"] == totals.output
     rejected = [json.loads(line) for line in (output / "rejected" / "inconsistent.jsonl").read_text().splitlines()]
     assert rejected and all(row["consistency_rank"] > 1 and "rank" in row["detail"] for row in rejected)
-    page = inspection.report_html(manifest, "filtered")
-    assert "Consistency ranks" in page and "Consistency ranks" not in inspection.report_html(parent, "parent")
+    page = report_html(manifest, "filtered")
+    assert "Consistency ranks" in page and "Consistency ranks" not in report_html(parent, "parent")
 
 
 def test_same_input_model_and_seed_give_the_same_shards(mixed_run, filtered, tmp_path):

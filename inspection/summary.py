@@ -1,0 +1,187 @@
+"""``inspect summary``: totals, the funnel of drops by stage, per-source and per-language lengths, shard sizes."""
+
+import statistics
+from collections import Counter
+
+from inspection.terminal import terminal_safe
+from mining import clean, consistency, decontaminate, dedup, langid, near_dup
+from schemas.manifest import LENGTH_BINS, LengthStats, Manifest
+
+# Where each drop reason is decided; reasons not listed come from the source's own rules.
+STAGE_OF_REASON = {
+    clean.EMPTY_SIDE: "clean", clean.TOO_LONG: "clean", clean.IDENTICAL_SIDES: "clean",
+    langid.LOW_CONFIDENCE: "language_id", langid.DECLARED_MISMATCH: "language_id", langid.PAIR_MISMATCH: "language_id",
+    dedup.DUPLICATE_PAIR: "dedup", dedup.DUPLICATE_PASSAGE: "dedup",
+    decontaminate.CONTAMINATED: "decontaminate", near_dup.NEAR_DUPLICATE: "near_dup",
+    # A filter of a finished run: after every mining stage.
+    consistency.INCONSISTENT: "consistency",
+}
+STAGES = ("read", "clean", "decontaminate", "language_id", "dedup", "near_dup")
+
+
+def stage_of(reason: str) -> str:
+    return STAGE_OF_REASON.get(reason, "read")
+
+
+def percentile(stats: LengthStats, q: float) -> int:
+    """Approximate q-th percentile (0-1) of a power-of-two length histogram, interpolated within a bin."""
+    if not stats.count:
+        return 0
+    rank = q * stats.count
+    seen = 0
+    for index, n in enumerate(stats.histogram):
+        if n and seen + n >= rank:
+            low, high = (0, 1) if index == 0 else (2 ** (index - 1), 2**index)
+            return round(low + (high - low) * (rank - seen) / n)
+        seen += n
+    return 2 ** (LENGTH_BINS - 1)
+
+
+def _length_summary(stats: LengthStats) -> dict:
+    mean = stats.sum / stats.count if stats.count else 0.0
+    return {"mean": round(mean, 1), "p50": percentile(stats, 0.5), "p90": percentile(stats, 0.9)}
+
+
+def summarize(manifest: Manifest) -> dict:
+    """Everything ``inspect summary`` prints, as plain data (its --json form)."""
+    totals = manifest.totals
+    funnel, remaining = [{"stage": "input", "remaining": totals.input}], totals.input
+    by_stage = {stage: {} for stage in STAGES}
+    for reason, n in totals.dropped.items():
+        by_stage.setdefault(stage_of(reason), {})[reason] = n
+    for stage, dropped in by_stage.items():
+        lost = sum(dropped.values()) + (totals.dead_letter if stage == "read" else 0)
+        remaining -= lost
+        entry = {"stage": stage, "dropped": dict(sorted(dropped.items())), "remaining": remaining}
+        if stage == "read":
+            entry["dead_letter"] = totals.dead_letter
+        funnel.append(entry)
+
+    sources, languages = [], {}
+    for name, source in sorted(manifest.sources.items()):
+        merged = merged_lengths(source.lengths.values())
+        sources.append({
+            "source": name, "input": source.input, "output": source.output,
+            "share": _share(source.output, totals.output), "dropped": sum(source.dropped.values()),
+            "dead_letter": source.dead_letter, "sampling_weight": source.sampling_weight,
+            "query_chars": _length_summary(merged[0]), "passage_chars": _length_summary(merged[1]),
+        })
+        for lang, sides in source.lengths.items():
+            query, passage = languages.setdefault(lang, (LengthStats(), LengthStats()))
+            query.merge(sides.query)
+            passage.merge(sides.passage)
+    language_rows = [
+        {"language": lang, "rows": query.count, "share": _share(query.count, totals.output),
+         "query_chars": _length_summary(query), "passage_chars": _length_summary(passage)}
+        for lang, (query, passage) in sorted(languages.items(), key=lambda item: (-item[1][0].count, item[0]))
+    ]
+    sizes = [shard.bytes for shard in manifest.shards]
+    return {
+        "pipeline": manifest.pipeline, "created": manifest.created,
+        "totals": totals.model_dump(), "funnel": funnel, "sources": sources, "languages": language_rows,
+        "shards": {
+            "count": len(sizes), "bytes": sum(sizes),
+            "min_bytes": min(sizes, default=0), "median_bytes": int(statistics.median(sizes)) if sizes else 0,
+            "max_bytes": max(sizes, default=0),
+        },
+    }
+
+
+def merged_lengths(sides) -> tuple[LengthStats, LengthStats]:
+    query, passage = LengthStats(), LengthStats()
+    for side in sides:
+        query.merge(side.query)
+        passage.merge(side.passage)
+    return query, passage
+
+
+def rows_per_language(manifest: Manifest) -> Counter:
+    """Rows with each language on either side, over all sources."""
+    languages = Counter()
+    for source in manifest.sources.values():
+        languages.update(source.languages)
+    return languages
+
+
+def _share(n: int, total: int) -> float:
+    return round(n / total, 4) if total else 0.0
+
+
+def table(header: list[str], rows: list[list], left: tuple[int, ...] = (0,)) -> list[str]:
+    """Aligned plain-text columns: those in ``left`` left-aligned, numbers right."""
+    cells = [header] + [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    return [
+        "  ".join(
+            cell.ljust(width) if i in left else cell.rjust(width) for i, (cell, width) in enumerate(zip(row, widths))
+        ).rstrip()
+        for row in cells
+    ]
+
+
+def format_summary(manifest: Manifest, location: str) -> str:
+    data = summarize(manifest)
+    totals = manifest.totals
+    dropped = sum(totals.dropped.values())
+    lines = [
+        f"{manifest.pipeline}: {totals.output} pairs in {len(manifest.shards)} shard(s) under {location}",
+        f"input {totals.input} = output {totals.output} + dropped {dropped} + dead-lettered {totals.dead_letter}",
+        "",
+    ]
+    funnel_rows = []
+    for step in data["funnel"][1:]:
+        lost = [f"{reason} {n}" for reason, n in sorted(step["dropped"].items(), key=lambda item: -item[1])]
+        if step.get("dead_letter"):
+            lost.insert(0, f"dead_letter {step['dead_letter']}")
+        funnel_rows.append([step["stage"], step["remaining"], ", ".join(lost) or "-"])
+    lines += table(["funnel", f"{totals.input} in", "removed"], funnel_rows, left=(0, 2))
+    lines.append("")
+
+    sources = sorted(manifest.sources)
+    lines += table(
+        ["source", "input", "output", "share", "dropped", "dead_letter", "weight", "query chars", "passage chars"],
+        [
+            [s["source"], s["input"], s["output"], f"{s['share']:.1%}", s["dropped"], s["dead_letter"],
+             f"{s['sampling_weight']:.3f}", _lengths_cell(s["query_chars"]), _lengths_cell(s["passage_chars"])]
+            for s in data["sources"]
+        ],
+    )
+    if totals.dropped:
+        lines.append("")
+        rows = [
+            [reason, count, *(manifest.sources[source].dropped.get(reason, 0) or "." for source in sources)]
+            for reason, count in sorted(totals.dropped.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        lines += table(["dropped", "all", *sources], rows)
+    if data["languages"]:
+        lines.append("")
+
+        def rows_in(source: str, lang: str):
+            sides = manifest.sources[source].lengths.get(lang)
+            return sides.query.count if sides else "."
+
+        lines += table(
+            ["language", "rows", "share", "query chars", "passage chars", *sources],
+            [
+                [row["language"], row["rows"], f"{row['share']:.1%}", _lengths_cell(row["query_chars"]),
+                 _lengths_cell(row["passage_chars"]), *(rows_in(source, row["language"]) for source in sources)]
+                for row in data["languages"]
+            ],
+        )
+    shards = data["shards"]
+    lines += ["", f"shards: {shards['count']}, {_size(shards['bytes'])} in all, "
+              f"{_size(shards['min_bytes'])} / {_size(shards['median_bytes'])} / {_size(shards['max_bytes'])} "
+              "min / median / max"]
+    return terminal_safe("\n".join(lines))
+
+
+def _lengths_cell(lengths: dict) -> str:
+    return f"{lengths['mean']:.0f} ({lengths['p50']}/{lengths['p90']})"
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
