@@ -4,24 +4,8 @@ import statistics
 from collections import Counter
 
 from inspection.terminal import terminal_safe
-from mining import clean, consistency, decontaminate, dedup, langid, near_dup
+from schemas import reasons
 from schemas.manifest import LENGTH_BINS, LengthStats, Manifest
-
-# Where each drop reason is decided; reasons not listed come from the source's own rules.
-STAGE_OF_REASON = {
-    clean.EMPTY_SIDE: "clean", clean.TOO_LONG: "clean", clean.IDENTICAL_SIDES: "clean",
-    langid.LOW_CONFIDENCE: "language_id", langid.DECLARED_MISMATCH: "language_id", langid.PAIR_MISMATCH: "language_id",
-    dedup.DUPLICATE_PAIR: "dedup", dedup.DUPLICATE_PASSAGE: "dedup",
-    decontaminate.CONTAMINATED: "decontaminate", near_dup.NEAR_DUPLICATE: "near_dup",
-    # A filter of a finished run: after every mining stage.
-    consistency.INCONSISTENT: "consistency",
-}
-STAGES = ("read", "clean", "decontaminate", "language_id", "dedup", "near_dup")
-
-
-def stage_of(reason: str) -> str:
-    return STAGE_OF_REASON.get(reason, "read")
-
 
 def percentile(stats: LengthStats, q: float) -> int:
     """Approximate q-th percentile (0-1) of a power-of-two length histogram, interpolated within a bin."""
@@ -46,14 +30,14 @@ def summarize(manifest: Manifest) -> dict:
     """Everything ``inspect summary`` prints, as plain data (its --json form)."""
     totals = manifest.totals
     funnel, remaining = [{"stage": "input", "remaining": totals.input}], totals.input
-    by_stage = {stage: {} for stage in STAGES}
+    by_stage = {stage.name: {} for stage in reasons.MINING_FUNNEL}
     for reason, n in totals.dropped.items():
-        by_stage.setdefault(stage_of(reason), {})[reason] = n
+        by_stage.setdefault(reasons.stage_of(reason).name, {})[reason] = n
     for stage, dropped in by_stage.items():
-        lost = sum(dropped.values()) + (totals.dead_letter if stage == "read" else 0)
+        lost = sum(dropped.values()) + (totals.dead_letter if stage == reasons.READ.name else 0)
         remaining -= lost
         entry = {"stage": stage, "dropped": dict(sorted(dropped.items())), "remaining": remaining}
-        if stage == "read":
+        if stage == reasons.READ.name:
             entry["dead_letter"] = totals.dead_letter
         funnel.append(entry)
 
