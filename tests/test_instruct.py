@@ -1,5 +1,6 @@
 """--pipeline instruct: LLM generations parsed, checked per template, formatted with their instruction."""
 
+import itertools
 import json
 
 import pyarrow as pa
@@ -15,6 +16,9 @@ from schemas.manifest import Manifest
 from schemas.pairs import INSTRUCT_SCHEMA
 from tests.conftest import write_lines
 from tests.test_readers import mine
+from training.data import PairStream
+from training.prompts import InstructPrompts
+from training.tiny import train_tokenizer
 from schemas.reasons import INVALID_JSON, MISSING_FIELD, WRONG_TYPE
 
 EXAMPLE = {"user_query": "how do bees make honey", "positive_document": "Bees turn nectar into honey.",
@@ -42,13 +46,187 @@ def test_messy_responses_parse(response):
     assert instruct.parse_response(response) == EXAMPLE
 
 
+# The paper's own published example of each task type with its task definition, which the paper
+# trains on as the instruction (Wang et al., 2024, "Improving Text Embeddings with Large Language
+# Models", Table 16).
+PAPER_EXAMPLES = {
+    "short-long": (
+        "The query is a name of a computer software or app, find documents that offer tutorials, guides or user "
+        "experiences about the software or app.",
+        {
+            "user_query": "How to use Microsoft Power BI for data analysis",
+            "positive_document": (
+                "Microsoft Power BI is a sophisticated tool that requires time and practice to master. In this "
+                "tutorial, we'll show you how to navigate Power BI and perform basic data analysis. First, launch the "
+                "application and log in with a Microsoft account. Next, create a new project using the Wizard on the "
+                "left-hand toolbar. Import the dataset you wish to work with by clicking on 'Get Data'. Power BI can "
+                "handle a variety of file formats, including Excel and CSV. Load your data, then use a sequence of "
+                "drag-and-drop operations to generate charts and (if applicable) maps. If you are confused at any "
+                "point, consider using the 'Ask a Question' feature for clarification."
+            ),
+            "hard_negative_document": (
+                "Excel is an incredibly powerful tool for managing and analyzing large amounts of data. Our tutorial "
+                "series focuses on how you can achieve maximum efficiency with Excel. In this guide, we'll walk you "
+                "through transferring data from your computer to an Excel spreadsheet as well as colour-coding cells "
+                "to match various criteria. We'll also explore VLOOKUP, conditional formatting, and pivot tables, "
+                "essentially transforming you into a spreadsheet wizard. Once you've mastered these techniques, "
+                "consider joining us for our Advanced Data Analysis training to branch out even further."
+            ),
+        },
+    ),
+    "long-short": (
+        "Identifying severity level of customer complaints in support tickets",
+        {
+            "input_text": (
+                "I am writing to express my intense dissatisfaction with one of your products, a TV that has stopped "
+                "functioning only a month after purchase. This situation yields less satisfaction to me and speaks "
+                "voluminously about your quality control procedures in assembly lines. I hope this troubling issue "
+                "etches into your improvement list for invoking earnest attention."
+            ),
+            "label": "High Severity",
+            "misleading_label": "Low Severity",
+        },
+    ),
+    "short-short": (
+        "Provided a movie quote, find the movie title in which it is said.",
+        {"input": "I'm going to make him an offer he can't refuse.", "positive_document": "The Godfather"},
+    ),
+    "long-long": (
+        "Provided a legal brief, retrieve other legal documents presenting similar legal arguments.",
+        {
+            "input": (
+                "In the united states district court for the eastern district of pennsylvania. Plaintiff John Doe "
+                "brings this action against Defendants ABC Corporation and XYZ Inc., alleging negligence which "
+                "resulted in his injuries. The Plaintiff alleges ABC Corporation negligently designed, manufactured, "
+                "and marketed a specific product. The Plaintiff also asserts XYZ Inc. negligently failed to inspect "
+                "the same product, leading to harmful exposure. Plaintiff respectfully requests this honorable court "
+                "to hold the defendants liable and award damages. All parties are diverse for purposes of 28 U.S.C. "
+                "§ 1332."
+            ),
+            "positive_document": (
+                "Before the Superior Court of California, County of Los Angeles. In the matter of the lawsuit "
+                "initiated by the Plaintiff Jane Smith against the Defendants PQR Industries and LMN Enterprises, "
+                "charging they negligently designed, produced, and advertised a product that directly caused harm to "
+                "her. Furthermore, the Plaintiff has claimed that LMN Enterprises negligently fell short in inspecting "
+                "the product, leading to unsafe usage. The plaintiff hereby requests this esteemed court to declare "
+                "the defendants guilty and demands compensation for the damages suffered. According to 28 U.S.C. "
+                "§ 1332, complete diversity exists between the parties to this lawsuit."
+            ),
+        },
+    ),
+    "bitext": (
+        "Retrieve parallel sentences.",
+        {
+            "S1": "Men bugun uzumli tort yasashni rejalashtirdim.",
+            "S2": "I have planned to make a grape cake today.",
+            "S3": "I am going to bake a strawberry pie today.",
+        },
+    ),
+    "sts": (
+        "Retrieve semantically similar text.",
+        {
+            "S1": "Tom loves to ride his blue bicycle in the park every morning.",
+            "S2": "Every morning, Tom enjoys riding his blue bike in the park.",
+            "S3": "Tom takes his blue pen to school every day.",
+        },
+    ),
+}
+
+
+# (query, positive, hard negative) of each prompt's keys: the classification prompt's label and misleading
+# label, STS's lower-scored S3 and bitext's bad translation S3 are the hard negatives; the text matching
+# prompts ask for none.
+PAPER_ROLES = {
+    "short-long": ("user_query", "positive_document", "hard_negative_document"),
+    "long-short": ("input_text", "label", "misleading_label"),
+    "short-short": ("input", "positive_document", None),
+    "long-long": ("input", "positive_document", None),
+    "sts": ("S1", "S2", "S3"),
+    "bitext": ("S1", "S2", "S3"),
+}
+
+
+def _expected_pair(task_type: str) -> tuple[str, str, list[str]]:
+    """(query, passage, negatives) the paper's example of ``task_type`` becomes."""
+    query, positive, negative = PAPER_ROLES[task_type]
+    example = PAPER_EXAMPLES[task_type][1]
+    return example[query], example[positive], [example[negative]] if negative else []
+
+
+def _generation(task_type: str, response: str) -> dict:
+    """A line of generations.jsonl for one of the paper's examples (bitext: Uzbek to English)."""
+    language = ["Uzbek", "English"] if task_type == "bitext" else "English"
+    return {"task_type": task_type, "instruction": PAPER_EXAMPLES[task_type][0], "language": language,
+            "response": response}
+
+
+def test_each_template_has_the_keys_its_prompt_asks_for():
+    """Each in its role, and ``keys`` in the order the prompt lists them (what a generator asks for)."""
+    templates = instruct.TEMPLATES
+    assert {name: (t.query, t.positive, t.negative) for name, t in templates.items()} == PAPER_ROLES
+    assert {name: template.keys for name, template in templates.items()} == {
+        name: tuple(example) for name, (_, example) in PAPER_EXAMPLES.items()
+    }
+
+
+def test_papers_published_examples_come_out_as_rows(tmp_path):
+    """Every published example, through a whole run: a row with its hard negative where the template has one."""
+    source = write_lines(tmp_path / "paper.jsonl", [
+        _generation(task_type, json.dumps(example, indent=2)) for task_type, (_, example) in PAPER_EXAMPLES.items()
+    ])
+    output = tmp_path / "out"
+    # lid.176.ftz ranks uz sixth (1.5%) for the 46-byte Uzbek S1, outside the top 5 language ID keeps, so by
+    # default the bitext example is dropped as lang_declared_mismatch; sides under --lid-min-bytes keep their
+    # declared language, as the language rules of every source allow.
+    args = ["--pipeline=instruct", f"--source=synthetic={source}", f"--output={output}", "--lid-min-bytes=48"]
+    assert beam_runner.main(args) == 0
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    assert manifest.totals.input == manifest.totals.output == len(PAPER_EXAMPLES)
+    rows = {row["task_type"]: row for shard in manifest.shards
+            for row in pa.ipc.open_stream(output / shard.path).read_all().to_pylist()}
+    for task_type, (task, _) in PAPER_EXAMPLES.items():
+        query, passage, negatives = _expected_pair(task_type)
+        row = rows[task_type]
+        assert (row["query"], row["passage"], row["negatives"]) == (f"Instruct: {task}\nQuery: {query}", passage,
+                                                                     negatives), task_type
+    assert (rows["bitext"]["query_lang"], rows["bitext"]["passage_lang"]) == ("uz", "en")
+
+
+def _answered(body: str, form: str) -> str:
+    """``body``, a JSON object, as models return it."""
+    return {
+        "code_fence": f"```json\n{body}\n```",
+        "bare_fence": f"```\n{body}\n```",
+        "prose_around": f"Sure! Here is one example for this task:\n\n{body}\n\nLet me know if you need more examples.",
+        "trailing_comma": body.removesuffix("\n}") + ",\n}",
+        "truncated": body[: len(body) * 2 // 3],
+        "refusal": "I'm sorry, but I can't help with that request.",
+    }[form]
+
+
+@pytest.mark.parametrize("form", ["code_fence", "bare_fence", "prose_around", "trailing_comma", "truncated", "refusal"])
+@pytest.mark.parametrize("task_type", sorted(PAPER_EXAMPLES))
+def test_every_template_reads_responses_as_models_return_them(tmp_path, task_type, form):
+    response = _answered(json.dumps(PAPER_EXAMPLES[task_type][1], indent=2, ensure_ascii=False), form)
+    write_lines(tmp_path / "g.jsonl", [_generation(task_type, response)])
+    pairs, drops, letters = mine(f"synthetic={tmp_path}/g.jsonl")
+    if form in ("truncated", "refusal"):
+        assert not pairs and not drops
+        expected = reasons.TRUNCATED_JSON if form == "truncated" else INVALID_JSON
+        assert [letter.reason for letter in letters] == [expected]
+        return
+    assert not drops and not letters
+    (pair,) = pairs
+    assert (pair["query"], pair["passage"], pair["negatives"]) == _expected_pair(task_type)
+
+
 def test_nesting_up_to_the_limit_and_brackets_inside_strings_are_read():
     brackets = "[" * 5000 + "{" * 5000
     response = (
         '{"user_query": "' + brackets + '", "positive_document": "p", "hard_negative_document": "n", "deep": '
         + "[" * (instruct.MAX_JSON_NESTING - 1) + "]" * (instruct.MAX_JSON_NESTING - 1) + "}"
     )
-    texts = instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-short"])
+    texts = instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-long"])
     assert texts["user_query"] == brackets
 
 
@@ -81,7 +259,7 @@ def test_responses_no_strict_parser_takes_are_malformed(response, reason):
     """Lone surrogate escapes (no UTF-8 file can hold them), nesting past MAX_JSON_NESTING (refused
     by a count, whatever the interpreter's recursion limit or stack), NaN."""
     with pytest.raises(Malformed) as error:
-        instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-short"])
+        instruct.example_texts(instruct.parse_response(response), instruct.TEMPLATES["short-long"])
     assert error.value.reason == reason
 
 
@@ -124,6 +302,36 @@ def test_template_rules(instruction, texts, reason):
     assert (failed[0] if failed else None) == reason
 
 
+PASSAGE = " ".join(["Tom rides his blue bicycle through the park every morning before work."] * 25)
+
+
+@pytest.mark.parametrize(
+    "task_type, texts, reason",
+    [
+        # Classification: input_text of "less than 10" up to "at least 200" words; labels are class names.
+        ("long-short", {"input_text": "Great movie!", "label": "positive", "misleading_label": "neutral"}, None),
+        ("long-short", {"input_text": DOC, "label": "The customer is " + "very " * 20 + "happy",
+                        "misleading_label": "neutral"}, reasons.TOO_LONG_FOR_TEMPLATE),
+        ("long-short", {"input_text": DOC, "label": "positive", "misleading_label": "Positive"},
+         reasons.NEGATIVE_EQUALS_POSITIVE),
+        ("long-short", {"input_text": DOC, "label": "[label]", "misleading_label": "neutral"},
+         reasons.UNFILLED_PLACEHOLDER),
+        # Text matching: no negative; short-short texts are "a sentence or a phrase", long-long ones long.
+        ("short-short", {"input": "Match a word with its definition", "positive_document": "The Godfather"}, None),
+        ("short-short", {"input": "b" * 401, "positive_document": "The Godfather"}, reasons.TOO_LONG_FOR_TEMPLATE),
+        ("long-long", {"input": "Solar power.", "positive_document": DOC}, reasons.TOO_SHORT_FOR_TEMPLATE),
+        ("long-long", {"input": NEG, "positive_document": DOC}, None),
+        # STS and bitext: the prompt's unit may be a passage; S3 is the lower-scored, hard negative.
+        ("sts", {"S1": PASSAGE, "S2": PASSAGE.replace("rides", "cycles"), "S3": "Tom walks."}, None),
+        ("bitext", {"S1": "Men bugun tort yasadim.", "S2": "I made a cake today.", "S3": "I MADE A CAKE TODAY."},
+         reasons.NEGATIVE_EQUALS_POSITIVE),
+    ],
+)
+def test_length_and_negative_rules_follow_each_prompt(task_type, texts, reason):
+    failed = instruct.check_example("Retrieve answers", texts, instruct.TEMPLATES[task_type])
+    assert (failed[0] if failed else None) == reason
+
+
 def test_language_names_and_codes():
     assert [language_code(name) for name in ("German", "de", "zh-Hans", "Simplified Chinese", "Greek", "Arabic")] == [
         "de", "de", "zh", "zh", "el", "ar",
@@ -133,7 +341,8 @@ def test_language_names_and_codes():
 
 
 def test_reader_records_drops_and_dead_letters(tmp_path):
-    example = {"S1": "The library is closed on Sundays.", "S2": "Die Bibliothek ist sonntags geschlossen."}
+    example = {"S1": "The library is closed on Sundays.", "S2": "Die Bibliothek ist sonntags geschlossen.",
+               "S3": "Die Bibliothek ist sonntags geöffnet."}
     write_lines(tmp_path / "g.jsonl", [
         {"task_type": "bitext", "instruction": "Retrieve parallel sentences", "language": ["English", "German"],
          "example": example},
@@ -145,7 +354,8 @@ def test_reader_records_drops_and_dead_letters(tmp_path):
     ])
     pairs, drops, letters = mine(f"synthetic={tmp_path}/g.jsonl")
     (pair,) = pairs
-    assert pair["source"] == "synthetic-bitext" and pair["_bilingual"] and pair["negatives"] == []
+    assert pair["source"] == "synthetic-bitext" and pair["_bilingual"]
+    assert pair["negatives"] == ["Die Bibliothek ist sonntags geöffnet."]  # S3, the bad translation
     assert (pair["_declared_query_lang"], pair["_declared_passage_lang"]) == ("en", "de")
     assert pair["instruction"] == pair["task"] == "Retrieve parallel sentences" and pair["task_type"] == "bitext"
     assert [drop.reason for drop in drops] == [reasons.NEGATIVE_EQUALS_POSITIVE]
@@ -176,7 +386,7 @@ def test_default_run_catches_every_defect(default_run):
         "invalid_language",
     }
     totals = manifest.totals
-    assert totals.input == totals.output + sum(totals.dropped.values()) + totals.dead_letter == 44
+    assert totals.input == totals.output + sum(totals.dropped.values()) + totals.dead_letter == 47
     # Per template (and, within each, per language).
     assert {source for source, totals in manifest.sources.items() if totals.output} == set(instruct.SOURCES)
     assert len(manifest.sources["synthetic-short-long"].languages) >= 6
@@ -193,7 +403,7 @@ def test_rows_are_formatted_with_their_instruction(default_run):
     for row in rows:
         assert row["query"].startswith(f"Instruct: {row['instruction']}\nQuery: ")
         assert row["task"] == row["instruction"] and row["source"] == instruct.source_name(row["task_type"])
-        assert len(row["negatives"]) == (0 if row["task_type"] == "bitext" else 1)
+        assert len(row["negatives"]) == (1 if PAPER_ROLES[row["task_type"]][2] else 0)
     bitext = [row for row in rows if row["task_type"] == "bitext"]
     assert {(row["query_lang"], row["passage_lang"]) for row in bitext} >= {("en", "de"), ("el", "en"), ("ja", "en")}
 
@@ -202,3 +412,20 @@ def test_same_example_under_two_instructions_counts_once(default_run):
     _, manifest, rows, _ = default_run
     berlin = [row for row in rows if "Berliner Mauer" in row["query"]]
     assert len(berlin) == 1 and manifest.totals.dropped["duplicate_pair"] == 1
+
+
+def test_inspect_and_the_trainer_read_the_default_run(default_run, tmp_path, capsys):
+    output, manifest, rows, _ = default_run
+    assert beam_runner.main(["inspect", "summary", str(output)]) == 0
+    assert f"input {manifest.totals.input} = output {manifest.totals.output}" in capsys.readouterr().out
+    texts = [text for row in rows for text in (row["query"], row["passage"], *row["negatives"])]
+    stream = PairStream([str(output)], train_tokenizer(texts, vocab_size=400, max_length=128), batch_size=4,
+                        max_negatives=7, default_prompts=InstructPrompts("Retrieve passages"), cache_dir=tmp_path)
+    negatives_by_source = {}
+    for planned in itertools.islice(stream.schedule.batches(), 200):
+        batch = stream.materialise(planned)
+        negatives_by_source.setdefault(batch.source, set()).update(batch.negative_counts.tolist())
+    # Each template's rows train with their hard negative; the matching templates have none.
+    assert negatives_by_source == {
+        instruct.source_name(task_type): {1 if negative else 0} for task_type, (_, _, negative) in PAPER_ROLES.items()
+    }

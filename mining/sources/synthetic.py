@@ -1,8 +1,8 @@
 """LLM-generated instruction data: JSON lines, one generation each ->
-(user query, positive document, hard negative) with its instruction.
+(query, positive, hard negative where the template has one) with its instruction.
 
 ``{"task_type": "short-long" | "long-short" | "short-short" | "long-long" | "sts" | "bitext",
-"instruction": "...", "language": "German" | "de" | ["German", "English"] (bitext),
+"instruction": "...", "language": "German" | "de" | ["Uzbek", "English"] (bitext: S1's, then S2's and S3's),
 "response": "<the LLM's raw text>"}``, or an already-parsed ``"example": {...}`` instead of
 ``response``. Each template's records get their own source (``synthetic-short-long``, ...), so
 the manifest counts them per template and language. See ``mining.instruct`` for the rules.
@@ -60,7 +60,7 @@ class SyntheticReader(JsonLinesReader):
         if template.bilingual:
             if not (isinstance(declared, list) and len(declared) == 2):
                 raise Malformed(WRONG_TYPE if declared is not None else MISSING_FIELD,
-                                "bitext needs 'language': [S1's language, S2's language]")
+                                "bitext needs 'language': [S1's language, the language of S2 and S3]")
         else:
             declared = [declared, declared]
         query_lang, passage_lang = (declared_language(item, None, language_code) for item in declared)
