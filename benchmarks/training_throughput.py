@@ -30,10 +30,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.data import PairBatch, PairLoader, PairStream
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.step import contrastive_backward
+from training.stream import PairBatch, PairLoader, PairStream
 from training.tiny import build_tiny_encoder, train_tokenizer
 
 SHAPES = {

@@ -15,10 +15,10 @@ from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, w
 from training import evaluation
 from training.checkpoint import stored_run
 from training.cli import main
-from training.data import PairStream
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.prompts import E5, InstructPrompts, Prompts, stored_prompts
+from training.stream import PairStream
 from training.trainer import PretrainConfig, pretrain, steps_for_epochs
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"

@@ -11,9 +11,11 @@ import torch
 
 from schemas.manifest import ManifestError
 from tests.training_fixtures import one_thread, pair_rows, tiny_encoder, write_mined_output
-from training.data import PairLoader, PairStream, Schedule, ShardIntegrityError, ShardRef, ShardStore, shards_by_source
 from training.permutation import Permutation
 from training.prompts import Prompts
+from training.schedule import Schedule
+from training.shard_store import ShardIntegrityError, ShardRef, ShardStore, shards_by_source
+from training.stream import PairLoader, PairStream
 
 SIZES = {"alpha": 50, "beta": 23, "gamma": 9}
 

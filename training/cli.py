@@ -15,9 +15,9 @@ import json
 import re
 
 from training import distributed, evaluation
-from training.data import ShardIntegrityError
 from training.holdout import split_output
 from training.prompts import DEFAULT_TASK
+from training.shard_store import ShardIntegrityError
 from training.trainer import PretrainConfig, Trainer, resumed_config
 
 _DEFAULTS = PretrainConfig()

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from schemas import pairs as f
-from training.data import ShardStore, Source, shards_by_source
+from training.shard_store import ShardStore, Source, shards_by_source
 from training.encoder import Encoder
 from training.prompts import Prompts
 

@@ -8,9 +8,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from schemas import pairs as f
-from training.data import ShardStore, Source, shards_by_source
 from training.encoder import Encoder
 from training.prompts import E5, KINDS, Prompts
+from training.shard_store import ShardStore, Source, shards_by_source
 
 SPECIAL_TOKENS = {
     "bos_token": "<s>",

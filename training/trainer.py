@@ -18,13 +18,14 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from training import checkpoint, distributed
-from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore, shards_by_source
 from training.encoder import Encoder
 from training.evaluate import held_out_rows, in_batch_retrieval
 from training.evaluation import evaluate_spec
 from training.loss import InfoNCELoss
 from training.prompts import InstructPrompts, Prompts
+from training.shard_store import DEFAULT_CACHE_DIR, ShardStore, shards_by_source
 from training.step import contrastive_backward
+from training.stream import PairLoader, PairStream
 from training.tiny import build_tiny_encoder
 
 TINY = "tiny"
