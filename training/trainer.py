@@ -19,8 +19,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from training import checkpoint, distributed
 from training.encoder import Encoder
-from training.evaluate import held_out_rows, in_batch_retrieval
-from training.evaluation import evaluate_spec
+from training.evaluation import evaluate_spec, held_out_rows, in_batch_retrieval
 from training.loss import InfoNCELoss
 from training.prompts import InstructPrompts, Prompts
 from training.shard_store import DEFAULT_CACHE_DIR, ShardStore, shards_by_source
