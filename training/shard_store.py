@@ -106,27 +106,30 @@ def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:
     return dict(sorted(sources.items()))
 
 
-def _check(shard: ShardRef, size: int, sha256: str | None) -> None:
-    if size < shard.bytes:
-        raise ShardIntegrityError(f"shard {shard.url} is truncated: {size} bytes but its manifest says {shard.bytes}")
-    if size != shard.bytes:
-        raise ShardIntegrityError(f"shard {shard.url} is {size} bytes but its manifest says {shard.bytes}")
-    if sha256 is not None and sha256 != shard.sha256:
-        raise ShardIntegrityError(
-            f"shard {shard.url} has sha256 {sha256} but its manifest says {shard.sha256}:"
-            " it changed after the manifest was written or was damaged in transit"
-        )
+_AGAINST_MANIFEST = run_store.ProblemWording(
+    truncated="shard {name} is truncated: {found} bytes but its manifest says {recorded}",
+    size="shard {name} is {found} bytes but its manifest says {recorded}",
+    sha256="shard {name} has sha256 {found} but its manifest says {recorded}:"
+    " it changed after the manifest was written or was damaged in transit",
+)
+
+
+def _check(shard: ShardRef, size: int, sha256: str | None = None) -> None:
+    problems = run_store.file_problems(shard.url, size, sha256, shard, _AGAINST_MANIFEST)
+    if problems:
+        raise ShardIntegrityError(problems[0])
 
 
 def _verified_local(shard: ShardRef, path: str) -> str:
     if not os.path.isfile(path):
         raise ShardIntegrityError(f"shard {shard.url} is missing")
-    _check(shard, os.path.getsize(path), None)
+    size = os.path.getsize(path)
+    _check(shard, size)  # before hashing: a file of another size is not worth reading
     digest = hashlib.sha256()
     with open(path, "rb") as stream:
         while chunk := stream.read(1 << 22):
             digest.update(chunk)
-    _check(shard, shard.bytes, digest.hexdigest())
+    _check(shard, size, digest.hexdigest())
     return path
 
 
