@@ -140,11 +140,16 @@ MUTABLE_ON_RESUME = frozenset(
 )
 
 
-def resumed_config(output: str, given: dict) -> PretrainConfig:
-    """The stored run's configuration, with the options given now where they may change."""
+def run_to_resume(output: str) -> checkpoint.StoredRun:
+    """The training state stored in ``output``, every file checked against its record."""
     run = checkpoint.stored_run(Path(output))
     if run is None:
         raise FileNotFoundError(f"{output} holds no training state to resume")
+    return run
+
+
+def resumed_config(run: checkpoint.StoredRun, given: dict) -> PretrainConfig:
+    """The stored run's configuration, with the options given now where they may change."""
     stored = dict(run.config)
     conflicts = [key for key, value in given.items() if key not in MUTABLE_ON_RESUME and value != stored.get(key)]
     if conflicts:
@@ -179,12 +184,10 @@ def _optimizer(encoder: Encoder, config: PretrainConfig) -> torch.optim.AdamW:
 
 
 class Trainer:
-    def __init__(self, config: PretrainConfig, *, resume: bool = False):
+    def __init__(self, config: PretrainConfig, *, resume_from: checkpoint.StoredRun | None = None):
+        """``resume_from``: the state to continue, as ``run_to_resume`` checked it; None starts a new run."""
         self.context = distributed.setup(config.device)
         self.output = Path(config.output)
-        run = checkpoint.stored_run(self.output) if resume else None
-        if resume and run is None:
-            raise FileNotFoundError(f"{self.output} holds no training state to resume")
         if self.output.exists() and not self.output.is_dir():
             raise FileExistsError(f"{self.output} is a file, not a checkpoint directory: choose another --output")
         # Every manifest read (and so every data error met) before anything is written.
@@ -196,7 +199,7 @@ class Trainer:
             fs, located = fsspec.core.url_to_fs(path)
             if not fs.exists(located):
                 raise FileNotFoundError(f"--eval-task {spec}: {path} does not exist")
-        if not resume and self.output.exists() and any(self.output.iterdir()):
+        if resume_from is None and self.output.exists() and any(self.output.iterdir()):
             raise FileExistsError(
                 f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
             )
@@ -213,7 +216,7 @@ class Trainer:
         store = ShardStore(Path(config.cache_dir))
 
         torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
-        self.encoder = self._encoder(store, resume).to(self.context.device)
+        self.encoder = self._encoder(store, resume=resume_from is not None).to(self.context.device)
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
@@ -241,14 +244,14 @@ class Trainer:
         )
         self.loader = PairLoader(stream, num_workers=config.num_workers)
         self.step = 0
-        if run is not None:
+        if resume_from is not None:
             checkpoint.restore_state(
-                run, self.context, encoder=self.encoder, optimizer=self.optimizer, scheduler=self.scheduler
+                resume_from, self.context, encoder=self.encoder, optimizer=self.optimizer, scheduler=self.scheduler
             )
-            self.loader.load_state_dict(run.data)
-            self.step = run.step
+            self.loader.load_state_dict(resume_from.data)
+            self.step = resume_from.step
             if self.context.is_main:
-                self.metrics.truncate_after(run.step)
+                self.metrics.truncate_after(resume_from.step)
         # Only the first rank evaluates; the others wait for it in the next step's collectives.
         self.evaluates = bool(config.eval_data or config.eval_tasks) and self.context.is_main
         self.held_out = (
@@ -367,4 +370,4 @@ class Trainer:
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False) -> list[dict]:
-    return Trainer(config, resume=resume).run()
+    return Trainer(config, resume_from=run_to_resume(config.output) if resume else None).run()
