@@ -39,7 +39,8 @@ def tokenizer(mined):
 
 
 def stream(mined, tokenizer, **options) -> PairStream:
-    return PairStream([mined], tokenizer, **{"batch_size": 8, "seed": 3, "cache_dir": Path("/nonexistent"), **options})
+    options = {"batch_size": 8, "seed": 3, "cache_dir": Path("/nonexistent"), **options}
+    return PairStream(shards_by_source([mined]), tokenizer, **options)
 
 
 def take(batches, count: int) -> list:

@@ -24,7 +24,7 @@ from mining import search as exact_search
 from mining.sources.base import Malformed, decode_json, require_object, require_text
 from schemas import pairs as f
 from training.prompts import Kind, Prompts
-from training.shard_store import ShardStore, Source, shards_by_source
+from training.shard_store import ShardsBySource, ShardStore, Source
 
 if TYPE_CHECKING:  # imported where an encoder is loaded: a callable's evaluation needs no transformers
     from training.encoder import Encoder
@@ -400,12 +400,12 @@ def format_report(report: dict) -> str:
 # --- in-batch retrieval on held-out pairs, as training logs it ------------------------------
 
 
-def held_out_rows(directories: Sequence[str], store: ShardStore, max_pairs_per_source: int) -> dict[str, dict]:
+def held_out_rows(shards: ShardsBySource, store: ShardStore, max_pairs_per_source: int) -> dict[str, dict]:
     """The first pairs of each source in storage order (shuffled already: sorted by content hash)."""
     rows = {}
-    for name, shards in shards_by_source(directories).items():
+    for name, source_shards in shards.items():
         queries, passages = [], []
-        for batch in Source(name, shards).record_batches(store):
+        for batch in Source(name, source_shards).record_batches(store):
             batch = batch.slice(0, max_pairs_per_source - len(queries))
             queries += batch.column(f.QUERY).to_pylist()
             passages += batch.column(f.PASSAGE).to_pylist()

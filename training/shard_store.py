@@ -91,11 +91,15 @@ def read_manifest(directory: str) -> Manifest:
     return run_store.read_manifest(STORAGE, directory, missing).manifest
 
 
-def shards_by_source(directories: Sequence[str]) -> dict[str, list[ShardRef]]:
+# Every source's shards, by source name: read from the manifests once, then passed to whatever needs them.
+ShardsBySource = dict[str, list[ShardRef]]
+
+
+def shards_by_source(directories: Sequence[str]) -> ShardsBySource:
     """The non-empty shards of every directory, grouped by source, in the order given."""
     if not directories:
         raise ValueError("no data directory given")
-    sources: dict[str, list[ShardRef]] = {}
+    sources: ShardsBySource = {}
     for directory in directories:
         for shard in read_manifest(str(directory)).shards:
             if shard.rows:

@@ -7,7 +7,7 @@ any number of workers. Resuming at step ``k`` (``state_dict`` /
 """
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from schemas import pairs as f
 from training.prompts import E5, InstructPrompts, Kind, Prompts
 from training.schedule import PlannedBatch, Schedule
-from training.shard_store import DEFAULT_CACHE_DIR, ShardStore, Source, shards_by_source
+from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, Source
 
 
 @dataclass
@@ -46,7 +46,7 @@ class PairStream(IterableDataset):
 
     def __init__(
         self,
-        directories: Sequence[str],
+        shards: ShardsBySource,
         tokenizer,
         *,
         batch_size: int,
@@ -62,7 +62,7 @@ class PairStream(IterableDataset):
         cache_dir: Path = DEFAULT_CACHE_DIR,
         start_step: int = 0,
     ):
-        self.sources = [Source(name, shards) for name, shards in shards_by_source(directories).items()]
+        self.sources = [Source(name, source_shards) for name, source_shards in shards.items()]
         self.schedule = Schedule(
             [source.name for source in self.sources],
             [source.rows for source in self.sources],

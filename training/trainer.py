@@ -22,7 +22,7 @@ from training.encoder import Encoder
 from training.evaluation import evaluate_spec, held_out_rows, in_batch_retrieval
 from training.loss import InfoNCELoss
 from training.prompts import InstructPrompts, Prompts
-from training.shard_store import DEFAULT_CACHE_DIR, ShardStore, shards_by_source
+from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, shards_by_source
 from training.step import contrastive_backward
 from training.stream import PairLoader, PairStream
 from training.tiny import build_tiny_encoder
@@ -38,7 +38,7 @@ class PretrainConfig:
     batch_size: int = 256
     chunk_size: int | None = None  # rows embedded at once with gradient caching; None embeds the batch in one pass
     max_steps: int = 1000
-    epochs: float | None = None  # if set, max_steps is this many passes over the data (see steps_for_epochs)
+    epochs: float | None = None  # if set, max_steps is this many passes over the data (see steps_in_epochs)
     lr: float = 1e-4
     warmup_steps: int | None = None  # None: a tenth of max_steps, fixed when the run starts
     weight_decay: float = 0.01
@@ -163,13 +163,16 @@ def resumed_config(run: checkpoint.StoredRun, given: dict) -> PretrainConfig:
 
 
 def steps_for_epochs(directories: list[str], batch_size: int, epochs: float) -> int:
+    """Steps in ``epochs`` passes over every source of ``directories``: ``steps_in_epochs`` of their shards."""
+    return steps_in_epochs(shards_by_source(directories), batch_size, epochs)
+
+
+def steps_in_epochs(shards: ShardsBySource, batch_size: int, epochs: float) -> int:
     """Steps in ``epochs`` passes over every source: each pass of a source is ceil(rows / batch size) batches.
 
     (Sources are drawn by rows^alpha, so with alpha < 1 small sources are seen more often and large ones less.)
     """
-    batches = sum(
-        -(-sum(shard.rows for shard in shards) // batch_size) for shards in shards_by_source(directories).values()
-    )
+    batches = sum(-(-sum(shard.rows for shard in source_shards) // batch_size) for source_shards in shards.values())
     return max(1, math.ceil(epochs * batches))
 
 
@@ -190,10 +193,9 @@ class Trainer:
         self.output = Path(config.output)
         if self.output.exists() and not self.output.is_dir():
             raise FileExistsError(f"{self.output} is a file, not a checkpoint directory: choose another --output")
-        # Every manifest read (and so every data error met) before anything is written.
-        for directories in (config.data, config.eval_data):
-            if directories:
-                shards_by_source(directories)
+        # Every manifest read, once (and so every data error met), before anything is written.
+        shards = shards_by_source(config.data)
+        held_out_shards = shards_by_source(config.eval_data) if config.eval_data else {}
         for spec in config.eval_tasks:
             path = spec.partition("=")[2]
             fs, located = fsspec.core.url_to_fs(path)
@@ -205,7 +207,7 @@ class Trainer:
             )
         if config.epochs is not None:
             config = dataclasses.replace(
-                config, max_steps=steps_for_epochs(config.data, config.batch_size, config.epochs)
+                config, max_steps=steps_in_epochs(shards, config.batch_size, config.epochs)
             )
         if config.warmup_steps is None:
             config = dataclasses.replace(config, warmup_steps=config.max_steps // 10)
@@ -216,7 +218,7 @@ class Trainer:
         store = ShardStore(Path(config.cache_dir))
 
         torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
-        self.encoder = self._encoder(store, resume=resume_from is not None).to(self.context.device)
+        self.encoder = self._encoder(shards, store, resume=resume_from is not None).to(self.context.device)
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
@@ -228,7 +230,7 @@ class Trainer:
         self.loss_fn = InfoNCELoss(config.temperature, distill_weight=config.distill_weight)
         self.prompts = {source: Prompts(**sides) for source, sides in config.prefixes.items()}
         stream = PairStream(
-            config.data,
+            shards,
             self.encoder.tokenizer,
             batch_size=config.batch_size,
             seed=config.seed,
@@ -255,10 +257,10 @@ class Trainer:
         # Only the first rank evaluates; the others wait for it in the next step's collectives.
         self.evaluates = bool(config.eval_data or config.eval_tasks) and self.context.is_main
         self.held_out = (
-            held_out_rows(config.eval_data, store, config.eval_max_pairs) if self.evaluates and config.eval_data else None
+            held_out_rows(held_out_shards, store, config.eval_max_pairs) if self.evaluates and held_out_shards else None
         )
 
-    def _encoder(self, store: ShardStore, resume: bool) -> Encoder:
+    def _encoder(self, shards: ShardsBySource, store: ShardStore, resume: bool) -> Encoder:
         if resume:
             return Encoder.from_pretrained(self.output)  # the weights come from the state
         if self.config.model != TINY:
@@ -269,7 +271,7 @@ class Trainer:
         # Built once and read back by every rank, so all start from the same weights and vocabulary.
         if self.context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            checkpoint.export(build_tiny_encoder(self.config.data, store=store, seed=self.config.seed), self.output)
+            checkpoint.export(build_tiny_encoder(shards, store=store, seed=self.config.seed), self.output)
         distributed.barrier()
         return Encoder.from_pretrained(self.output)
 
