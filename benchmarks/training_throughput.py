@@ -30,10 +30,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from training.data import PairBatch, PairLoader, PairStream
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
+from training.shard_store import shards_by_source
 from training.step import contrastive_backward
+from training.stream import PairBatch, PairLoader, PairStream
 from training.tiny import build_tiny_encoder, train_tokenizer
 
 SHAPES = {
@@ -112,8 +113,9 @@ def tiny_training_pairs_per_second(encoder: Encoder, batches: list[PairBatch], c
 
 
 def cpu_benchmarks(args) -> Iterator[tuple[str, object]]:
-    encoder = build_tiny_encoder([args.data], seed=0)
-    stream = PairStream([args.data], encoder.tokenizer, batch_size=args.batch_size, max_passage_length=args.seq_len)
+    shards = shards_by_source([args.data])
+    encoder = build_tiny_encoder(shards, seed=0)
+    stream = PairStream(shards, encoder.tokenizer, batch_size=args.batch_size, max_passage_length=args.seq_len)
     for workers in (0, 1, 2):
         pairs_per_second = loader_pairs_per_second(stream, workers, args.loader_batches)
         yield f"loader, {workers} worker(s): tokenised pairs/s", pairs_per_second

@@ -65,6 +65,49 @@ def encode_table(table: pa.Table, compression: str | None = None) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class FileRecord(Protocol):
+    """What was recorded of a file when it was written: a manifest's shard, a training state's files.json entry."""
+
+    @property
+    def bytes(self) -> int: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ProblemWording:
+    """How ``file_problems`` says each problem: format strings of the file's ``name``, what was ``found``
+    and what was ``recorded``."""
+
+    truncated: str
+    size: str
+    sha256: str
+
+
+# As ``verify`` lists a run's shards' problems, one line each, naming the shard by its path in the run.
+SHARD_LINES = ProblemWording(
+    truncated="{name}: truncated: {found} bytes, manifest says {recorded}",
+    size="{name}: {found} bytes, manifest says {recorded}",
+    sha256="{name}: checksum mismatch: sha256 {found}, manifest says {recorded}",
+)
+
+
+def file_problems(
+    name: str, size: int, sha256: str | None, record: FileRecord, wording: ProblemWording = SHARD_LINES
+) -> list[str]:
+    """How a file of ``size`` bytes whose sha256 is ``sha256`` (None: not hashed yet) differs from its
+    ``record``: a truncated file has that one problem, every other follows from the cut."""
+    if size < record.bytes:
+        return [wording.truncated.format(name=name, found=size, recorded=record.bytes)]
+    problems = []
+    if size != record.bytes:
+        problems.append(wording.size.format(name=name, found=size, recorded=record.bytes))
+    if sha256 is not None and sha256 != record.sha256:
+        problems.append(wording.sha256.format(name=name, found=sha256, recorded=record.sha256))
+    return problems
+
+
 class _HashingReader(io.RawIOBase):
     """Counts and hashes the bytes pyarrow reads through it."""
 
@@ -119,16 +162,10 @@ def shard_problems(
             reader.drain()
         except OSError as error:
             return [f"{shard.path}: unreadable ({error})"]
+    size_and_sha256 = file_problems(shard.path, reader.bytes, reader.sha256.hexdigest(), shard)
     if reader.bytes < shard.bytes:
-        # Every other problem of a cut-short file follows from the cut.
-        return [f"{shard.path}: truncated: {reader.bytes} bytes, manifest says {shard.bytes}"]
-    problems = [unreadable] if unreadable else []
-    if reader.bytes > shard.bytes:
-        problems.append(f"{shard.path}: {reader.bytes} bytes, manifest says {shard.bytes}")
-    if reader.sha256.hexdigest() != shard.sha256:
-        problems.append(
-            f"{shard.path}: checksum mismatch: sha256 {reader.sha256.hexdigest()}, manifest says {shard.sha256}"
-        )
+        return size_and_sha256  # every other problem of a cut-short file follows from the cut
+    problems = ([unreadable] if unreadable else []) + size_and_sha256
     if rows is not None and rows != shard.rows:
         problems.append(f"{shard.path}: {rows} rows, manifest says {shard.rows}")
     if schema is not None and schema != expected_schema:

@@ -153,7 +153,7 @@ def test_no_credentials_or_project_in_outputs(tmp_path):
 
 
 def test_training_loader_reads_the_run_from_gcs(mined_on_gcs, tmp_path):
-    from training.data import ShardStore, shards_by_source
+    from training.shard_store import ShardStore, shards_by_source
 
     manifest = beam_runner.load_manifest(mined_on_gcs)
     sources = shards_by_source([mined_on_gcs])

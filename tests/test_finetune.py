@@ -15,10 +15,11 @@ from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, w
 from training import evaluation
 from training.checkpoint import stored_run
 from training.cli import main
-from training.data import PairStream
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.prompts import E5, InstructPrompts, Prompts, stored_prompts
+from training.shard_store import shards_by_source
+from training.stream import PairStream
 from training.trainer import PretrainConfig, pretrain, steps_for_epochs
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
@@ -78,7 +79,7 @@ def _finetune_output(directory: Path) -> str:
 def test_loader_formats_each_row_with_its_task(tmp_path):
     tokenizer = _RecordingTokenizer()
     stream = PairStream(
-        [_finetune_output(tmp_path / "instruct")], tokenizer, batch_size=8, max_negatives=2,
+        shards_by_source([_finetune_output(tmp_path / "instruct")]), tokenizer, batch_size=8, max_negatives=2,
         default_prompts=InstructPrompts("Default task", passage="passage: "),
     )  # fmt: skip
     batch = stream.materialise(next(stream.schedule.batches()))
@@ -174,7 +175,7 @@ def test_loader_reads_teacher_scores_aligned_with_the_negatives_used(tmp_path):
         row["teacher_scores"] = None if index == 1 else [float(index), 1.0, 2.0, 3.0]
     schema = FINETUNE_SCHEMA.append(pa.field(TEACHER_SCORES, pa.list_(pa.float32())))
     output = write_mined_output(str(tmp_path / "scored"), {"scored": rows}, shards_per_source=1, schema=schema)
-    stream = PairStream([output], _RecordingTokenizer(), batch_size=4, max_negatives=2)
+    stream = PairStream(shards_by_source([output]), _RecordingTokenizer(), batch_size=4, max_negatives=2)
     batch = stream.materialise(next(stream.schedule.batches()))
     assert batch.negative_counts.tolist() == [2, 2, 2, 2]
     by_id = dict(zip(batch.ids, batch.teacher_scores.tolist(), strict=True))

@@ -22,9 +22,9 @@ from schemas.pairs import INSTRUCT_SCHEMA, with_consistency_rank
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, tiny_encoder, write_mined_output
 from training.checkpoint import stored_run
 from training.cli import main
-from training.data import STORAGE, read_manifest
 from training.encoder import Encoder
 from training.holdout import split_output
+from training.shard_store import STORAGE, read_manifest
 from training.trainer import PretrainConfig, pretrain
 
 

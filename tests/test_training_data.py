@@ -11,9 +11,11 @@ import torch
 
 from schemas.manifest import ManifestError
 from tests.training_fixtures import one_thread, pair_rows, tiny_encoder, write_mined_output
-from training.data import PairLoader, PairStream, Schedule, ShardIntegrityError, ShardRef, ShardStore, shards_by_source
 from training.permutation import Permutation
 from training.prompts import Prompts
+from training.schedule import Schedule
+from training.shard_store import ShardIntegrityError, ShardRef, ShardStore, shards_by_source
+from training.stream import PairLoader, PairStream
 
 SIZES = {"alpha": 50, "beta": 23, "gamma": 9}
 
@@ -37,7 +39,8 @@ def tokenizer(mined):
 
 
 def stream(mined, tokenizer, **options) -> PairStream:
-    return PairStream([mined], tokenizer, **{"batch_size": 8, "seed": 3, "cache_dir": Path("/nonexistent"), **options})
+    options = {"batch_size": 8, "seed": 3, "cache_dir": Path("/nonexistent"), **options}
+    return PairStream(shards_by_source([mined]), tokenizer, **options)
 
 
 def take(batches, count: int) -> list:

@@ -6,11 +6,11 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 
-from training.data import PairBatch
 from training.distributed import all_sum, sum_gradients
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.step import contrastive_backward
+from training.stream import PairBatch
 
 TEMPERATURE = 0.05
 TOPICS = ["rivers", "mountains", "cities", "music", "food", "sport", "trees", "stars"]

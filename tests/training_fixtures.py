@@ -12,8 +12,8 @@ import torch
 
 from schemas.manifest import MANIFEST_NAME, Manifest
 from schemas.pairs import PAIR_SCHEMA, schema_description
-from training.data import join
 from training.encoder import Encoder
+from training.shard_store import join
 from training.tiny import tiny_model, train_tokenizer
 
 REPO = Path(__file__).resolve().parent.parent

@@ -23,6 +23,7 @@ import pydantic
 import safetensors.torch
 import torch
 
+from mining import run_store
 from training.distributed import Context, barrier
 from training.encoder import Encoder
 
@@ -102,12 +103,21 @@ def _check_files(directory: Path, pointer: Path, record_sha256: str) -> None:
         if not path.is_file():
             raise CheckpointError(f"{path} is missing")
         size = path.stat().st_size
-        if size < stored.bytes:
-            raise CheckpointError(f"{path} is truncated: {size} bytes, {stored.bytes} when it was saved")
-        if size != stored.bytes:
-            raise CheckpointError(f"{path} is {size} bytes, {stored.bytes} when it was saved")
-        if _sha256(path) != stored.sha256:
-            raise CheckpointError(f"{path} is corrupt: its sha256 differs from the one recorded when it was saved")
+        _check(path, stored, size)  # before hashing: a file of another size is not worth reading
+        _check(path, stored, size, _sha256(path))
+
+
+_AS_SAVED = run_store.ProblemWording(
+    truncated="{name} is truncated: {found} bytes, {recorded} when it was saved",
+    size="{name} is {found} bytes, {recorded} when it was saved",
+    sha256="{name} is corrupt: its sha256 differs from the one recorded when it was saved",
+)
+
+
+def _check(path: Path, stored: _StoredFile, size: int, sha256: str | None = None) -> None:
+    problems = run_store.file_problems(str(path), size, sha256, stored, _AS_SAVED)
+    if problems:
+        raise CheckpointError(problems[0])
 
 
 def _write_record(directory: Path) -> str:

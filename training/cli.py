@@ -15,10 +15,11 @@ import json
 import re
 
 from training import distributed, evaluation
-from training.data import ShardIntegrityError
 from training.holdout import split_output
 from training.prompts import DEFAULT_TASK
-from training.trainer import PretrainConfig, Trainer, resumed_config
+from training.shard_store import ShardIntegrityError
+from training.checkpoint import StoredRun
+from training.trainer import PretrainConfig, Trainer, resumed_config, run_to_resume
 
 _DEFAULTS = PretrainConfig()
 # Fine-tuning is pre-training's loop from a checkpoint, with instructions on queries and more hard negatives.
@@ -219,7 +220,8 @@ def _evaluate(args: dict) -> None:
             json.dump(report, out, indent=2)
 
 
-def _config(given: dict, resume: bool, command: str = "pretrain") -> PretrainConfig:
+def _config(given: dict, resume: bool, command: str = "pretrain") -> tuple[PretrainConfig, StoredRun | None]:
+    """The run's configuration, and on ``resume`` the stored state it continues."""
     if "output" not in given:
         raise SystemExit(f"{command}: --output is required")
     if "epochs" in given and "max_steps" in given:
@@ -231,7 +233,8 @@ def _config(given: dict, resume: bool, command: str = "pretrain") -> PretrainCon
         given["prefixes"] = prefixes
     if resume:
         try:
-            return resumed_config(given["output"], given)
+            run = run_to_resume(given["output"])
+            return resumed_config(run, given), run
         except (FileNotFoundError, ValueError) as error:
             raise SystemExit(f"{command}: {error}") from None
     if "data" not in given:
@@ -241,7 +244,7 @@ def _config(given: dict, resume: bool, command: str = "pretrain") -> PretrainCon
             raise SystemExit("finetune: --model is required (the checkpoint to fine-tune)")
         given = {**_FINETUNE_DEFAULTS, **given}
     try:
-        return PretrainConfig(**given)
+        return PretrainConfig(**given), None
     except ValueError as error:
         raise SystemExit(f"{command}: {error}") from None
 
@@ -275,9 +278,9 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{part}: {manifest.totals.output} pairs in {args[part]}")
         return
     resume = args.pop("resume")
-    config = _config(args, resume, command)
+    config, resume_from = _config(args, resume, command)
     try:
-        trainer = Trainer(config, resume=resume)
+        trainer = Trainer(config, resume_from=resume_from)
     except (FileExistsError, FileNotFoundError, ValueError, ShardIntegrityError) as error:
         raise SystemExit(f"{command}: {error}") from None
     try:

@@ -1,7 +1,8 @@
-"""Evaluation as the mE5 report measures it: bitext mining (Tatoeba) and retrieval (XQuAD, MLQA, MIRACL, BEIR).
+"""Evaluation as the mE5 report measures it: bitext mining (Tatoeba) and retrieval (XQuAD, MLQA, MIRACL, BEIR);
+and, during training, in-batch retrieval on held-out mined pairs.
 
-Every score comes from exact cosine search over normalised embeddings, done
-in blocks of the corpus so no full query-by-corpus matrix is ever held.
+Every benchmark score comes from exact cosine search over normalised embeddings,
+done in blocks of the corpus so no full query-by-corpus matrix is ever held.
 Ties go to the lower corpus index, so results never depend on the hardware.
 """
 
@@ -11,16 +12,22 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import fsspec
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from mining import formats
 from mining import search as exact_search
 from mining.sources.base import Malformed, decode_json, require_object, require_text
-from training.prompts import Kind
+from schemas import pairs as f
+from training.prompts import Kind, Prompts
+from training.shard_store import ShardsBySource, ShardStore, Source
+
+if TYPE_CHECKING:  # imported where an encoder is loaded: a callable's evaluation needs no transformers
+    from training.encoder import Encoder
 
 SEARCH_BLOCK = 16384
 RETRIEVAL_DEPTH = 100
@@ -388,3 +395,67 @@ def format_report(report: dict) -> str:
         "  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
         for row in [header, *rows]
     )
+
+
+# --- in-batch retrieval on held-out pairs, as training logs it ------------------------------
+
+
+def held_out_rows(shards: ShardsBySource, store: ShardStore, max_pairs_per_source: int) -> dict[str, dict]:
+    """The first pairs of each source in storage order (shuffled already: sorted by content hash)."""
+    rows = {}
+    for name, source_shards in shards.items():
+        queries, passages = [], []
+        for batch in Source(name, source_shards).record_batches(store):
+            batch = batch.slice(0, max_pairs_per_source - len(queries))
+            queries += batch.column(f.QUERY).to_pylist()
+            passages += batch.column(f.PASSAGE).to_pylist()
+            if len(queries) >= max_pairs_per_source:
+                break
+        rows[name] = {"query": queries, "passage": passages}
+    return rows
+
+
+def in_batch_retrieval(
+    encoder: "Encoder",
+    rows: dict[str, dict],
+    *,
+    batch_size: int = 64,
+    temperature: float = 0.01,
+    prompts: dict[str, Prompts] | None = None,
+) -> dict[str, float]:
+    """Top-1 accuracy and InfoNCE loss of queries against the passages of their batch.
+
+    Batches are cut from one source at a time, as in training; ``chance`` is the
+    accuracy of a random ranking.
+    """
+    prompts = prompts or {}
+    loss = correct = batches = pairs = 0
+    per_source = {}
+    for source, texts in rows.items():
+        source_prompts = prompts.get(source, encoder.prompts)
+        queries = encoder.encode(texts["query"], "query", prompts=source_prompts)
+        passages = encoder.encode(texts["passage"], "passage", prompts=source_prompts)
+        source_correct = source_pairs = 0
+        for start in range(0, len(queries), batch_size):
+            scores = queries[start : start + batch_size] @ passages[start : start + batch_size].T
+            if len(scores) < 2:
+                continue
+            labels = torch.arange(len(scores))
+            loss += F.cross_entropy(scores / temperature, labels, reduction="sum").item()
+            source_correct += int((scores.argmax(dim=1) == labels).sum())
+            source_pairs += len(scores)
+            batches += 1
+        if source_pairs:
+            per_source[f"eval_accuracy/{source}"] = source_correct / source_pairs
+        correct += source_correct
+        pairs += source_pairs
+    if not pairs:
+        raise ValueError("no held-out batch of two or more pairs")
+    # A random ranking finds the passage with probability 1/len(batch): summed over a batch's pairs, 1.
+    return {
+        "eval_loss": loss / pairs,
+        "eval_accuracy": correct / pairs,
+        "eval_chance": batches / pairs,
+        "eval_pairs": pairs,
+        **per_source,
+    }

@@ -22,7 +22,7 @@ from mining import run_store, shards
 from mining.report import FunnelReport, build_manifest
 from schemas import pairs as f
 from schemas.manifest import Manifest
-from training.data import STORAGE, ShardRef, ShardStore, join, read_manifest
+from training.shard_store import STORAGE, ShardRef, ShardStore, join, read_manifest
 
 _PARTS = {"train": "held_out", "heldout": "kept_for_training"}  # part -> why the other part's rows are missing
 

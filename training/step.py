@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from training.data import PairBatch
 from training.encoder import Encoder, autocast
 from training.loss import InfoNCELoss
+from training.stream import PairBatch
 
 Features = dict[str, torch.Tensor]
 

@@ -1,16 +1,16 @@
 """``--model tiny``: a small randomly initialised BERT and a vocabulary trained
 on the shards' own text, so the whole flow runs offline on a CPU."""
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from schemas import pairs as f
-from training.data import ShardStore, Source, shards_by_source
 from training.encoder import Encoder
 from training.prompts import E5, KINDS, Prompts
+from training.shard_store import ShardsBySource, ShardStore, Source
 
 SPECIAL_TOKENS = {
     "bos_token": "<s>",
@@ -69,12 +69,12 @@ def tiny_model(
 
 
 def shard_texts(
-    directories: Sequence[str], store: ShardStore, max_rows_per_source: int = 100_000, prompts: Prompts = E5
+    shards: ShardsBySource, store: ShardStore, max_rows_per_source: int = 100_000, prompts: Prompts = E5
 ) -> Iterator[str]:
     """Prompted queries, passages and negatives of the first rows of every source."""
-    for name, shards in shards_by_source(directories).items():
+    for name, source_shards in shards.items():
         remaining = max_rows_per_source
-        for batch in Source(name, shards).record_batches(store):
+        for batch in Source(name, source_shards).record_batches(store):
             rows = batch.slice(0, remaining)
             for kind, column in zip(KINDS, (f.QUERY, f.PASSAGE), strict=True):
                 yield from (prompts.format(text, kind) for text in rows.column(column).to_pylist())
@@ -86,7 +86,7 @@ def shard_texts(
 
 
 def build_tiny_encoder(
-    directories: Sequence[str],
+    shards: ShardsBySource,
     *,
     store: ShardStore | None = None,
     vocab_size: int = 8000,
@@ -94,6 +94,6 @@ def build_tiny_encoder(
     seed: int = 0,
     **model_options,
 ) -> Encoder:
-    texts = shard_texts(directories, store or ShardStore())
+    texts = shard_texts(shards, store or ShardStore())
     tokenizer = train_tokenizer(texts, vocab_size=vocab_size, max_length=max_length)
     return Encoder(tiny_model(tokenizer, seed=seed, **model_options), tokenizer)

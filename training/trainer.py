@@ -18,13 +18,13 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from training import checkpoint, distributed
-from training.data import DEFAULT_CACHE_DIR, PairLoader, PairStream, ShardStore, shards_by_source
 from training.encoder import Encoder
-from training.evaluate import held_out_rows, in_batch_retrieval
-from training.evaluation import evaluate_spec
+from training.evaluation import evaluate_spec, held_out_rows, in_batch_retrieval
 from training.loss import InfoNCELoss
 from training.prompts import InstructPrompts, Prompts
+from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, shards_by_source
 from training.step import contrastive_backward
+from training.stream import PairLoader, PairStream
 from training.tiny import build_tiny_encoder
 
 TINY = "tiny"
@@ -38,7 +38,7 @@ class PretrainConfig:
     batch_size: int = 256
     chunk_size: int | None = None  # rows embedded at once with gradient caching; None embeds the batch in one pass
     max_steps: int = 1000
-    epochs: float | None = None  # if set, max_steps is this many passes over the data (see steps_for_epochs)
+    epochs: float | None = None  # if set, max_steps is this many passes over the data (see steps_in_epochs)
     lr: float = 1e-4
     warmup_steps: int | None = None  # None: a tenth of max_steps, fixed when the run starts
     weight_decay: float = 0.01
@@ -140,11 +140,16 @@ MUTABLE_ON_RESUME = frozenset(
 )
 
 
-def resumed_config(output: str, given: dict) -> PretrainConfig:
-    """The stored run's configuration, with the options given now where they may change."""
+def run_to_resume(output: str) -> checkpoint.StoredRun:
+    """The training state stored in ``output``, every file checked against its record."""
     run = checkpoint.stored_run(Path(output))
     if run is None:
         raise FileNotFoundError(f"{output} holds no training state to resume")
+    return run
+
+
+def resumed_config(run: checkpoint.StoredRun, given: dict) -> PretrainConfig:
+    """The stored run's configuration, with the options given now where they may change."""
     stored = dict(run.config)
     conflicts = [key for key, value in given.items() if key not in MUTABLE_ON_RESUME and value != stored.get(key)]
     if conflicts:
@@ -158,13 +163,16 @@ def resumed_config(output: str, given: dict) -> PretrainConfig:
 
 
 def steps_for_epochs(directories: list[str], batch_size: int, epochs: float) -> int:
+    """Steps in ``epochs`` passes over every source of ``directories``: ``steps_in_epochs`` of their shards."""
+    return steps_in_epochs(shards_by_source(directories), batch_size, epochs)
+
+
+def steps_in_epochs(shards: ShardsBySource, batch_size: int, epochs: float) -> int:
     """Steps in ``epochs`` passes over every source: each pass of a source is ceil(rows / batch size) batches.
 
     (Sources are drawn by rows^alpha, so with alpha < 1 small sources are seen more often and large ones less.)
     """
-    batches = sum(
-        -(-sum(shard.rows for shard in shards) // batch_size) for shards in shards_by_source(directories).values()
-    )
+    batches = sum(-(-sum(shard.rows for shard in source_shards) // batch_size) for source_shards in shards.values())
     return max(1, math.ceil(epochs * batches))
 
 
@@ -179,30 +187,27 @@ def _optimizer(encoder: Encoder, config: PretrainConfig) -> torch.optim.AdamW:
 
 
 class Trainer:
-    def __init__(self, config: PretrainConfig, *, resume: bool = False):
+    def __init__(self, config: PretrainConfig, *, resume_from: checkpoint.StoredRun | None = None):
+        """``resume_from``: the state to continue, as ``run_to_resume`` checked it; None starts a new run."""
         self.context = distributed.setup(config.device)
         self.output = Path(config.output)
-        run = checkpoint.stored_run(self.output) if resume else None
-        if resume and run is None:
-            raise FileNotFoundError(f"{self.output} holds no training state to resume")
         if self.output.exists() and not self.output.is_dir():
             raise FileExistsError(f"{self.output} is a file, not a checkpoint directory: choose another --output")
-        # Every manifest read (and so every data error met) before anything is written.
-        for directories in (config.data, config.eval_data):
-            if directories:
-                shards_by_source(directories)
+        # Every manifest read, once (and so every data error met), before anything is written.
+        shards = shards_by_source(config.data)
+        held_out_shards = shards_by_source(config.eval_data) if config.eval_data else {}
         for spec in config.eval_tasks:
             path = spec.partition("=")[2]
             fs, located = fsspec.core.url_to_fs(path)
             if not fs.exists(located):
                 raise FileNotFoundError(f"--eval-task {spec}: {path} does not exist")
-        if not resume and self.output.exists() and any(self.output.iterdir()):
+        if resume_from is None and self.output.exists() and any(self.output.iterdir()):
             raise FileExistsError(
                 f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
             )
         if config.epochs is not None:
             config = dataclasses.replace(
-                config, max_steps=steps_for_epochs(config.data, config.batch_size, config.epochs)
+                config, max_steps=steps_in_epochs(shards, config.batch_size, config.epochs)
             )
         if config.warmup_steps is None:
             config = dataclasses.replace(config, warmup_steps=config.max_steps // 10)
@@ -213,7 +218,7 @@ class Trainer:
         store = ShardStore(Path(config.cache_dir))
 
         torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
-        self.encoder = self._encoder(store, resume).to(self.context.device)
+        self.encoder = self._encoder(shards, store, resume=resume_from is not None).to(self.context.device)
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
@@ -225,7 +230,7 @@ class Trainer:
         self.loss_fn = InfoNCELoss(config.temperature, distill_weight=config.distill_weight)
         self.prompts = {source: Prompts(**sides) for source, sides in config.prefixes.items()}
         stream = PairStream(
-            config.data,
+            shards,
             self.encoder.tokenizer,
             batch_size=config.batch_size,
             seed=config.seed,
@@ -241,21 +246,21 @@ class Trainer:
         )
         self.loader = PairLoader(stream, num_workers=config.num_workers)
         self.step = 0
-        if run is not None:
+        if resume_from is not None:
             checkpoint.restore_state(
-                run, self.context, encoder=self.encoder, optimizer=self.optimizer, scheduler=self.scheduler
+                resume_from, self.context, encoder=self.encoder, optimizer=self.optimizer, scheduler=self.scheduler
             )
-            self.loader.load_state_dict(run.data)
-            self.step = run.step
+            self.loader.load_state_dict(resume_from.data)
+            self.step = resume_from.step
             if self.context.is_main:
-                self.metrics.truncate_after(run.step)
+                self.metrics.truncate_after(resume_from.step)
         # Only the first rank evaluates; the others wait for it in the next step's collectives.
         self.evaluates = bool(config.eval_data or config.eval_tasks) and self.context.is_main
         self.held_out = (
-            held_out_rows(config.eval_data, store, config.eval_max_pairs) if self.evaluates and config.eval_data else None
+            held_out_rows(held_out_shards, store, config.eval_max_pairs) if self.evaluates and held_out_shards else None
         )
 
-    def _encoder(self, store: ShardStore, resume: bool) -> Encoder:
+    def _encoder(self, shards: ShardsBySource, store: ShardStore, resume: bool) -> Encoder:
         if resume:
             return Encoder.from_pretrained(self.output)  # the weights come from the state
         if self.config.model != TINY:
@@ -266,7 +271,7 @@ class Trainer:
         # Built once and read back by every rank, so all start from the same weights and vocabulary.
         if self.context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            checkpoint.export(build_tiny_encoder(self.config.data, store=store, seed=self.config.seed), self.output)
+            checkpoint.export(build_tiny_encoder(shards, store=store, seed=self.config.seed), self.output)
         distributed.barrier()
         return Encoder.from_pretrained(self.output)
 
@@ -367,4 +372,4 @@ class Trainer:
 
 
 def pretrain(config: PretrainConfig, *, resume: bool = False) -> list[dict]:
-    return Trainer(config, resume=resume).run()
+    return Trainer(config, resume_from=run_to_resume(config.output) if resume else None).run()
