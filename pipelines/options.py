@@ -14,6 +14,7 @@ from mining.shards import COMPRESSIONS, ShardOptions
 from mining.sources import ReadLimits
 from pipelines import io
 from pipelines.reporting import RunContext
+from schemas.encoder_spec import EncoderSpec
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
@@ -194,12 +195,11 @@ class MiningOptions(PipelineOptions):
 
     def read_paths(self) -> list[tuple[str, str]]:
         """(option, path or glob) of what a run reads besides its --source files."""
-        model_path = (self.model or "").removeprefix("st:")
         return [
             (option, path)
             for option, path in (
                 ("--input", self.input), ("--corpus", self.corpus), ("--lid-model", self.lid_model),
-                ("--model", None if model_path.startswith("python:") else model_path),
+                ("--model", self.model and EncoderSpec.parse(self.model).path),
                 *(("--exclude", pattern) for pattern in self.exclude or []),
             )
             if path
@@ -243,14 +243,14 @@ class MiningOptions(PipelineOptions):
         )
 
 
-def _check_model_spec(spec: str) -> None:
+def _check_model_spec(text: str) -> None:
     """What can be checked of --model without loading it: a python: module that exists, a local path that exists.
     A name that is no path may be a hub id, which only loading can tell."""
-    if spec.startswith("python:"):
-        _, module, name = (spec.split(":", 2) + ["", ""])[:3]
-        if not module or not name or importlib.util.find_spec(module) is None:
-            raise ValueError(f"--model {spec}: python:MODULE:CALLABLE needs an importable module and a callable name")
-        return
-    path = spec.removeprefix("st:")
-    if (spec.startswith("st:") or path.startswith(("/", ".", "~", "gs://"))) and not io.match_files(path.rstrip("/")):
-        raise ValueError(f"--model {spec}: no such file or directory")
+    try:
+        spec = EncoderSpec.parse(text)
+    except ValueError as error:
+        raise ValueError(f"--model {text}: {error}") from None
+    if spec.module is not None and importlib.util.find_spec(spec.module) is None:
+        raise ValueError(f"--model {text}: python:MODULE:CALLABLE needs an importable module and a callable name")
+    if spec.names_a_file and not io.match_files(spec.path.rstrip("/")):
+        raise ValueError(f"--model {text}: no such file or directory")

@@ -20,7 +20,7 @@ from training.loss import InfoNCELoss
 from training.prompts import E5, InstructPrompts, Prompts, stored_prompts
 from training.shard_store import shards_by_source
 from training.stream import PairStream
-from training.trainer import PretrainConfig, pretrain, steps_for_epochs
+from training.trainer import PretrainConfig, pretrain, steps_in_epochs
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
 TASK = "Given a question, retrieve Wikipedia passages that answer the question"
@@ -95,8 +95,8 @@ def test_loader_formats_each_row_with_its_task(tmp_path):
 
 def test_epochs_count_every_source_pass(tmp_path):
     output = write_mined_output(str(tmp_path / "out"), {"a": pair_rows("a", 70), "b": pair_rows("b", 10)})
-    assert steps_for_epochs([output], batch_size=32, epochs=1) == 3 + 1
-    assert steps_for_epochs([output], batch_size=32, epochs=2.5) == 10
+    assert steps_in_epochs(shards_by_source([output]), batch_size=32, epochs=1) == 3 + 1
+    assert steps_in_epochs(shards_by_source([output]), batch_size=32, epochs=2.5) == 10
 
 
 def _xquad_ndcg(checkpoint: Path, language: str = "en") -> float:

@@ -69,6 +69,9 @@ BAD_OPTIONS = [
     (["--pipeline=consistency", "--model=python:no_such_module_here:encode"], "--model"),
     (["--pipeline=consistency", "--model=/nope/checkpoint"], "--model"),
     (["--pipeline=hardnegatives", "--model=st:/nope/model"], "--model"),
+    (["--pipeline=hardnegatives", "--model=st:python:nope"], "--model st:python:nope: no such file or directory"),
+    (["--pipeline=consistency", "--model=python:json"], "--model python:json: python:MODULE:CALLABLE needs"),
+    (["--pipeline=consistency", "--model=st:"], "--model st:: no path or model name"),
 ]
 
 

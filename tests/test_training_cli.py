@@ -374,6 +374,7 @@ def test_a_damaged_shard_met_by_a_loader_worker_is_one_line(small, tmp_path):
     ("extra", "expected"),
     [
         (["--model", "python:no_such_module:encode"], "evaluate: cannot load --model python:no_such_module:encode: "),
+        (["--model", "python:json"], "evaluate: cannot load --model python:json: python:MODULE:CALLABLE needs a module"),
         (["--model", "DIRECTORY"], "evaluate: cannot load --model DIRECTORY: "),
         (["--model", "DIRECTORY", "--batch-size", "0"], "evaluate: --batch-size must be at least 1, not 0"),
     ],

@@ -23,6 +23,7 @@ from mining import formats
 from mining import search as exact_search
 from mining.sources.base import Malformed, decode_json, require_object, require_text
 from schemas import pairs as f
+from schemas.encoder_spec import EncoderSpec
 from training.prompts import Kind, Prompts
 from training.shard_store import ShardsBySource, ShardStore, Source
 
@@ -119,27 +120,24 @@ def own_encoder(encoder, batch_size: int = 64) -> TextEncoder:
     return _OwnEncoder(encoder, batch_size)
 
 
-def load_encoder(spec: str, device: str | None = None, batch_size: int = 64) -> TextEncoder:
-    """An encoder from a spec:
-
-    - ``python:MODULE:CALLABLE``: a callable ``(texts, kind) -> 2-D array`` (ONNX, a quantised engine, an API);
-    - ``st:PATH``, or a directory with ``modules.json`` and no transformers config: ``SentenceTransformer(PATH)``;
-    - anything else: a transformers encoder (our checkpoints, a path or hub id), mean pooled, E5 prefixes.
-    """
-    if spec.startswith("python:"):
-        _, module, name = spec.split(":", 2)
-        return _Checked(spec, _Callable(getattr(importlib.import_module(module), name)), normalize=True)
-    directory = Path(spec.removeprefix("st:"))
-    if spec.startswith("st:") or ((directory / "modules.json").exists() and not (directory / "config.json").exists()):
+def load_encoder(text: str, device: str | None = None, batch_size: int = 64) -> TextEncoder:
+    """The encoder an ``EncoderSpec`` names (see ``schemas.encoder_spec``)."""
+    spec = EncoderSpec.parse(text)
+    if spec.module is not None:
+        encode = getattr(importlib.import_module(spec.module), spec.callable_name)
+        return _Checked(text, _Callable(encode), normalize=True)
+    directory = Path(spec.path)
+    saved_by_sentence_transformers = (directory / "modules.json").exists() and not (directory / "config.json").exists()
+    if spec.sentence_transformers or saved_by_sentence_transformers:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(directory), device=device)
-        return _Checked(spec, _SentenceTransformer(model, batch_size), normalize=False)
+        model = SentenceTransformer(spec.path, device=device)
+        return _Checked(text, _SentenceTransformer(model, batch_size), normalize=False)
     from training.encoder import Encoder
 
-    encoder = Encoder.from_pretrained(spec)
+    encoder = Encoder.from_pretrained(spec.path)
     encoder.to(torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu")))
-    return _Checked(spec, _OwnEncoder(encoder, batch_size), normalize=False)
+    return _Checked(text, _OwnEncoder(encoder, batch_size), normalize=False)
 
 
 # --- search and metrics -----------------------------------------------------------------------

@@ -162,11 +162,6 @@ def resumed_config(run: checkpoint.StoredRun, given: dict) -> PretrainConfig:
     return PretrainConfig(**{**stored, **given})
 
 
-def steps_for_epochs(directories: list[str], batch_size: int, epochs: float) -> int:
-    """Steps in ``epochs`` passes over every source of ``directories``: ``steps_in_epochs`` of their shards."""
-    return steps_in_epochs(shards_by_source(directories), batch_size, epochs)
-
-
 def steps_in_epochs(shards: ShardsBySource, batch_size: int, epochs: float) -> int:
     """Steps in ``epochs`` passes over every source: each pass of a source is ceil(rows / batch size) batches.
 
