@@ -15,6 +15,7 @@ from mining.sources import ReadLimits
 from pipelines import io
 from pipelines.reporting import RunContext
 from schemas.encoder_spec import EncoderSpec
+from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
@@ -158,7 +159,7 @@ class MiningOptions(PipelineOptions):
             "--num-negatives", dest="num_negatives", type=int, default=7, help="hardnegatives: negatives per row"
         )
         group.add_argument(
-            "--sampling-alpha", dest="sampling_alpha", type=float, default=0.5,
+            "--sampling-alpha", dest="sampling_alpha", type=float, default=DEFAULT_SAMPLING_ALPHA,
             help="the manifest's per-source training weights are output^alpha, normalised",
         )
 

@@ -13,6 +13,8 @@ SCHEMA_VERSION = 1
 LENGTH_BINS = 18
 MANIFEST_NAME = "manifest.json"
 SHARDS_DIR = "shards"
+# A source's share of training batches is rows^alpha / sum: the manifest's weights and the trainer's draws.
+DEFAULT_SAMPLING_ALPHA = 0.5
 DEAD_LETTER_DIR = "dead_letter"
 REJECTED_DIR = "rejected"
 # Consistency ranks: bins 1, 2, 3-4, 5-8, ... up to 2^RANK_BINS_LOG2, then "beyond".

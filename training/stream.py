@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from schemas import pairs as f
+from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 from training.prompts import E5, InstructPrompts, Kind, Prompts
 from training.schedule import PlannedBatch, Schedule
 from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, Source
@@ -51,7 +52,7 @@ class PairStream(IterableDataset):
         *,
         batch_size: int,
         seed: int = 0,
-        alpha: float = 0.5,
+        alpha: float = DEFAULT_SAMPLING_ALPHA,
         rank: int = 0,
         world_size: int = 1,
         max_query_length: int = 128,

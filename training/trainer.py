@@ -17,6 +17,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 from training import checkpoint, distributed
 from training.encoder import Encoder
 from training.evaluation import evaluate_spec, held_out_rows, in_batch_retrieval
@@ -46,7 +47,7 @@ class PretrainConfig:
     temperature: float = 0.01
     distill_weight: float = 1.0  # of KL(teacher || student), for rows with a teacher_scores column; 0: none
     seed: int = 0
-    alpha: float = 0.5
+    alpha: float = DEFAULT_SAMPLING_ALPHA
     max_query_length: int = 128
     max_passage_length: int = 256
     max_negatives: int = 1
