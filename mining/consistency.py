@@ -6,6 +6,7 @@ Pure numpy: embeddings come in, ranks and drop decisions go out.
 
 import hashlib
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,6 +19,13 @@ from schemas.reasons import INCONSISTENT
 SCORE_BLOCK = 1 << 22
 # The most pairs re-scored exactly at once (their float64 products are held).
 CLOSE_PAIRS_AT_ONCE = 1 << 14
+
+
+@dataclass(frozen=True)
+class ConsistencyOptions:
+    pool_size: int = 10_000  # passages sampled (seeded) from the input that a pair's passage must outrank
+    top_k: float = 2  # keep a pair whose passage ranks this high (1 = best); below 1, a fraction of the pool
+    seed: int = 0  # seed of the pool sample
 
 
 def pool_key(seed: int, record_id: str) -> int:

@@ -7,12 +7,19 @@ equal to the positive after normalisation is never a candidate.
 """
 
 import heapq
+from dataclasses import dataclass
 
 import numpy as np
 
 from mining import search
 
 Candidate = tuple[float, int, str]
+
+
+@dataclass(frozen=True)
+class HardNegativeOptions:
+    rank_window: str = "10:100"  # negatives come from these ranks of each query's search results
+    num_negatives: int = 7  # negatives per row
 
 
 def parse_rank_window(text: str) -> tuple[int, int]:

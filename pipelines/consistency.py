@@ -80,14 +80,15 @@ def build(
 ) -> None:
     parent_pipeline = plan.manifest.pipeline
     schema = with_consistency_rank(SCHEMA_BY_PIPELINE[parent_pipeline])
-    seed, run = options.seed, options.run_context()
+    settings, run = options.consistency_options(), options.run_context()
+    seed = settings.seed
     handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.encode_batch_size))
 
     records = read_records(pipeline, plan, "Input")
     pool = (
         records
         | "PoolKey" >> beam.Map(lambda record: (consistency.pool_key(seed, record[f.ID]), record[f.PASSAGE]))
-        | "Pool" >> beam.combiners.Top.Smallest(options.pool_size)
+        | "Pool" >> beam.combiners.Top.Smallest(settings.pool_size)
         | "PoolPassages" >> beam.FlatMap(
             lambda pool_rows: [(dedup.exact_passage_key(passage), (("passage", passage),)) for _, passage in pool_rows]
         )
@@ -102,7 +103,7 @@ def build(
         | "EmbedPairs" >> RunInference(handler)
         | "Batch" >> beam.BatchElements(max_batch_size=options.batch_size)
         | "Rank" >> beam.ParDo(
-            RankPairs(options.top_k, run), pool=beam.pvalue.AsSingleton(pool)
+            RankPairs(settings.top_k, run), pool=beam.pvalue.AsSingleton(pool)
         ).with_outputs(reporting.REPORT, main="kept")
     )
     shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)

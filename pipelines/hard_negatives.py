@@ -112,7 +112,8 @@ def build(
     schema = FINETUNE_SCHEMA
     if CONSISTENCY_RANK in run.manifest.schema_:
         schema = with_consistency_rank(schema)
-    window = hard_negatives.parse_rank_window(options.rank_window)
+    settings = options.hard_negative_options()
+    window = hard_negatives.parse_rank_window(settings.rank_window)
     depth = window[1]
     corpus_size = (corpus_run or run).manifest.totals.output
     blocks = max(1, math.ceil(corpus_size / CORPUS_BLOCK_ROWS))
@@ -152,7 +153,7 @@ def build(
     rows = (
         {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
         | "Join" >> beam.CoGroupByKey()
-        | "Attach" >> beam.ParDo(AttachNegatives(window, options.num_negatives, context)).with_outputs(
+        | "Attach" >> beam.ParDo(AttachNegatives(window, settings.num_negatives, context)).with_outputs(
             reporting.REPORT, main="rows"
         )
     )

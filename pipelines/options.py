@@ -6,6 +6,8 @@ import math
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mining import consistency, hard_negatives
+from mining.consistency import ConsistencyOptions
+from mining.hard_negatives import HardNegativeOptions
 from mining.clean import CleanOptions
 from mining.langid import LidOptions
 from mining.minhash import Shingling
@@ -20,6 +22,7 @@ from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
+ENCODE_BATCH_SIZE = 512  # texts per encoder call in the pipelines over a finished run
 
 
 class _BothSpellings:
@@ -133,16 +136,16 @@ class MiningOptions(PipelineOptions):
             help="encoder: a checkpoint or transformers path, st:PATH, or python:MODULE:CALLABLE",
         )
         derived.add_argument(
-            "--pool-size", dest="pool_size", type=int, default=10000,
+            "--pool-size", dest="pool_size", type=int, default=ConsistencyOptions.pool_size,
             help="passages sampled (seeded) from the input that each pair's passage must outrank",
         )
         derived.add_argument(
-            "--top-k", dest="top_k", type=float, default=2,
+            "--top-k", dest="top_k", type=float, default=ConsistencyOptions.top_k,
             help="keep pairs whose passage ranks this high (1 = best); below 1, a fraction of the pool",
         )
-        derived.add_argument("--seed", type=int, default=0, help="seed of the pool sample")
+        derived.add_argument("--seed", type=int, default=ConsistencyOptions.seed, help="seed of the pool sample")
         derived.add_argument(
-            "--encode-batch-size", dest="encode_batch_size", type=int, default=512,
+            "--encode-batch-size", dest="encode_batch_size", type=int, default=ENCODE_BATCH_SIZE,
             help="texts the encoder embeds per call",
         )
         derived.add_argument(
@@ -152,11 +155,12 @@ class MiningOptions(PipelineOptions):
             "--corpus", default=None, help="hardnegatives: a finished run whose passages are searched; default --input"
         )
         derived.add_argument(
-            "--rank-window", dest="rank_window", default="10:100", metavar="FIRST:LAST",
+            "--rank-window", dest="rank_window", default=HardNegativeOptions.rank_window, metavar="FIRST:LAST",
             help="hardnegatives: negatives come from these ranks of each query's search results",
         )
         derived.add_argument(
-            "--num-negatives", dest="num_negatives", type=int, default=7, help="hardnegatives: negatives per row"
+            "--num-negatives", dest="num_negatives", type=int, default=HardNegativeOptions.num_negatives,
+            help="hardnegatives: negatives per row",
         )
         group.add_argument(
             "--sampling-alpha", dest="sampling_alpha", type=float, default=DEFAULT_SAMPLING_ALPHA,
@@ -220,6 +224,12 @@ class MiningOptions(PipelineOptions):
             "rejected_sample_size": self.rejected_sample_size,
             "sampling_alpha": self.sampling_alpha,
         }
+
+    def consistency_options(self) -> ConsistencyOptions:
+        return ConsistencyOptions(pool_size=self.pool_size, top_k=self.top_k, seed=self.seed)
+
+    def hard_negative_options(self) -> HardNegativeOptions:
+        return HardNegativeOptions(rank_window=self.rank_window, num_negatives=self.num_negatives)
 
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)
