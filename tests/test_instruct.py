@@ -16,7 +16,8 @@ from schemas.manifest import Manifest
 from schemas.pairs import INSTRUCT_SCHEMA
 from tests.conftest import write_lines
 from tests.test_readers import mine
-from training.data import PairStream
+from training.shard_store import shards_by_source
+from training.stream import PairStream
 from training.prompts import InstructPrompts
 from training.tiny import train_tokenizer
 from schemas.reasons import INVALID_JSON, MISSING_FIELD, WRONG_TYPE
@@ -419,8 +420,9 @@ def test_inspect_and_the_trainer_read_the_default_run(default_run, tmp_path, cap
     assert beam_runner.main(["inspect", "summary", str(output)]) == 0
     assert f"input {manifest.totals.input} = output {manifest.totals.output}" in capsys.readouterr().out
     texts = [text for row in rows for text in (row["query"], row["passage"], *row["negatives"])]
-    stream = PairStream([str(output)], train_tokenizer(texts, vocab_size=400, max_length=128), batch_size=4,
-                        max_negatives=7, default_prompts=InstructPrompts("Retrieve passages"), cache_dir=tmp_path)
+    tokenizer = train_tokenizer(texts, vocab_size=400, max_length=128)
+    stream = PairStream(shards_by_source([str(output)]), tokenizer, batch_size=4, max_negatives=7,
+                        default_prompts=InstructPrompts("Retrieve passages"), cache_dir=tmp_path)
     negatives_by_source = {}
     for planned in itertools.islice(stream.schedule.batches(), 200):
         batch = stream.materialise(planned)
