@@ -49,7 +49,7 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from mining import inspection, run_store  # noqa: E402
-from pipelines import consistency, hard_negatives, io, mine  # noqa: E402
+from pipelines import consistency, generate, hard_negatives, io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -68,6 +68,8 @@ def load_manifest(directory: str) -> Manifest:
 
 # Pipelines that read a finished run (--input) rather than mine sources.
 DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives}
+# Pipelines with a plan and a build of their own: the derived ones, and generate (which reads nothing).
+PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": generate}
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:
@@ -106,7 +108,7 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
-    derived = DERIVED_PIPELINES.get(mining.pipeline)
+    derived = PLANNED_PIPELINES.get(mining.pipeline)
     try:
         mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
