@@ -63,7 +63,9 @@ class RateLimiter:
             with self._lock:
                 self._refill()
                 needed = min(units, self._capacity)
-                if self._level >= needed:
+                # A tolerance: a wait computed to the last bit may refill a hair short (and the clock may
+                # not move at all for a wait that small).
+                if self._level >= needed - 1e-9 * max(1.0, needed):
                     self._level -= units
                     return waited
                 wait = (needed - self._level) / self._rate
