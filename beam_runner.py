@@ -185,7 +185,8 @@ def _inspect(args: argparse.Namespace) -> int:
     elif args.command == "verify":
         problems = run_store.verify(manifest, io, directory, _relative_files(directory, SHARDS_DIR))
         print(inspection.terminal_safe(
-            "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified"
+            "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s)"
+            + (f", {len(manifest.generation.files)} generation file(s)" if manifest.generation else "") + " verified"
         ))
         return 1 if problems else 0
     elif args.command == "sample":

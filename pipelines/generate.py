@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 
-from mining import generation, instruct
+from mining import generation, instruct, run_store
 from mining.generation import GenerationStats, Prompt, Sampling, Usage
 from mining.llm_client import ClientOptions, Outcome
 from mining.records import DeadLetter
@@ -28,7 +28,6 @@ from schemas import reasons
 from schemas.manifest import (
     GENERATIONS_DIR, LLM_CACHE_DIR, Generation, GenerationFile, Manifest, ModelUsage, Totals,
 )
-from mining import run_store
 
 API_KEY_VARIABLE = "OPENAI_API_KEY"
 STATS = "stats"

@@ -349,6 +349,11 @@ def test_generations_feed_instruct_and_the_trainer_and_no_key_is_written(tmp_pat
         if path.is_file():
             assert KEY.encode() not in path.read_bytes(), path
     assert KEY not in summary.out + summary.err
+    assert beam_runner.main(["inspect", "verify", str(gen)]) == 0
+    damaged = sorted((gen / "generations").glob("*.jsonl"))[0]
+    damaged.write_bytes(damaged.read_bytes().replace(b"\"generation\"", b"\"generatiom\"", 1))  # same size
+    assert beam_runner.main(["inspect", "verify", str(gen)]) == 1
+    assert f"{damaged.relative_to(gen)}: " in capfd.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
