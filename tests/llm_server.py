@@ -122,6 +122,8 @@ class FakeLLM:
             self.arrivals: list[float] = []
             self.authorizations: set[str] = set()
             self.models: Counter = Counter()
+            self.in_flight = 0
+            self.most_in_flight = 0  # requests being answered at once, at most
 
     def __enter__(self) -> "FakeLLM":
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -148,6 +150,16 @@ class FakeLLM:
         handler.wfile.write(data)
 
     def _handle(self, handler) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self._answer(handler)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+    def _answer(self, handler) -> None:
         length = int(handler.headers.get("Content-Length", 0))
         request = json.loads(handler.rfile.read(length))
         content = "\n".join(message["content"] for message in request["messages"])

@@ -248,6 +248,13 @@ def test_unparseable_brainstorms_and_types_left_without_tasks_are_dead_lettered(
     assert manifest.generation.generations == 3 and server.requests == 1 + 3
 
 
+def test_concurrency_is_bounded(tmp_path):
+    with FakeLLM(Faults({"slow": 1.0}, slow_seconds=0.1)) as server:
+        run_generate(tmp_path / "gen", server, "--task-types=sts", "--llm-concurrency=3", "--batch-size=12",
+                     generations=24)
+    assert server.most_in_flight == 3
+
+
 def test_requests_per_minute_are_held_to(tmp_path):
     with FakeLLM() as server:
         run_generate(tmp_path / "gen", server, "--task-types=sts", "--llm-requests-per-minute=600",
@@ -380,3 +387,20 @@ def test_a_missing_model_or_key_is_named(tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY")
     with pytest.raises(SystemExit, match="OPENAI_API_KEY"):
         beam_runner.main([*base, f"--llm-model={MODEL}"])
+
+
+def test_the_cache_works_in_cloud_storage(gcs_bucket):
+    from pipelines import io
+
+    output = f"{gcs_bucket}/generated"
+    argv = ["--pipeline=generate", f"--output={output}", "--generations=6", f"--llm-model={MODEL}",
+            "--task-types=sts,bitext", "--llm-backoff=0.01"]
+    with FakeLLM(Faults({"500": 0.3}, answer_after=2)) as server:
+        assert beam_runner.main([*argv, f"--llm-base-url={server.base_url}"]) == 0
+        assert len(io.match_files(f"{output}/llm_cache/**")) == 6
+        written = {path: io.read_bytes(path) for path in io.match_files(f"{output}/generations/*.jsonl")}
+        server.reset()
+        assert beam_runner.main([*argv, f"--llm-base-url={server.base_url}", "--overwrite"]) == 0
+    assert server.requests == 0
+    assert {path: io.read_bytes(path) for path in io.match_files(f"{output}/generations/*.jsonl")} == written
+    assert len(io.match_files(f"{output}/llm_cache/**")) == 6
