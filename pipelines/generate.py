@@ -72,7 +72,7 @@ def check_base_url(url: str) -> None:
 def shown_url(url: str) -> str:
     """The base URL as the manifest records it: without any user:password part."""
     parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else "")))
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
 
 
 def plan(options: MiningOptions) -> GeneratePlan:

@@ -1,5 +1,7 @@
 """--pipeline generate against a real HTTP server (tests/llm_server.py) through the real openai client."""
 
+import base64
+import bz2
 import json
 import os
 import random
@@ -404,3 +406,21 @@ def test_the_cache_works_in_cloud_storage(gcs_bucket):
     assert server.requests == 0
     assert {path: io.read_bytes(path) for path in io.match_files(f"{output}/generations/*.jsonl")} == written
     assert len(io.match_files(f"{output}/llm_cache/**")) == 6
+
+
+def test_neither_the_key_nor_url_credentials_travel_in_the_pipeline(tmp_path):
+    from apache_beam.internal import pickler
+
+    from pipelines import generate
+    from pipelines.options import MiningOptions
+
+    assert generate.shown_url("https://user:secret@host.example:8443/v1") == "https://host.example:8443/v1"
+    options = MiningOptions([f"--output={tmp_path}", "--pipeline=generate", f"--llm-model={MODEL}"])
+    plan = generate.plan(options)
+    def pickled(value) -> bytes:  # what the runner stages: Beam's pickle, base64 of bz2
+        return bz2.decompress(base64.b64decode(pickler.dumps(value)))
+
+    assert KEY.encode() in pickled({"planted": KEY})  # the check can see a key
+    for step in (generate.Brainstorm(plan), generate.Generate(plan), plan):
+        assert KEY.encode() not in pickled(step)
+    assert KEY not in json.dumps(generate.recorded_options(options, plan))
