@@ -424,3 +424,28 @@ def test_neither_the_key_nor_url_credentials_travel_in_the_pipeline(tmp_path):
     for step in (generate.Brainstorm(plan), generate.Generate(plan), plan):
         assert KEY.encode() not in pickled(step)
     assert KEY not in json.dumps(generate.recorded_options(options, plan))
+
+
+def test_publishing_a_run_keeps_the_response_cache(tmp_path):
+    from pipelines import io
+
+    output = tmp_path / "out"
+    (output / "llm_cache" / "ab").mkdir(parents=True)
+    (output / "llm_cache" / "ab" / "abc.json").write_text("{}")
+    # A cache alone (a killed run's) is no earlier run.
+    io.prepare_output(str(output), overwrite=False)
+    for name in ("old", "new"):
+        staging = output / f".staging-{name}"
+        (staging / "generations").mkdir(parents=True)
+        (staging / "generations" / f"{name}.jsonl").write_text(name)
+        (staging / "manifest.json").write_text(name)
+        if name == "old":
+            io.prepare_output(str(output), overwrite=False)  # a staging and a cache: still no earlier run
+        else:
+            with pytest.raises(FileExistsError, match="add --overwrite"):
+                io.prepare_output(str(output), overwrite=False)
+            io.prepare_output(str(output), overwrite=True)
+        io.publish_run(str(staging), str(output))
+    assert sorted(path.name for path in (output / "generations").iterdir()) == ["new.jsonl"]
+    assert (output / "manifest.json").read_text() == "new"
+    assert (output / "llm_cache" / "ab" / "abc.json").read_text() == "{}"
