@@ -54,7 +54,7 @@ from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sam
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
 from mining import run_store  # noqa: E402
-from pipelines import consistency, hard_negatives, io, mine  # noqa: E402
+from pipelines import consistency, generate, hard_negatives, io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -73,6 +73,8 @@ def load_manifest(directory: str) -> Manifest:
 
 # Pipelines that read a finished run (--input) rather than mine sources.
 DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives}
+# Pipelines with a plan and a build of their own: the derived ones, and generate (which reads nothing).
+PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": generate}
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:
@@ -111,7 +113,7 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
-    derived = DERIVED_PIPELINES.get(mining.pipeline)
+    derived = PLANNED_PIPELINES.get(mining.pipeline)
     try:
         mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
@@ -188,7 +190,8 @@ def _inspect(args: argparse.Namespace) -> int:
     elif args.command == "verify":
         problems = run_store.verify(manifest, io, directory, _relative_files(directory, SHARDS_DIR))
         print(terminal_safe(
-            "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s) verified"
+            "\n".join(problems) if problems else f"{directory}: {len(manifest.shards)} shard(s)"
+            + (f", {len(manifest.generation.files)} generation file(s)" if manifest.generation else "") + " verified"
         ))
         return 1 if problems else 0
     elif args.command == "sample":

@@ -60,7 +60,9 @@ def summarize(manifest: Manifest) -> dict:
         for lang, (query, passage) in sorted(languages.items(), key=lambda item: (-item[1][0].count, item[0]))
     ]
     sizes = [shard.bytes for shard in manifest.shards]
+    generation = {"generation": manifest.generation.model_dump()} if manifest.generation else {}
     return {
+        **generation,
         "pipeline": manifest.pipeline, "created": manifest.created,
         "totals": totals.model_dump(), "funnel": funnel, "sources": sources, "languages": language_rows,
         "shards": {
@@ -103,7 +105,50 @@ def table(header: list[str], rows: list[list], left: tuple[int, ...] = (0,)) -> 
     ]
 
 
+def _dollars(cost: float | None) -> str:
+    return "unpriced" if cost is None else f"${cost:.4f}"
+
+
+def format_generation(generation, location: str) -> str:
+    """A generation run: prompts, their ends, requests, tokens and cost per model, tasks and files."""
+    failed = sum(generation.failed.values())
+    price = generation.price_per_1k
+    lines = [
+        f"generate: {generation.generations} generations in {len(generation.files)} file(s) under {location}",
+        f"model {generation.model} at {generation.base_url}",
+        f"prompts {generation.prompts} = generations {generation.generations} + task lists {generation.task_lists}"
+        f" + dead-lettered {failed}",
+        f"answered from the cache {generation.cached}, sent {generation.sent} "
+        f"({generation.requests} HTTP requests, {generation.requests - generation.sent} retries)",
+        f"tokens: prompt {generation.prompt_tokens}, completion {generation.completion_tokens}; cost "
+        f"{_dollars(generation.cost)}"
+        + (f" (per 1k tokens: input ${price[0]:g}, output ${price[1]:g})" if price else ""),
+        "",
+    ]
+    if generation.usage:
+        lines += table(
+            ["model", "responses", "prompt tokens", "completion tokens", "cost"],
+            [[model, usage.requests, usage.prompt_tokens, usage.completion_tokens, _dollars(usage.cost)]
+             for model, usage in sorted(generation.usage.items())],
+        )
+        lines.append("")
+    rows_by_type: Counter = Counter()
+    for file in generation.files:
+        rows_by_type[file.task_type] += file.rows
+    task_types = sorted(set(rows_by_type) | set(generation.tasks))
+    if task_types:
+        lines += table(
+            ["task type", "tasks", "generations"],
+            [[task_type, generation.tasks.get(task_type, "-"), rows_by_type[task_type]] for task_type in task_types],
+        )
+    if generation.failed:
+        lines += ["", "dead-lettered: " + ", ".join(f"{reason} {n}" for reason, n in sorted(generation.failed.items()))]
+    return terminal_safe("\n".join(lines))
+
+
 def format_summary(manifest: Manifest, location: str) -> str:
+    if manifest.generation is not None:
+        return format_generation(manifest.generation, location)
     data = summarize(manifest)
     totals = manifest.totals
     dropped = sum(totals.dropped.values())

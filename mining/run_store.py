@@ -185,4 +185,12 @@ def verify(manifest: Manifest, storage: Storage, directory: str, present: Collec
         problems += shard_problems(shard, storage.open_file, path, present, manifest.schema_)
     listed = {shard.path for shard in manifest.shards}
     problems += [f"{path}: present but not in the manifest" for path in sorted(set(present) - listed)]
+    for file in manifest.generation.files if manifest.generation else ():
+        path = storage.join(directory, file.path)
+        if not storage.exists(path):
+            problems.append(f"{file.path}: missing")
+            continue
+        data = storage.read_bytes(path)
+        if len(data) != file.bytes or hashlib.sha256(data).hexdigest() != file.sha256:
+            problems.append(f"{file.path}: {len(data)} bytes differing from the manifest's {file.bytes}-byte file")
     return problems

@@ -22,7 +22,9 @@ import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from schemas.manifest import DEAD_LETTER_DIR, MANIFEST_NAME, REJECTED_DIR, SHARDS_DIR
+from schemas.manifest import (
+    DEAD_LETTER_DIR, GENERATIONS_DIR, LLM_CACHE_DIR, MANIFEST_NAME, REJECTED_DIR, SHARDS_DIR,
+)
 
 
 def match_files(pattern: str) -> list[str]:
@@ -280,9 +282,14 @@ def _top_level_entries(directory: str) -> dict[str, list[str]]:
 
 def _written_by_a_run(name: str) -> bool:
     """Whether a name directly in --output is one a run writes (its staging directories included)."""
-    return name in (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, MANIFEST_NAME) or name.startswith(
-        (f".{MANIFEST_NAME}.tmp-", STAGING_PREFIX)
+    return name in (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, GENERATIONS_DIR, MANIFEST_NAME, *_KEPT) or (
+        name.startswith((f".{MANIFEST_NAME}.tmp-", STAGING_PREFIX))
     )
+
+
+# What a run writes into --output directly, not through its staging, and a later run there keeps: the LLM
+# response cache (generate), written as responses arrive so that a killed run keeps what it paid for.
+_KEPT = (LLM_CACHE_DIR,)
 
 
 def is_file(path: str) -> bool:
@@ -295,7 +302,7 @@ def is_file(path: str) -> bool:
 def prepare_output(output: str, overwrite: bool) -> None:
     """Check that ``output`` can take a run: empty, or (with ``overwrite``) holding only what a run
     writes. Nothing is deleted here: the run is staged and replaces the earlier one when it is complete
-    (see ``publish_run``). Staging left by an interrupted run counts as no run."""
+    (see ``publish_run``). Staging left by an interrupted run, and a response cache, count as no run."""
     if is_file(output.rstrip("/")):
         raise FileExistsError(f"--output {output} is a file; name a directory")
     present = _top_level_entries(output)
@@ -305,7 +312,7 @@ def prepare_output(output: str, overwrite: bool) -> None:
             f"--output {output} holds files a mining run did not write ({', '.join(strangers[:5])}); "
             "choose another directory"
         )
-    if not overwrite and any(not name.startswith(STAGING_PREFIX) for name in present):
+    if not overwrite and any(not name.startswith(STAGING_PREFIX) and name not in _KEPT for name in present):
         raise FileExistsError(f"--output {output} holds an earlier run; add --overwrite to replace it")
 
 
@@ -338,7 +345,8 @@ def publish_run(staging: str, output: str) -> None:
     """Replace the run in ``output`` with the complete one in ``staging``; idempotent, so a retried step is safe.
 
     The old manifest goes first, so no reader ever takes old and new shards for one run; the new
-    manifest comes last, when every file it names is in place. Until it is there the staged files
+    manifest comes last, when every file it names is in place. The response cache (``_KEPT``) is no part
+    of a run: it stays. Until it is there the staged files
     not yet moved stay in ``staging``, and a retry finishes the move from the plan written up front.
     """
     staged_manifest = join(staging, MANIFEST_NAME)
@@ -363,7 +371,7 @@ def publish_run(staging: str, output: str) -> None:
             FileSystems.delete([manifest])
         own = posixpath.basename(staging.rstrip("/"))
         for name, paths in sorted(_top_level_entries(output).items()):
-            if name == own or not _written_by_a_run(name):
+            if name == own or name in _KEPT or not _written_by_a_run(name):
                 continue
             stale = [join(output, path) for path in paths if path not in planned]
             if len(stale) == len(paths):

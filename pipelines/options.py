@@ -20,7 +20,8 @@ from schemas.encoder_spec import EncoderSpec
 from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
-PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives")
+# generate asks an LLM for instruction data (its output is instruct's --source synthetic=OUTPUT/generations/*.jsonl).
+PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives", "generate")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
 ENCODE_BATCH_SIZE = 512  # texts per encoder call in the pipelines over a finished run
 
@@ -143,7 +144,10 @@ class MiningOptions(PipelineOptions):
             "--top-k", dest="top_k", type=float, default=ConsistencyOptions.top_k,
             help="keep pairs whose passage ranks this high (1 = best); below 1, a fraction of the pool",
         )
-        derived.add_argument("--seed", type=int, default=ConsistencyOptions.seed, help="seed of the pool sample")
+        derived.add_argument(
+            "--seed", type=int, default=ConsistencyOptions.seed,
+            help="seed of the pool sample; generate: of every draw and request",
+        )
         derived.add_argument(
             "--encode-batch-size", dest="encode_batch_size", type=int, default=ENCODE_BATCH_SIZE,
             help="texts the encoder embeds per call",
@@ -161,6 +165,61 @@ class MiningOptions(PipelineOptions):
         derived.add_argument(
             "--num-negatives", dest="num_negatives", type=int, default=HardNegativeOptions.num_negatives,
             help="hardnegatives: negatives per row",
+        )
+        generate = _BothSpellings(parser.add_argument_group("generation (--pipeline generate)"))
+        generate.add_argument(
+            "--generations", type=int, default=100, help="generations in all, spread over the task types in turn"
+        )
+        generate.add_argument(
+            "--task-types", dest="task_types", default=None, metavar="TYPE,...",
+            help="comma-separated task types (short-long, long-short, short-short, long-long, sts, bitext); "
+            "default all",
+        )
+        generate.add_argument(
+            "--brainstorm-requests", dest="brainstorm_requests", type=int, default=1,
+            help="brainstorm prompts per task type (about 20 tasks each, deduplicated); sts and bitext take none",
+        )
+        generate.add_argument(
+            "--llm-base-url", dest="llm_base_url", default="https://api.openai.com/v1",
+            help="an OpenAI-compatible endpoint, ending in /v1; its key is read from OPENAI_API_KEY",
+        )
+        generate.add_argument("--llm-model", dest="llm_model", default=None, help="the model to ask (required)")
+        generate.add_argument(
+            "--llm-concurrency", dest="llm_concurrency", type=int, default=8, help="requests in flight per worker"
+        )
+        generate.add_argument(
+            "--llm-requests-per-minute", dest="llm_requests_per_minute", type=float, default=None,
+            help="per worker; default no limit",
+        )
+        generate.add_argument(
+            "--llm-tokens-per-minute", dest="llm_tokens_per_minute", type=float, default=None,
+            help="prompt + completion tokens per worker (estimated until usage is reported); default no limit",
+        )
+        generate.add_argument(
+            "--llm-max-retries", dest="llm_max_retries", type=int, default=6,
+            help="retries of a request after a 429, 5xx, timeout or broken response; then it is dead-lettered",
+        )
+        generate.add_argument(
+            "--llm-timeout", dest="llm_timeout", type=float, default=120.0, help="seconds an attempt may take"
+        )
+        generate.add_argument(
+            "--llm-backoff", dest="llm_backoff", type=float, default=1.0,
+            help="seconds: retry n waits a random time up to backoff * 2^n (at least a 429's Retry-After)",
+        )
+        generate.add_argument("--llm-temperature", dest="llm_temperature", type=float, default=1.0)
+        generate.add_argument("--llm-top-p", dest="llm_top_p", type=float, default=1.0)
+        generate.add_argument("--llm-max-tokens", dest="llm_max_tokens", type=int, default=2048)
+        generate.add_argument(
+            "--price-per-1k-input", dest="price_per_1k_input", type=float, default=None,
+            help="US dollars per 1,000 prompt tokens; default mining.generation.PRICES_PER_1K's",
+        )
+        generate.add_argument(
+            "--price-per-1k-output", dest="price_per_1k_output", type=float, default=None,
+            help="US dollars per 1,000 completion tokens",
+        )
+        generate.add_argument(
+            "--no-cache", dest="no_cache", action="store_true",
+            help="neither read nor write OUTPUT/llm_cache: every prompt is sent",
         )
         group.add_argument(
             "--sampling-alpha", dest="sampling_alpha", type=float, default=DEFAULT_SAMPLING_ALPHA,
@@ -188,6 +247,19 @@ class MiningOptions(PipelineOptions):
             ("--num-negatives", self.num_negatives, lambda v: v >= 1, "at least 1"),
             # 0 weighs every source alike, 1 by its size; beyond, the weights leave that span.
             ("--sampling-alpha", self.sampling_alpha, lambda v: 0 <= v <= 1, "between 0 and 1"),
+            ("--generations", self.generations, lambda v: v >= 1, "at least 1"),
+            ("--brainstorm-requests", self.brainstorm_requests, lambda v: v >= 1, "at least 1"),
+            ("--llm-concurrency", self.llm_concurrency, lambda v: 1 <= v <= 1024, "between 1 and 1024"),
+            ("--llm-requests-per-minute", self.llm_requests_per_minute, lambda v: v is None or v > 0, "above 0"),
+            ("--llm-tokens-per-minute", self.llm_tokens_per_minute, lambda v: v is None or v > 0, "above 0"),
+            ("--llm-max-retries", self.llm_max_retries, lambda v: 0 <= v <= 100, "between 0 and 100"),
+            ("--llm-timeout", self.llm_timeout, lambda v: v > 0, "above 0"),
+            ("--llm-backoff", self.llm_backoff, lambda v: 0 <= v <= 3600, "between 0 and 3600"),
+            ("--llm-temperature", self.llm_temperature, lambda v: 0 <= v <= 2, "between 0 and 2"),
+            ("--llm-top-p", self.llm_top_p, lambda v: 0 < v <= 1, "above 0 and at most 1"),
+            ("--llm-max-tokens", self.llm_max_tokens, lambda v: v >= 1, "at least 1"),
+            ("--price-per-1k-input", self.price_per_1k_input, lambda v: v is None or v >= 0, "at least 0"),
+            ("--price-per-1k-output", self.price_per_1k_output, lambda v: v is None or v >= 0, "at least 0"),
         ):
             if not (value is None or math.isfinite(value)) or not allowed(value):
                 raise ValueError(f"{option} must be {description}, not {value}")

@@ -265,7 +265,7 @@ class _WriteManifest(beam.DoFn):
         yield manifest
 
 
-class _PublishRun(beam.DoFn):
+class PublishRun(beam.DoFn):
     def __init__(self, destination: io.Destination):
         self._destination = destination
 
@@ -312,7 +312,7 @@ class WriteManifest(beam.PTransform):
             | "Written" >> beam.Reshuffle()
             # Side inputs: the step waits until those writes are complete.
             | "Publish" >> beam.ParDo(
-                _PublishRun(self._destination), *(beam.pvalue.AsList(other) for other in self._finished)
+                PublishRun(self._destination), *(beam.pvalue.AsList(other) for other in self._finished)
             )
         )
 

@@ -17,6 +17,10 @@ SHARDS_DIR = "shards"
 DEFAULT_SAMPLING_ALPHA = 0.5
 DEAD_LETTER_DIR = "dead_letter"
 REJECTED_DIR = "rejected"
+# A generation run (--pipeline generate): its generations as JSON lines, and the LLM response cache, which
+# outlives the run (an --overwrite of the same output keeps it: see pipelines.io.publish_run).
+GENERATIONS_DIR = "generations"
+LLM_CACHE_DIR = "llm_cache"
 # Consistency ranks: bins 1, 2, 3-4, 5-8, ... up to 2^RANK_BINS_LOG2, then "beyond".
 RANK_BINS_LOG2 = 16
 RANK_BIN_LABELS = ("1", "2", *(f"{2 ** (i - 1) + 1}-{2 ** i}" for i in range(2, RANK_BINS_LOG2 + 1)), "beyond")
@@ -80,6 +84,14 @@ class SideLengths(_Strict):
         self.passage.merge(other.passage)
 
 
+def _relative_inside(path: str) -> str:
+    """A manifest never points a reader outside its own directory."""
+    normalised = posixpath.normpath(path)
+    if "://" in path or path.startswith(("/", "\\")) or normalised.startswith("..") or normalised == ".":
+        raise ValueError(f"shard path {path!r} must be relative and inside the output directory")
+    return path
+
+
 class Shard(_Strict):
     path: str = Field(description="relative to the output directory")
     rows: int = Field(ge=0)
@@ -93,11 +105,7 @@ class Shard(_Strict):
     @field_validator("path")
     @classmethod
     def _inside_the_directory(cls, path: str) -> str:
-        """A manifest never points a reader outside its own directory."""
-        normalised = posixpath.normpath(path)
-        if "://" in path or path.startswith(("/", "\\")) or normalised.startswith("..") or normalised == ".":
-            raise ValueError(f"shard path {path!r} must be relative and inside the output directory")
-        return path
+        return _relative_inside(path)
 
     @model_validator(mode="after")
     def _languages_of_its_rows(self):
@@ -158,6 +166,75 @@ class Parent(_Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class ModelUsage(_Strict):
+    """What one model's responses in a generation run cost: responses received (retries that failed aside,
+    cached ones not counted: they cost nothing again), their tokens as the endpoint's ``usage`` reported."""
+
+    requests: NonNegativeInt = 0
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    cost: float | None = Field(default=None, ge=0, description="US dollars; none when the model has no price")
+
+
+class GenerationFile(_Strict):
+    """A JSON-lines file of generations, the format ``--source synthetic=...`` reads."""
+
+    path: str = Field(description="relative to the output directory")
+    task_type: str
+    rows: int = Field(ge=0)
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _inside_the_directory(cls, path: str) -> str:
+        return _relative_inside(path)
+
+
+class Generation(_Strict):
+    """A generation run's accounting: every prompt ends as a generation, a task list or a dead letter."""
+
+    model: str
+    base_url: str
+    prompts: NonNegativeInt = Field(description="brainstorm and generation prompts of the run")
+    brainstorm_prompts: NonNegativeInt = 0
+    cached: NonNegativeInt = Field(description="prompts answered from the response cache, without a request")
+    sent: NonNegativeInt = Field(description="prompts sent to the endpoint")
+    requests: NonNegativeInt = Field(description="HTTP requests, retries included")
+    generations: NonNegativeInt = Field(description="lines written under generations/")
+    task_lists: NonNegativeInt = Field(description="brainstorm responses parsed into tasks")
+    tasks: dict[str, NonNegativeInt] = Field(
+        default_factory=dict, description="per task type: distinct tasks after deduplication"
+    )
+    failed: dict[str, NonNegativeInt] = Field(default_factory=dict, description="dead-lettered prompts per reason")
+    usage: dict[str, ModelUsage] = Field(default_factory=dict, description="per model the responses name")
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+    cost: float | None = Field(default=None, ge=0, description="US dollars, all models; none when unpriced")
+    price_per_1k: tuple[float, float] | None = Field(default=None, description="(input, output) US dollars")
+    files: list[GenerationFile] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _conserved(self):
+        problems = []
+        failed = sum(self.failed.values())
+        if self.prompts != self.generations + self.task_lists + failed:
+            problems.append(f"prompts {self.prompts} != generations {self.generations} + task_lists "
+                            f"{self.task_lists} + failed {failed}")
+        if self.cached + self.sent > self.prompts:
+            problems.append(f"cached {self.cached} + sent {self.sent} > prompts {self.prompts}")
+        if self.requests < self.sent:
+            problems.append(f"requests {self.requests} < sent {self.sent}")
+        if sum(file.rows for file in self.files) != self.generations:
+            problems.append(f"generations {self.generations} != rows in its files")
+        for field in ("prompt_tokens", "completion_tokens"):
+            if getattr(self, field) != sum(getattr(usage, field) for usage in self.usage.values()):
+                problems.append(f"{field} {getattr(self, field)} != summed over the models")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     pipeline: str
@@ -168,6 +245,7 @@ class Manifest(_Strict):
     totals: Totals
     sources: dict[str, SourceTotals]
     parent: Parent | None = Field(default=None, description="the run this one filtered, if any")
+    generation: Generation | None = Field(default=None, description="a generation run's prompts, responses and cost")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -56,6 +56,11 @@ DUPLICATE_PASSAGE = "duplicate_passage"
 NEAR_DUPLICATE = "near_duplicate"
 # Drops by a pipeline over a finished run.
 INCONSISTENT = "inconsistent"
+# Generation (--pipeline generate): prompts that yield no generation, dead-lettered with the prompt.
+LLM_RETRIES_EXHAUSTED = "llm_retries_exhausted"  # 429, 5xx, timeouts or broken bodies past --llm-max-retries
+LLM_REQUEST_REFUSED = "llm_request_refused"  # another 4xx: retrying would not help
+UNPARSEABLE_TASK_LIST = "unparseable_task_list"  # a brainstorm response with no list of tasks
+NO_TASKS = "no_tasks"  # a generation whose task type's brainstorm left no task to draw
 
 
 @dataclass(frozen=True)
@@ -90,14 +95,20 @@ CONSISTENCY = Stage("consistency", frozenset({INCONSISTENT}))
 # Attaches mined negatives to every row; it drops nothing.
 HARD_NEGATIVES = Stage("hard_negatives", frozenset())
 
+GENERATE = Stage(
+    "generate", frozenset(), frozenset({LLM_RETRIES_EXHAUSTED, LLM_REQUEST_REFUSED, UNPARSEABLE_TASK_LIST, NO_TASKS})
+)
+
 MINING_FUNNEL = (READ, CLEAN, DECONTAMINATE, LANGUAGE_ID, DEDUP, NEAR_DUP)
 # After every mining stage: the filters of a finished run.
 FILTERS = (CONSISTENCY,)
+# The steps of a generation run (its manifest's ``generation`` counts them, not the funnel).
+GENERATION = (GENERATE,)
 
 
 def stage_of(reason: str) -> Stage:
     """The stage that decides ``reason``; ``READ`` for one no stage declares (a run by another version)."""
-    for stage in (*MINING_FUNNEL, *FILTERS):
+    for stage in (*MINING_FUNNEL, *FILTERS, *GENERATION):
         if reason in stage.drops or reason in stage.dead_letters:
             return stage
     return READ

@@ -9,7 +9,7 @@ from pipelines import reporting, stages
 from schemas import reasons
 
 DECLARED = {name: value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)}
-ALL_STAGES = (*reasons.MINING_FUNNEL, reasons.WRITE, *reasons.FILTERS, reasons.HARD_NEGATIVES)
+ALL_STAGES = (*reasons.MINING_FUNNEL, reasons.WRITE, *reasons.FILTERS, reasons.HARD_NEGATIVES, *reasons.GENERATION)
 
 
 def test_every_reason_is_declared_by_exactly_one_stage():
