@@ -231,10 +231,42 @@ def _quiet_when_the_reader_leaves(command: Callable[[list[str]], int], argv: lis
 COMMANDS = {"inspect": inspect_command}
 
 
+def _option_classes(base: type) -> list[type]:
+    return [cls for sub in base.__subclasses__() for cls in (sub, *_option_classes(sub))]
+
+
+def pipeline_help(beam_options: bool = False) -> str:
+    """The pipelines' own options (Beam's parser would list only -h); with ``beam_options``, Beam's instead."""
+    parser = argparse.ArgumentParser(
+        prog="beam_runner.py", usage="%(prog)s [--pipeline NAME] [options] [Beam options]",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Mine sources (pretrain, finetune, instruct), derive from a finished run (consistency, "
+        "hardnegatives) or generate instruction data (generate). `beam_runner.py inspect --help`: the tools that "
+        "read a finished run.",
+        epilog="Every option is also accepted spelled with underscores (--shard_size_mb). Any Beam pipeline option "
+        "passes through (--runner DataflowRunner --project P --region R --temp_location gs://..., "
+        "--direct_num_workers N): --help-beam lists them.",
+    )
+    if not beam_options:
+        MiningOptions._add_argparse_args(parser)
+        return parser.format_help()
+    for options_class in dict.fromkeys(_option_classes(PipelineOptions)):
+        if options_class is not MiningOptions:
+            options_class._add_argparse_args(parser.add_argument_group(options_class.__name__))
+    return parser.format_help()
+
+
+def _print_help(argv: list[str]) -> int:
+    print(pipeline_help(beam_options="--help-beam" in argv))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
         return _quiet_when_the_reader_leaves(COMMANDS[argv[0]], argv[1:])
+    if "-h" in argv or "--help" in argv or "--help-beam" in argv:
+        return _quiet_when_the_reader_leaves(_print_help, argv)
     if argv and not argv[0].startswith("-"):
         raise SystemExit(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}, or pipeline options")
     return run_pipeline(argv)

@@ -1,11 +1,13 @@
 """Every option is checked before any work starts: one line naming it, and an earlier run in --output untouched."""
 
+import argparse
 import shutil
 from pathlib import Path
 
 import pytest
 
 import beam_runner
+from pipelines.options import MiningOptions
 from schemas.manifest import Manifest
 from tests.conftest import REPO
 
@@ -146,3 +148,23 @@ def test_output_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(SystemExit, match="is a file"):
         beam_runner.main([SBERT, f"--output={output}/", "--overwrite"])
     assert output.read_bytes() == b"not a directory"
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h"], ["--pipeline=instruct", "--output=OUT", "--help"]])
+def test_help_lists_every_pipeline_option_and_runs_nothing(argv, tmp_path, capsys):
+    argv = [item.replace("OUT", str(tmp_path / "out")) for item in argv]
+    assert beam_runner.main(argv) == 0
+    shown = capsys.readouterr().out
+    parser = argparse.ArgumentParser()
+    MiningOptions._add_argparse_args(parser)
+    names = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
+    assert len(names) > 60 and all(name in shown for name in names)
+    assert "(default: 512)" in shown and "--help-beam" in shown
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_beam_lists_beams_own_options(capsys):
+    assert beam_runner.main(["--help-beam"]) == 0
+    shown = capsys.readouterr().out
+    assert all(name in shown for name in ("--runner", "--project", "--temp_location", "--direct_num_workers"))
+    assert "--near-dup-threshold" not in shown
