@@ -272,5 +272,36 @@ def main(argv: list[str] | None = None) -> int:
     return run_pipeline(argv)
 
 
+TRAINING_COMMANDS = ("pretrain", "finetune", "split", "evaluate")
+EMBEDMILL_USAGE = """usage: embedmill COMMAND [options]   (COMMAND --help for its options)
+
+  mine       mine, derive or generate a run (python beam_runner.py): --pipeline pretrain|finetune|instruct|
+             consistency|hardnegatives|generate, with Beam's options passing through
+  inspect    read a finished run: summary, verify, sample, diff, report
+  pretrain   contrastive pre-training on mined runs (python -m training pretrain)
+  finetune   fine-tuning from a checkpoint
+  split      a held-out part of a run
+  evaluate   Tatoeba bitext mining or retrieval scores of an encoder"""
+
+
+def embedmill(argv: list[str] | None = None) -> int:
+    """The ``embedmill`` console command: one entry to the mining and the training commands."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(EMBEDMILL_USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "mine":
+        return main(rest)
+    if command in COMMANDS:
+        return main(argv)
+    if command in TRAINING_COMMANDS:
+        from training.cli import main as training_main  # torch is imported only by the commands that need it
+
+        training_main(argv, prog="embedmill")
+        return 0
+    raise SystemExit(f"unknown command {command!r}; commands: mine, {', '.join((*COMMANDS, *TRAINING_COMMANDS))}")
+
+
 if __name__ == "__main__":
     sys.exit(main())

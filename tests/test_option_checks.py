@@ -2,6 +2,8 @@
 
 import argparse
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +170,21 @@ def test_help_beam_lists_beams_own_options(capsys):
     shown = capsys.readouterr().out
     assert all(name in shown for name in ("--runner", "--project", "--temp_location", "--direct_num_workers"))
     assert "--near-dup-threshold" not in shown
+
+
+def test_the_embedmill_command_reaches_every_tool(earlier_run, tmp_path):
+    """The console script the install adds: mining, inspect and training commands, each with its own help."""
+    command = Path(sys.executable).parent / "embedmill"
+    assert command.exists(), "pip install -e . adds the embedmill console script"
+
+    def embedmill(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(command), *args], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+
+    listing = embedmill("--help")
+    assert listing.returncode == 0 and all(name in listing.stdout for name in ("mine", "inspect", "finetune", "split"))
+    assert "--near-dup-threshold" in embedmill("mine", "--help").stdout
+    summary = embedmill("inspect", "summary", str(earlier_run))
+    assert summary.returncode == 0 and summary.stdout.startswith("pretrain: ")
+    assert "--heldout-fraction" in embedmill("split", "--help").stdout
+    unknown = embedmill("bogus")
+    assert unknown.returncode == 1 and unknown.stderr.strip().startswith("unknown command 'bogus'; commands: mine")

@@ -255,8 +255,8 @@ def _one_line(error: Exception) -> str:
     return str(error).strip().splitlines()[-1].removeprefix(f"{kind.__module__}.{kind.__qualname__}: ")
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "python -m training") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     _pretrain_parser(commands)
     _pretrain_parser(commands, "finetune")
