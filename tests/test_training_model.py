@@ -194,3 +194,20 @@ def test_saved_encoder_loads_in_sentence_transformers_with_the_same_embeddings(e
     reloaded = Encoder.from_pretrained(saved)
     assert reloaded.prompts == encoder.prompts and reloaded.max_length == encoder.max_length
     torch.testing.assert_close(reloaded.encode(texts), encoder.encode(texts), rtol=0, atol=0)
+
+
+def test_sentence_transformers_and_mteb_use_the_trained_prefixes(encoder, saved):
+    """encode_query / encode_document, and MTEB's wrapper (offline: no task is downloaded), take our prompts."""
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+
+    texts = ["hello world", "an answer on food number 4"]
+    model = SentenceTransformer(str(saved), device="cpu")
+    torch.testing.assert_close(
+        model.encode_document(texts, convert_to_tensor=True), encoder.encode(texts, "passage"), rtol=0, atol=1e-5
+    )
+    torch.testing.assert_close(
+        model.encode_query(texts, convert_to_tensor=True), encoder.encode(texts, "query"), rtol=0, atol=1e-5
+    )
+    wrapped = SentenceTransformerEncoderWrapper(model)
+    assert wrapped.model_prompts == {"query": "query: ", "document": "passage: "}
+

@@ -127,7 +127,8 @@ class Encoder(torch.nn.Module):
             "include_prompt": True,
         }
         sentence_transformers = {
-            "prompts": {"query": self.prompts.query, "passage": self.prompts.passage},
+            # "document" too: sentence-transformers' encode_document and MTEB look a passage's prompt up by it.
+            "prompts": {"query": self.prompts.query, "passage": self.prompts.passage, "document": self.prompts.passage},
             "default_prompt_name": None,
             "similarity_fn_name": "cosine",
         }
