@@ -73,6 +73,7 @@ LAYOUTS = {
     ],
     "stackexchange": [Layout("Posts.xml", "stackexchange/Posts.xml", XML)],
     "squad": [Layout("squad.json", "squad/*", DOCUMENT)],
+    "dpr": [Layout("biencoder-nq-train.json", "dpr/*", DOCUMENT)],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]

@@ -314,3 +314,56 @@ def test_zstd_truncation_is_a_dead_letter(tmp_path):
     (tmp_path / "RC_cut.zst").write_bytes(data[: len(data) // 2])
     _, _, letters = mine(f"reddit={tmp_path}/RC_cut.zst")
     assert [letter.reason for letter in letters] == ["unreadable_file"]
+
+
+def test_dpr_positives_with_hard_negatives_from_the_bundled_sample():
+    pairs, drops, letters = mine("dpr=mining/samples/dpr/biencoder-nq-train.json")
+    octopus = [pair for pair in pairs if pair["query"] == "how many hearts does an octopus have"]
+    assert [pair["negatives"] for pair in octopus] == [[
+        "Squid\nSquid are cephalopods with eight arms and two longer tentacles. Like other cephalopods they have "
+        "blue blood that carries oxygen with copper-based haemocyanin.",
+        "Cuttlefish\nCuttlefish change the colour and texture of their skin within a fraction of a second using "
+        "cells called chromatophores.",
+    ]]
+    assert octopus[0]["passage"].startswith("Octopus\nAn octopus has three hearts")
+    assert len(pairs) == 5 and {pair["task"] for pair in pairs} == {get_reader("dpr").task}
+    assert not any("Tide pools" in negative for pair in pairs for negative in pair["negatives"])
+    assert reasons(drops) == ["no_positive"]
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", None), ("missing_field", None)]
+
+    pairs, drops, letters = mine("dpr=mining/samples/dpr/biencoder-trivia-train.json")
+    assert len(pairs) == 3 and {pair["task"] for pair in pairs} == {"Retrieve Wikipedia passages that answer the question"}
+    assert not drops and [letter.reason for letter in letters] == ["wrong_type"]
+
+
+def test_dpr_array_is_streamed_across_chunks_and_its_damage_ends_only_the_file(tmp_path):
+    """Elements straddle the reader's 1 MiB chunks (numbers and literals cut mid-way included); a file
+    cut short, an element over the size limit or a file that is no array keeps what came before."""
+    rows = [{"question": f"q{i}", "positive_ctxs": [{"title": "", "text": f"p{i}", "score": i * 1.5, "has": True}],
+             "hard_negative_ctxs": [], "pad": "x" * (i % 500)} for i in range(12000)]
+    text = json.dumps(rows, indent=4)
+    (tmp_path / "big.json").write_text(text, "utf-8")
+    pairs, drops, letters = mine(f"dpr={tmp_path}/big.json")
+    assert [pair["passage"] for pair in pairs] == [f"p{i}" for i in range(12000)] and not drops and not letters
+
+    cut = text[: len(text) // 2]
+    (tmp_path / "cut.json").write_text(cut, "utf-8")
+    pairs, _, (letter,) = mine(f"dpr={tmp_path}/cut.json")
+    assert letter.reason == "truncated_json" and len(pairs) > 5000
+    assert [pair["passage"] for pair in pairs] == [f"p{i}" for i in range(len(pairs))]
+
+    (tmp_path / "long.json").write_text(json.dumps([rows[0], {"question": "y" * 5000}, rows[1]]), "utf-8")
+    (tmp_path / "endless.json").write_text(json.dumps([rows[0], {"question": "y" * (3 << 20)}, rows[1]]), "utf-8")
+    reader = get_reader("dpr")
+    for name, queries in (("long.json", ["q0", "q1"]), ("endless.json", ["q0"])):
+        task = ReadTask("dpr", (str(tmp_path / name),), None)
+        items = list(reader.read(task, open_file, ReadLimits(1000)))
+        assert [item["query"] for item in items if isinstance(item, dict)] == queries
+        assert [item.reason for item in items if isinstance(item, DeadLetter)] == ["line_too_long"]
+
+    (tmp_path / "object.json").write_text('{"data": []}', "utf-8")
+    (tmp_path / "bad.json").write_text('[{"question": "a", "positive_ctxs": []} {"question": "b"}]', "utf-8")
+    _, _, letters = mine(f"dpr={tmp_path}/object.json")
+    assert [letter.reason for letter in letters] == ["wrong_type"]
+    _, drops, letters = mine(f"dpr={tmp_path}/bad.json")
+    assert reasons(drops) == ["no_positive"] and [letter.reason for letter in letters] == ["invalid_json"]
