@@ -91,6 +91,12 @@ def parse_query(line: str) -> tuple[str, str]:
     return qid.strip(), text
 
 
+def parse_beir_query(line: str) -> tuple[str, str]:
+    """A BEIR ``queries.jsonl`` line ``{"_id", "text", "metadata"?}``: (qid, query)."""
+    value = require_object(decode_json(line))
+    return require_text(value, "_id"), require_text(value, "text")
+
+
 def parse_document(line: str, *id_keys: str) -> tuple[str, str]:
     """A corpus JSON line ``{ID, "title"?, "text"}``, the id under the first of ``id_keys``
     present: (id, title and text)."""

@@ -74,6 +74,11 @@ LAYOUTS = {
     "stackexchange": [Layout("Posts.xml", "stackexchange/Posts.xml", XML)],
     "squad": [Layout("squad.json", "squad/*", DOCUMENT)],
     "dpr": [Layout("biencoder-nq-train.json", "dpr/*", DOCUMENT)],
+    "beir": [
+        Layout("nq/corpus.jsonl", "beir/*/corpus.jsonl", JSON),
+        Layout("nq/queries.jsonl", "beir/*/queries.jsonl", JSON),
+        Layout("nq/qrels/train.tsv", "beir/*/qrels/train.tsv", TEXT),
+    ],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]

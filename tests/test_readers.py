@@ -367,3 +367,33 @@ def test_dpr_array_is_streamed_across_chunks_and_its_damage_ends_only_the_file(t
     assert [letter.reason for letter in letters] == ["wrong_type"]
     _, drops, letters = mine(f"dpr={tmp_path}/bad.json")
     assert reasons(drops) == ["no_positive"] and [letter.reason for letter in letters] == ["invalid_json"]
+
+
+def test_beir_training_splits_join_within_their_dataset_with_its_task():
+    pairs, drops, letters = mine("beir=mining/samples/beir/**")
+    by_query = defaultdict(list)
+    for pair in pairs:
+        by_query[pair["query"]].append(pair)
+    yenisei = by_query["Into which sea does the river joined by the Angara empty?"]
+    assert sorted(pair["passage"].split("\n")[0] for pair in yenisei) == ["Angara River", "Yenisei"]
+    assert all(pair["negatives"] == [yenisei[0]["negatives"][0]] for pair in yenisei)
+    assert yenisei[0]["negatives"][0].startswith("Kara Sea\n")  # score 0: a negative, not a positive
+    # fever's document 1204417 is not hotpotqa's
+    (saturn,) = by_query["Saturn is the largest planet in the Solar System."]
+    assert saturn["passage"].startswith("Saturn\n")
+    tasks = {pair["query"]: pair["task"] for pair in pairs}
+    assert tasks["Mount Etna is located on the island of Sicily."] == "Given a claim, retrieve documents that support or refute the claim"
+    assert tasks["Which city stands on the only river that flows out of the world's deepest lake?"] == (
+        "Given a multi-hop question, retrieve documents that can help answer the question"
+    )
+    # qrels/test.tsv is the evaluation split: its query has no pair
+    assert "Which valley is the setting of a novel by a former chemistry teacher from Wrexham?" not in by_query
+    assert len(pairs) == 14 and reasons(drops) == ["doc_missing", "query_missing"]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_field"]
+
+
+def test_beir_refuses_files_outside_its_layout(tmp_path):
+    write_lines(tmp_path / "nq" / "corpus.jsonl", [{"_id": "doc0", "title": "", "text": "t"}])
+    write_lines(tmp_path / "nq" / "train.tsv", [b"query-id\tcorpus-id\tscore"])
+    with pytest.raises(ValueError, match="qrels/train.tsv"):
+        get_reader("beir").plan(SourceSpec.parse(f"beir={tmp_path}/**"), match_files)

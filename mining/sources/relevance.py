@@ -31,6 +31,10 @@ class RelevanceReader(JoiningReader):
         """(docid, text) of a corpus line."""
         raise NotImplementedError
 
+    def parse_query(self, line: str) -> tuple[str, str]:
+        """(qid, query) of a queries line: ``qid<TAB>query`` unless the layout says otherwise."""
+        return parse_query(line)
+
     def read(self, task, open_file, limits):
         for path in task.paths:
             yield from self.read_lines(task, path, open_file, limits)
@@ -56,7 +60,7 @@ class RelevanceReader(JoiningReader):
             value = {"qid": qid, "docid": docid, "relevance": relevance, "lang": lang, "origin": origin}
             yield JoinPart(f"{spec}|{docid}", _JUDGMENT, value)
         elif role == QUERIES:
-            qid, text = parse_query(line)
+            qid, text = self.parse_query(line)
             yield JoinPart(f"{spec}|{qid}", _QUERY, {"text": text, "origin": origin}, round=1)
         else:
             raise ValueError(f"{self.kind} has no file role {role!r}")
