@@ -34,7 +34,7 @@ NO_GOOD_ANSWER = "no_good_answer"
 NO_TITLE = "no_title"  # mc4
 DOC_MISSING = "doc_missing"  # qrels-based sets
 QUERY_MISSING = "query_missing"
-NO_POSITIVE = "no_positive"  # labelled sets whose record lists no positive passage (dpr)
+NO_POSITIVE = "no_positive"  # labelled sets whose record lists no positive passage (dpr, mrtydi)
 # LLM-generated examples: the template's content rules.
 EMPTY_INSTRUCTION = "empty_instruction"
 EMPTY_FIELD = "empty_field"

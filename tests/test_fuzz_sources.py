@@ -79,6 +79,7 @@ LAYOUTS = {
         Layout("nq/queries.jsonl", "beir/*/queries.jsonl", JSON),
         Layout("nq/qrels/train.tsv", "beir/*/qrels/train.tsv", TEXT),
     ],
+    "mrtydi": [Layout("mrtydi-v1.1-korean/train.jsonl", "mrtydi/*/train.*", JSON)],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]

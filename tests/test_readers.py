@@ -397,3 +397,20 @@ def test_beir_refuses_files_outside_its_layout(tmp_path):
     write_lines(tmp_path / "nq" / "train.tsv", [b"query-id\tcorpus-id\tscore"])
     with pytest.raises(ValueError, match="qrels/train.tsv"):
         get_reader("beir").plan(SourceSpec.parse(f"beir={tmp_path}/**"), match_files)
+
+
+def test_mrtydi_train_split_with_negatives_and_the_folders_language():
+    pairs, drops, letters = mine("mrtydi=mining/samples/mrtydi/**")
+    assert {(pair["_declared_query_lang"], pair["_declared_passage_lang"]) for pair in pairs} == {("ko", "ko"), ("ru", "ru")}
+    (volga,) = [pair for pair in pairs if pair["query"] == "Какая река самая длинная в Европе?"]
+    assert volga["passage"].startswith("Волга\nВолга — самая длинная")
+    assert [negative.split("\n")[0] for negative in volga["negatives"]] == ["Дунай", "Урал (река)"]
+    assert not any(pair["query"] == "부산에서 가장 큰 해수욕장은?" for pair in pairs)  # test.jsonl is not read
+    assert len(pairs) == 8 and {pair["task"] for pair in pairs} == {get_reader("mrtydi").task}
+    assert reasons(drops) == ["no_positive"]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_field", "wrong_type"]
+
+    (pair, *_), _, _ = mine("mrtydi:en=mining/samples/mrtydi/mrtydi-v1.1-korean/train.jsonl")
+    assert pair["_declared_query_lang"] == "en"  # the --source's language wins
+    with pytest.raises(FileNotFoundError, match="train"):
+        mine("mrtydi=mining/samples/mrtydi/mrtydi-v1.1-korean/test.jsonl")
