@@ -179,6 +179,23 @@ class SourceReader:
             yield self.dead_letter(UNREADABLE, detail, path, None, b"")
 
 
+    def tsv_rows(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[TextLine, dict] | DeadLetter"]:
+        """Each line after a TSV file's header row with the row as {column: field}; a line whose
+        field count is not the header's, and what ``text_lines`` rejects, as dead letters."""
+        header = None
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+                continue
+            fields = line.text.split("\t")
+            if header is None:
+                header = fields
+            elif len(fields) != len(header):
+                detail = f"{len(fields)} fields where the header has {len(header)}"
+                yield self.dead_letter(WRONG_TYPE, detail, path, line.number, line.data)
+            else:
+                yield line, dict(zip(header, fields))
+
     def json_array_items(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[int, Any] | DeadLetter"]:
         """(index, value) of each element of a file that is one JSON array, decoded one element at
         a time, so that a file of gigabytes (DPR's) never sits in memory whole. An element over
