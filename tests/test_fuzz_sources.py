@@ -80,6 +80,7 @@ LAYOUTS = {
         Layout("nq/qrels/train.tsv", "beir/*/qrels/train.tsv", TEXT),
     ],
     "mrtydi": [Layout("mrtydi-v1.1-korean/train.jsonl", "mrtydi/*/train.*", JSON)],
+    "quora": [Layout("quora_duplicate_questions.tsv", "quora/*", TEXT)],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -243,7 +244,7 @@ def write_inputs(directory: Path, kind: str, rng: random.Random, records: int) -
         if layout.form == XML:
             head, rows, tail = samples[:2], samples[2:-1], samples[-1:]
             lines = [*head, *(mutated_line(layout, rows, rng) for _ in range(records)), *tail]
-        elif layout.form == TEXT and layout.name.endswith(".tsv") and kind == "nli":
+        elif layout.form == TEXT and layout.name.endswith(".tsv") and kind in ("nli", "quora"):  # header rows
             lines = [samples[0], *lines]
         path.write_bytes(b"\n".join(lines) + b"\n")
     return f"{kind}={directory / kind}/**"

@@ -414,3 +414,18 @@ def test_mrtydi_train_split_with_negatives_and_the_folders_language():
     assert pair["_declared_query_lang"] == "en"  # the --source's language wins
     with pytest.raises(FileNotFoundError, match="train"):
         mine("mrtydi=mining/samples/mrtydi/mrtydi-v1.1-korean/test.jsonl")
+
+
+def test_quora_duplicates_are_pairs_and_every_row_is_accounted_for():
+    path = "mining/samples/quora/quora_duplicate_questions.tsv"
+    pairs, drops, letters = mine(f"quora:en={path}")
+    assert (pairs[0]["query"], pairs[0]["passage"]) == (
+        "How do I keep basil alive indoors?", "What is the best way to grow basil inside the house?"
+    )
+    assert {pair["task"] for pair in pairs} == {
+        "Given a question, retrieve questions that are semantically equivalent to the given question"
+    }
+    assert reasons(drops) == ["not_duplicate"] * 4
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 11), ("wrong_type", 12)]
+    rows = len(open(path, encoding="utf-8").read().splitlines()) - 1
+    assert len(pairs) == 7 and len(pairs) + len(drops) + len(letters) == rows
