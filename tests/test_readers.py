@@ -429,3 +429,15 @@ def test_quora_duplicates_are_pairs_and_every_row_is_accounted_for():
     assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 11), ("wrong_type", 12)]
     rows = len(open(path, encoding="utf-8").read().splitlines()) - 1
     assert len(pairs) == 7 and len(pairs) + len(drops) + len(letters) == rows
+
+
+def test_eli5_question_with_its_highest_scored_answer():
+    pairs, drops, letters = mine("eli5:en=mining/samples/eli5/train_eli5.jsonl")
+    answers = {pair["query"]: pair["passage"] for pair in pairs}
+    assert answers["ELI5: Why does ice float on water?"].startswith("Water molecules line up")
+    planes = "ELI5: How do airplanes stay in the air?\nI know it has to do with the wings but I don't get how."
+    assert answers[planes].startswith("The wings are shaped")  # 27 points beats 12
+    assert answers["ELI5: Why is the sky blue but sunsets are red?"].startswith("Sunlight has all colours")  # first of 33s
+    assert len(pairs) == 6 and {pair["task"] for pair in pairs} == {get_reader("eli5").task}
+    assert reasons(drops) == ["no_answer"]
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 4), ("missing_field", 7)]
