@@ -82,6 +82,7 @@ LAYOUTS = {
     "mrtydi": [Layout("mrtydi-v1.1-korean/train.jsonl", "mrtydi/*/train.*", JSON)],
     "quora": [Layout("quora_duplicate_questions.tsv", "quora/*", TEXT)],
     "eli5": [Layout("train_eli5.jsonl", "eli5/*", JSON)],
+    "dureader": [Layout("train/dual.train.tsv", "dureader/train/*", TEXT)],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]

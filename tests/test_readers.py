@@ -441,3 +441,21 @@ def test_eli5_question_with_its_highest_scored_answer():
     assert len(pairs) == 6 and {pair["task"] for pair in pairs} == {get_reader("eli5").task}
     assert reasons(drops) == ["no_answer"]
     assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 4), ("missing_field", 7)]
+
+
+def test_dureader_lines_of_a_query_join_into_its_positives_with_every_negative(tmp_path):
+    pairs, drops, letters = mine("dureader=mining/samples/dureader/**")
+    by_query = defaultdict(list)
+    for pair in pairs:
+        by_query[pair["query"]].append(pair)
+    (stain,) = by_query["怎么去除衣服上的油渍"]
+    assert len(stain["negatives"]) == 3 and stain["passage"].startswith("衣服上沾了油渍")
+    trains = by_query["北京到上海高铁要多久"]
+    assert [pair["passage"][:4] for pair in trains] == ["北京南站", "京沪高铁"]
+    assert all(len(pair["negatives"]) == 2 for pair in trains)
+    assert len(pairs) == 4 and not drops and [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 6)]
+    assert {(pair["_declared_query_lang"], pair["task"]) for pair in pairs} == {("zh", get_reader("dureader").task)}
+
+    (tmp_path / "cross.train.tsv").write_text("q\t\tp\t\t1\n", "utf-8")
+    with pytest.raises(FileNotFoundError, match="dual.train.tsv"):
+        mine(f"dureader={tmp_path}/*")
