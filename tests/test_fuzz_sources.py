@@ -69,7 +69,10 @@ LAYOUTS = {
     ],
     "msmarco": [
         Layout(name, f"msmarco/{name}", TEXT)
-        for name in ("collection.tsv", "queries.train.tsv", "qrels.train.tsv", "triples.train.small.tsv")
+        for name in (
+            "collection.tsv", "queries.train.tsv", "qrels.train.tsv", "triples.train.small.tsv",
+            "msmarco-docs.tsv", "msmarco-doctrain-queries.tsv", "msmarco-doctrain-qrels.tsv",
+        )
     ],
     "stackexchange": [Layout("Posts.xml", "stackexchange/Posts.xml", XML)],
     "squad": [Layout("squad.json", "squad/*", DOCUMENT)],

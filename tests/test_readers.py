@@ -459,3 +459,16 @@ def test_dureader_lines_of_a_query_join_into_its_positives_with_every_negative(t
     (tmp_path / "cross.train.tsv").write_text("q\t\tp\t\t1\n", "utf-8")
     with pytest.raises(FileNotFoundError, match="dual.train.tsv"):
         mine(f"dureader={tmp_path}/*")
+
+
+def test_msmarco_document_ranking_under_the_document_task():
+    pairs, drops, letters = mine("msmarco=mining/samples/msmarco/msmarco-doc*")
+    by_query = {pair["query"]: pair for pair in pairs}
+    assert by_query["how to make compost at home"]["passage"].startswith("How to Start a Compost Pile at Home\nComposting")
+    assert by_query["how much should be in an emergency fund"]["passage"].startswith("An emergency fund")  # no title
+    assert len(pairs) == 4 and {pair["task"] for pair in pairs} == {
+        "Given a web search query, retrieve relevant documents that answer the query"
+    }
+    assert reasons(drops) == ["doc_missing"] and [letter.reason for letter in letters] == ["wrong_type"]
+    passages, _, _ = mine("msmarco=mining/samples/msmarco/triples.train.small.tsv")
+    assert {pair["task"] for pair in passages} == {get_reader("msmarco").task}

@@ -53,8 +53,7 @@ class RelevanceReader(JoiningReader):
 
     def parse_line(self, role: str, line: str, spec: str, lang: str | None, origin: str) -> Iterator:
         if role == CORPUS:
-            docid, text = self.parse_document(line)
-            yield JoinPart(f"{spec}|{docid}", _DOC, {"text": text, "origin": origin})
+            yield self.document_part(spec, *self.parse_document(line), origin)
         elif role == QRELS:
             qid, docid, relevance = parse_qrel(line)
             value = {"qid": qid, "docid": docid, "relevance": relevance, "lang": lang, "origin": origin}
@@ -64,6 +63,10 @@ class RelevanceReader(JoiningReader):
             yield JoinPart(f"{spec}|{qid}", _QUERY, {"text": text, "origin": origin}, round=1)
         else:
             raise ValueError(f"{self.kind} has no file role {role!r}")
+
+    def document_part(self, spec: str, docid: str, text: str, origin: str) -> JoinPart:
+        """What a corpus line joins its judgments with."""
+        return JoinPart(f"{spec}|{docid}", _DOC, {"text": text, "origin": origin})
 
     def join(self, round_index, key, parts):
         parts = list(parts)
