@@ -367,6 +367,11 @@ def test_dpr_array_is_streamed_across_chunks_and_its_damage_ends_only_the_file(t
     assert [letter.reason for letter in letters] == ["wrong_type"]
     _, drops, letters = mine(f"dpr={tmp_path}/bad.json")
     assert reasons(drops) == ["no_positive"] and [letter.reason for letter in letters] == ["invalid_json"]
+    (tmp_path / "nan.json").write_text('[NaN, {"question": "c", "positive_ctxs": []}]', "utf-8")
+    _, drops, letters = mine(f"dpr={tmp_path}/nan.json")  # orjson refuses NaN as it does in every other reader
+    assert reasons(drops) == ["no_positive"] and [(letter.reason, letter.payload) for letter in letters] == [
+        ("invalid_json", "NaN")
+    ]
 
 
 def test_beir_training_splits_join_within_their_dataset_with_its_task():

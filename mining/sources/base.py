@@ -12,7 +12,7 @@ import orjson
 import zstandard
 
 from mining import languages
-from mining.lines import CHUNK_BYTES, iter_lines
+from mining.lines import CHUNK_BYTES, KEPT_PREFIX_BYTES, iter_lines
 from mining.records import DeadLetter, Drop, new_pair
 from schemas.reasons import (
     INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, TRUNCATED_JSON, UNREADABLE,
@@ -178,7 +178,6 @@ class SourceReader:
             detail = f"{type(error).__name__} after line {number}: {error}"
             yield self.dead_letter(UNREADABLE, detail, path, None, b"")
 
-
     def tsv_rows(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[TextLine, dict] | DeadLetter"]:
         """Each line after a TSV file's header row with the row as {column: field}; a line whose
         field count is not the header's, and what ``text_lines`` rejects, as dead letters."""
@@ -206,8 +205,9 @@ class SourceReader:
         try:
             with open_file(path) as stream:
                 for value in _JsonArrayStream(stream, limits.max_line_bytes):
-                    if isinstance(value, Malformed):
-                        yield self.dead_letter(value.reason, f"element {count}: {value.detail}", path, None, b"")
+                    if isinstance(value, _RefusedElement):
+                        detail = f"element {count}: {value.error.detail}"
+                        yield self.dead_letter(value.error.reason, detail, path, None, value.text)
                     else:
                         yield count, value
                     count += 1
@@ -217,9 +217,17 @@ class SourceReader:
             yield self.dead_letter(UNREADABLE, f"{describe(error)} at element {count}", path, None, b"")
 
 
+@dataclass(frozen=True)
+class _RefusedElement:
+    """An array element that is no record, and its text (the start of it, for one too long)."""
+
+    error: Malformed
+    text: str
+
+
 class _JsonArrayStream:
-    """The elements of a JSON array read from a binary stream, a chunk at a time; Malformed in
-    place of an element over ``max_chars`` characters or one that orjson refuses."""
+    """The elements of a JSON array read from a binary stream, a chunk at a time; a _RefusedElement
+    in place of one over ``max_chars`` characters or one that orjson refuses."""
 
     def __init__(self, stream: BinaryIO, max_chars: int):
         self._stream = stream
@@ -280,11 +288,12 @@ class _JsonArrayStream:
                 if end < len(self._text) or self._at_end:
                     start, self._position = self._position, end
                     if end - start > self._max_chars:
-                        return Malformed(LINE_TOO_LONG, f"over {self._max_chars} characters")
+                        error = Malformed(LINE_TOO_LONG, f"over {self._max_chars} characters")
+                        return _RefusedElement(error, self._text[start : start + KEPT_PREFIX_BYTES])
                     try:
                         return decode_json(self._text[start:end])
                     except Malformed as error:
-                        return error
+                        return _RefusedElement(error, self._text[start:end])
             except json.JSONDecodeError as error:
                 cut_by_buffer = error.pos + _LONGEST_LITERAL >= len(self._text) or error.msg.startswith("Unterminated")
                 if not cut_by_buffer:
