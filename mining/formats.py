@@ -91,13 +91,24 @@ def parse_query(line: str) -> tuple[str, str]:
     return qid.strip(), text
 
 
+def parse_beir_query(line: str) -> tuple[str, str]:
+    """A BEIR ``queries.jsonl`` line ``{"_id", "text", "metadata"?}``: (qid, query)."""
+    value = require_object(decode_json(line))
+    return require_text(value, "_id"), require_text(value, "text")
+
+
 def parse_document(line: str, *id_keys: str) -> tuple[str, str]:
     """A corpus JSON line ``{ID, "title"?, "text"}``, the id under the first of ``id_keys``
     present: (id, title and text)."""
     value = require_object(decode_json(line))
-    title = optional_text(value, "title")
-    text = require_text(value, "text")
-    return require_text(value, *id_keys), f"{title}\n{text}" if title else text
+    return require_text(value, *id_keys), titled_passage(value)
+
+
+def titled_passage(value, where: str = "") -> str:
+    """A passage object ``{"title"?, "text"}`` (a corpus line, a DPR context) as one text: title, then text."""
+    title = optional_text(require_object(value, where), "title")
+    text = require_text(value, "text", where=where)
+    return f"{title}\n{text}" if title else text
 
 
 def parse_qrel(line: str) -> tuple[str, str, int]:

@@ -23,7 +23,7 @@ from schemas.pairs import SCHEMA_BY_PIPELINE
 
 BUNDLED_KINDS = {
     "pretrain": ("sbert", "nllb", "ccnews", "wikipedia", "mc4", "reddit", "s2orc", "stackexchange", "xp3"),
-    "finetune": ("squad", "msmarco", "retrieval", "nli", "miracl"),
+    "finetune": ("squad", "msmarco", "retrieval", "nli", "miracl", "dpr", "beir", "mrtydi", "quora", "eli5", "dureader"),
     "instruct": ("synthetic",),
 }
 

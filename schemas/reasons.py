@@ -29,11 +29,13 @@ LOW_SCORE = "low_score"
 BODY_TOO_LONG = "body_too_long"
 PARENT_MISSING = "parent_missing"
 PARENT_FILTERED = "parent_filtered"
-NO_ANSWER = "no_answer"  # stackexchange
+NO_ANSWER = "no_answer"  # stackexchange, eli5
 NO_GOOD_ANSWER = "no_good_answer"
 NO_TITLE = "no_title"  # mc4
 DOC_MISSING = "doc_missing"  # qrels-based sets
 QUERY_MISSING = "query_missing"
+NO_POSITIVE = "no_positive"  # labelled sets whose record lists no positive passage (dpr, mrtydi)
+NOT_DUPLICATE = "not_duplicate"  # quora
 # LLM-generated examples: the template's content rules.
 EMPTY_INSTRUCTION = "empty_instruction"
 EMPTY_FIELD = "empty_field"
@@ -76,7 +78,7 @@ READ = Stage(
     "read",
     frozenset({
         UNANSWERABLE, DELETED, LOW_SCORE, BODY_TOO_LONG, PARENT_MISSING, PARENT_FILTERED, NO_ANSWER, NO_GOOD_ANSWER,
-        NO_TITLE, DOC_MISSING, QUERY_MISSING, EMPTY_INSTRUCTION, EMPTY_FIELD, UNFILLED_PLACEHOLDER,
+        NO_TITLE, DOC_MISSING, QUERY_MISSING, NO_POSITIVE, NOT_DUPLICATE, EMPTY_INSTRUCTION, EMPTY_FIELD, UNFILLED_PLACEHOLDER,
         TOO_SHORT_FOR_TEMPLATE, TOO_LONG_FOR_TEMPLATE, NEGATIVE_EQUALS_POSITIVE, INSTRUCTION_COPIES_QUERY,
     }),
     frozenset({

@@ -69,10 +69,23 @@ LAYOUTS = {
     ],
     "msmarco": [
         Layout(name, f"msmarco/{name}", TEXT)
-        for name in ("collection.tsv", "queries.train.tsv", "qrels.train.tsv", "triples.train.small.tsv")
+        for name in (
+            "collection.tsv", "queries.train.tsv", "qrels.train.tsv", "triples.train.small.tsv",
+            "msmarco-docs.tsv", "msmarco-doctrain-queries.tsv", "msmarco-doctrain-qrels.tsv",
+        )
     ],
     "stackexchange": [Layout("Posts.xml", "stackexchange/Posts.xml", XML)],
     "squad": [Layout("squad.json", "squad/*", DOCUMENT)],
+    "dpr": [Layout("biencoder-nq-train.json", "dpr/*", DOCUMENT)],
+    "beir": [
+        Layout("nq/corpus.jsonl", "beir/*/corpus.jsonl", JSON),
+        Layout("nq/queries.jsonl", "beir/*/queries.jsonl", JSON),
+        Layout("nq/qrels/train.tsv", "beir/*/qrels/train.tsv", TEXT),
+    ],
+    "mrtydi": [Layout("mrtydi-v1.1-korean/train.jsonl", "mrtydi/*/train.*", JSON)],
+    "quora": [Layout("quora_duplicate_questions.tsv", "quora/*", TEXT)],
+    "eli5": [Layout("train_eli5.jsonl", "eli5/*", JSON)],
+    "dureader": [Layout("train/dual.train.tsv", "dureader/train/*", TEXT)],
 }
 FUZZ_SETTINGS = settings(
     max_examples=25, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow]
@@ -236,7 +249,7 @@ def write_inputs(directory: Path, kind: str, rng: random.Random, records: int) -
         if layout.form == XML:
             head, rows, tail = samples[:2], samples[2:-1], samples[-1:]
             lines = [*head, *(mutated_line(layout, rows, rng) for _ in range(records)), *tail]
-        elif layout.form == TEXT and layout.name.endswith(".tsv") and kind == "nli":
+        elif layout.form == TEXT and layout.name.endswith(".tsv") and kind in ("nli", "quora"):  # header rows
             lines = [samples[0], *lines]
         path.write_bytes(b"\n".join(lines) + b"\n")
     return f"{kind}={directory / kind}/**"

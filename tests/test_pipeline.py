@@ -244,7 +244,7 @@ def test_xquad_through_the_finetune_pipeline(tmp_path):
 def test_default_finetune_run_joins_and_keeps_negatives(tmp_path):
     assert beam_runner.main(["--pipeline=finetune", f"--output={tmp_path}"]) == 0
     manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
-    assert set(manifest.sources) == {"squad", "msmarco", "retrieval", "nli", "miracl"}
+    assert set(manifest.sources) == {"squad", "msmarco", "retrieval", "nli", "miracl", "dpr", "beir", "mrtydi", "quora", "eli5", "dureader"}
     assert all(source.output > 0 for source in manifest.sources.values())
     assert {"unanswerable", "doc_missing", "query_missing"} <= set(manifest.totals.dropped)
     rows = _rows(tmp_path, manifest)

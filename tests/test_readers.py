@@ -314,3 +314,166 @@ def test_zstd_truncation_is_a_dead_letter(tmp_path):
     (tmp_path / "RC_cut.zst").write_bytes(data[: len(data) // 2])
     _, _, letters = mine(f"reddit={tmp_path}/RC_cut.zst")
     assert [letter.reason for letter in letters] == ["unreadable_file"]
+
+
+def test_dpr_positives_with_hard_negatives_from_the_bundled_sample():
+    pairs, drops, letters = mine("dpr=mining/samples/dpr/biencoder-nq-train.json")
+    octopus = [pair for pair in pairs if pair["query"] == "how many hearts does an octopus have"]
+    assert [pair["negatives"] for pair in octopus] == [[
+        "Squid\nSquid are cephalopods with eight arms and two longer tentacles. Like other cephalopods they have "
+        "blue blood that carries oxygen with copper-based haemocyanin.",
+        "Cuttlefish\nCuttlefish change the colour and texture of their skin within a fraction of a second using "
+        "cells called chromatophores.",
+    ]]
+    assert octopus[0]["passage"].startswith("Octopus\nAn octopus has three hearts")
+    assert len(pairs) == 5 and {pair["task"] for pair in pairs} == {get_reader("dpr").task}
+    assert not any("Tide pools" in negative for pair in pairs for negative in pair["negatives"])
+    assert reasons(drops) == ["no_positive"]
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", None), ("missing_field", None)]
+
+    pairs, drops, letters = mine("dpr=mining/samples/dpr/biencoder-trivia-train.json")
+    assert len(pairs) == 3 and {pair["task"] for pair in pairs} == {"Retrieve Wikipedia passages that answer the question"}
+    assert not drops and [letter.reason for letter in letters] == ["wrong_type"]
+
+
+def test_dpr_array_is_streamed_across_chunks_and_its_damage_ends_only_the_file(tmp_path):
+    """Elements straddle the reader's 1 MiB chunks (numbers and literals cut mid-way included); a file
+    cut short, an element over the size limit or a file that is no array keeps what came before."""
+    rows = [{"question": f"q{i}", "positive_ctxs": [{"title": "", "text": f"p{i}", "score": i * 1.5, "has": True}],
+             "hard_negative_ctxs": [], "pad": "x" * (i % 500)} for i in range(12000)]
+    text = json.dumps(rows, indent=4)
+    (tmp_path / "big.json").write_text(text, "utf-8")
+    pairs, drops, letters = mine(f"dpr={tmp_path}/big.json")
+    assert [pair["passage"] for pair in pairs] == [f"p{i}" for i in range(12000)] and not drops and not letters
+
+    cut = text[: len(text) // 2]
+    (tmp_path / "cut.json").write_text(cut, "utf-8")
+    pairs, _, (letter,) = mine(f"dpr={tmp_path}/cut.json")
+    assert letter.reason == "truncated_json" and len(pairs) > 5000
+    assert [pair["passage"] for pair in pairs] == [f"p{i}" for i in range(len(pairs))]
+
+    (tmp_path / "long.json").write_text(json.dumps([rows[0], {"question": "y" * 5000}, rows[1]]), "utf-8")
+    (tmp_path / "endless.json").write_text(json.dumps([rows[0], {"question": "y" * (3 << 20)}, rows[1]]), "utf-8")
+    reader = get_reader("dpr")
+    for name, queries in (("long.json", ["q0", "q1"]), ("endless.json", ["q0"])):
+        task = ReadTask("dpr", (str(tmp_path / name),), None)
+        items = list(reader.read(task, open_file, ReadLimits(1000)))
+        assert [item["query"] for item in items if isinstance(item, dict)] == queries
+        assert [item.reason for item in items if isinstance(item, DeadLetter)] == ["line_too_long"]
+
+    (tmp_path / "object.json").write_text('{"data": []}', "utf-8")
+    (tmp_path / "bad.json").write_text('[{"question": "a", "positive_ctxs": []} {"question": "b"}]', "utf-8")
+    _, _, letters = mine(f"dpr={tmp_path}/object.json")
+    assert [letter.reason for letter in letters] == ["wrong_type"]
+    _, drops, letters = mine(f"dpr={tmp_path}/bad.json")
+    assert reasons(drops) == ["no_positive"] and [letter.reason for letter in letters] == ["invalid_json"]
+    (tmp_path / "nan.json").write_text('[NaN, {"question": "c", "positive_ctxs": []}]', "utf-8")
+    _, drops, letters = mine(f"dpr={tmp_path}/nan.json")  # orjson refuses NaN as it does in every other reader
+    assert reasons(drops) == ["no_positive"] and [(letter.reason, letter.payload) for letter in letters] == [
+        ("invalid_json", "NaN")
+    ]
+
+
+def test_beir_training_splits_join_within_their_dataset_with_its_task():
+    pairs, drops, letters = mine("beir=mining/samples/beir/**")
+    by_query = defaultdict(list)
+    for pair in pairs:
+        by_query[pair["query"]].append(pair)
+    yenisei = by_query["Into which sea does the river joined by the Angara empty?"]
+    assert sorted(pair["passage"].split("\n")[0] for pair in yenisei) == ["Angara River", "Yenisei"]
+    assert all(pair["negatives"] == [yenisei[0]["negatives"][0]] for pair in yenisei)
+    assert yenisei[0]["negatives"][0].startswith("Kara Sea\n")  # score 0: a negative, not a positive
+    # fever's document 1204417 is not hotpotqa's
+    (saturn,) = by_query["Saturn is the largest planet in the Solar System."]
+    assert saturn["passage"].startswith("Saturn\n")
+    tasks = {pair["query"]: pair["task"] for pair in pairs}
+    assert tasks["Mount Etna is located on the island of Sicily."] == "Given a claim, retrieve documents that support or refute the claim"
+    assert tasks["Which city stands on the only river that flows out of the world's deepest lake?"] == (
+        "Given a multi-hop question, retrieve documents that can help answer the question"
+    )
+    # qrels/test.tsv is the evaluation split: its query has no pair
+    assert "Which valley is the setting of a novel by a former chemistry teacher from Wrexham?" not in by_query
+    assert len(pairs) == 14 and reasons(drops) == ["doc_missing", "query_missing"]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_field"]
+
+
+def test_beir_refuses_files_outside_its_layout(tmp_path):
+    write_lines(tmp_path / "nq" / "corpus.jsonl", [{"_id": "doc0", "title": "", "text": "t"}])
+    write_lines(tmp_path / "nq" / "train.tsv", [b"query-id\tcorpus-id\tscore"])
+    with pytest.raises(ValueError, match="qrels/train.tsv"):
+        get_reader("beir").plan(SourceSpec.parse(f"beir={tmp_path}/**"), match_files)
+
+
+def test_mrtydi_train_split_with_negatives_and_the_folders_language():
+    pairs, drops, letters = mine("mrtydi=mining/samples/mrtydi/**")
+    assert {(pair["_declared_query_lang"], pair["_declared_passage_lang"]) for pair in pairs} == {("ko", "ko"), ("ru", "ru")}
+    (volga,) = [pair for pair in pairs if pair["query"] == "Какая река самая длинная в Европе?"]
+    assert volga["passage"].startswith("Волга\nВолга — самая длинная")
+    assert [negative.split("\n")[0] for negative in volga["negatives"]] == ["Дунай", "Урал (река)"]
+    assert not any(pair["query"] == "부산에서 가장 큰 해수욕장은?" for pair in pairs)  # test.jsonl is not read
+    assert len(pairs) == 8 and {pair["task"] for pair in pairs} == {get_reader("mrtydi").task}
+    assert reasons(drops) == ["no_positive"]
+    assert sorted(letter.reason for letter in letters) == ["invalid_json", "missing_field", "wrong_type"]
+
+    (pair, *_), _, _ = mine("mrtydi:en=mining/samples/mrtydi/mrtydi-v1.1-korean/train.jsonl")
+    assert pair["_declared_query_lang"] == "en"  # the --source's language wins
+    with pytest.raises(FileNotFoundError, match="train"):
+        mine("mrtydi=mining/samples/mrtydi/mrtydi-v1.1-korean/test.jsonl")
+
+
+def test_quora_duplicates_are_pairs_and_every_row_is_accounted_for():
+    path = "mining/samples/quora/quora_duplicate_questions.tsv"
+    pairs, drops, letters = mine(f"quora:en={path}")
+    assert (pairs[0]["query"], pairs[0]["passage"]) == (
+        "How do I keep basil alive indoors?", "What is the best way to grow basil inside the house?"
+    )
+    assert {pair["task"] for pair in pairs} == {
+        "Given a question, retrieve questions that are semantically equivalent to the given question"
+    }
+    assert reasons(drops) == ["not_duplicate"] * 4
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 11), ("wrong_type", 12)]
+    rows = len(open(path, encoding="utf-8").read().splitlines()) - 1
+    assert len(pairs) == 7 and len(pairs) + len(drops) + len(letters) == rows
+
+
+def test_eli5_question_with_its_highest_scored_answer():
+    pairs, drops, letters = mine("eli5:en=mining/samples/eli5/train_eli5.jsonl")
+    answers = {pair["query"]: pair["passage"] for pair in pairs}
+    assert answers["ELI5: Why does ice float on water?"].startswith("Water molecules line up")
+    planes = "ELI5: How do airplanes stay in the air?\nI know it has to do with the wings but I don't get how."
+    assert answers[planes].startswith("The wings are shaped")  # 27 points beats 12
+    assert answers["ELI5: Why is the sky blue but sunsets are red?"].startswith("Sunlight has all colours")  # first of 33s
+    assert len(pairs) == 6 and {pair["task"] for pair in pairs} == {get_reader("eli5").task}
+    assert reasons(drops) == ["no_answer"]
+    assert [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 4), ("missing_field", 7)]
+
+
+def test_dureader_lines_of_a_query_join_into_its_positives_with_every_negative(tmp_path):
+    pairs, drops, letters = mine("dureader=mining/samples/dureader/**")
+    by_query = defaultdict(list)
+    for pair in pairs:
+        by_query[pair["query"]].append(pair)
+    (stain,) = by_query["怎么去除衣服上的油渍"]
+    assert len(stain["negatives"]) == 3 and stain["passage"].startswith("衣服上沾了油渍")
+    trains = by_query["北京到上海高铁要多久"]
+    assert [pair["passage"][:4] for pair in trains] == ["北京南站", "京沪高铁"]
+    assert all(len(pair["negatives"]) == 2 for pair in trains)
+    assert len(pairs) == 4 and not drops and [(letter.reason, letter.line) for letter in letters] == [("wrong_type", 6)]
+    assert {(pair["_declared_query_lang"], pair["task"]) for pair in pairs} == {("zh", get_reader("dureader").task)}
+
+    (tmp_path / "cross.train.tsv").write_text("q\t\tp\t\t1\n", "utf-8")
+    with pytest.raises(FileNotFoundError, match="dual.train.tsv"):
+        mine(f"dureader={tmp_path}/*")
+
+
+def test_msmarco_document_ranking_under_the_document_task():
+    pairs, drops, letters = mine("msmarco=mining/samples/msmarco/msmarco-doc*")
+    by_query = {pair["query"]: pair for pair in pairs}
+    assert by_query["how to make compost at home"]["passage"].startswith("How to Start a Compost Pile at Home\nComposting")
+    assert by_query["how much should be in an emergency fund"]["passage"].startswith("An emergency fund")  # no title
+    assert len(pairs) == 4 and {pair["task"] for pair in pairs} == {
+        "Given a web search query, retrieve relevant documents that answer the query"
+    }
+    assert reasons(drops) == ["doc_missing"] and [letter.reason for letter in letters] == ["wrong_type"]
+    passages, _, _ = mine("msmarco=mining/samples/msmarco/triples.train.small.tsv")
+    assert {pair["task"] for pair in passages} == {get_reader("msmarco").task}

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from mining import formats
 from mining import search as exact_search
-from mining.sources.base import Malformed, decode_json, require_object, require_text
+from mining.sources.base import Malformed
 from schemas import pairs as f
 from schemas.encoder_spec import EncoderSpec
 from training.prompts import Kind, Prompts
@@ -278,11 +278,6 @@ def _parsed_lines(path: str, parse: Callable[[str], tuple]) -> Iterator[tuple]:
                 raise EvaluationDataError(f"{path}:{number}: {error.detail}") from None
 
 
-def _beir_query(line: str) -> tuple[str, str]:
-    value = require_object(decode_json(line))
-    return require_text(value, "_id"), require_text(value, "text")
-
-
 def beir_set(directory: str) -> RetrievalSet:
     """MIRACL/BEIR layout: queries (``topics*.tsv`` or ``queries*.jsonl``), ``corpus*.jsonl`` and qrels (TREC or BEIR TSV)."""
     filesystem, root = fsspec.core.url_to_fs(directory)
@@ -293,7 +288,7 @@ def beir_set(directory: str) -> RetrievalSet:
 
     query_text = {}
     for name in named("topics", "queries"):
-        parse = _beir_query if name.endswith(".jsonl") else formats.parse_query
+        parse = formats.parse_beir_query if name.endswith(".jsonl") else formats.parse_query
         query_text.update(_parsed_lines(name, parse))
     corpus, position = [], {}
     for name in named("corpus"):

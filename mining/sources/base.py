@@ -1,5 +1,7 @@
 """What every source reader shares: specs, read tasks, JSON-lines parsing, dead letters."""
 
+import codecs
+import json
 import lzma
 import re
 import zlib
@@ -10,16 +12,22 @@ import orjson
 import zstandard
 
 from mining import languages
-from mining.lines import iter_lines
+from mining.lines import CHUNK_BYTES, KEPT_PREFIX_BYTES, iter_lines
 from mining.records import DeadLetter, Drop, new_pair
 from schemas.reasons import (
-    INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, UNREADABLE, WRONG_TYPE,
+    INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, TRUNCATED_JSON, UNREADABLE,
+    WRONG_TYPE,
 )
 
 # What a damaged or truncated compressed file raises while being read.
 CORRUPT_INPUT_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+_JSON_DECODER = json.JSONDecoder()
+_JSON_WHITESPACE = re.compile(r"[ \t\n\r]*")
+# A JSON error this close to the end of what is buffered may be the buffer's end cutting a
+# literal (``-Infinity`` is the longest), not bad JSON: more of the file decides.
+_LONGEST_LITERAL = len("-Infinity")
 _SPEC = re.compile(r"^(?P<kind>[a-z0-9_]+)(?::(?P<lang>[A-Za-z_-]+))?=(?P<pattern>.+)$")
 
 OpenFile = Callable[[str], BinaryIO]
@@ -169,6 +177,134 @@ class SourceReader:
         except CORRUPT_INPUT_ERRORS as error:
             detail = f"{type(error).__name__} after line {number}: {error}"
             yield self.dead_letter(UNREADABLE, detail, path, None, b"")
+
+    def tsv_rows(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[TextLine, dict] | DeadLetter"]:
+        """Each line after a TSV file's header row with the row as {column: field}; a line whose
+        field count is not the header's, and what ``text_lines`` rejects, as dead letters."""
+        header = None
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+                continue
+            fields = line.text.split("\t")
+            if header is None:
+                header = fields
+            elif len(fields) != len(header):
+                detail = f"{len(fields)} fields where the header has {len(header)}"
+                yield self.dead_letter(WRONG_TYPE, detail, path, line.number, line.data)
+            else:
+                yield line, dict(zip(header, fields))
+
+    def json_array_items(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[int, Any] | DeadLetter"]:
+        """(index, value) of each element of a file that is one JSON array, decoded one element at
+        a time, so that a file of gigabytes (DPR's) never sits in memory whole. An element over
+        ``limits.max_line_bytes`` characters is a dead letter. Bad JSON, a corrupt archive or an
+        element that does not end within the limit ends the file: an array cannot be picked up
+        again mid-way, so its remainder is one dead letter (what was read stays)."""
+        count = 0
+        try:
+            with open_file(path) as stream:
+                for value in _JsonArrayStream(stream, limits.max_line_bytes):
+                    if isinstance(value, _RefusedElement):
+                        detail = f"element {count}: {value.error.detail}"
+                        yield self.dead_letter(value.error.reason, detail, path, None, value.text)
+                    else:
+                        yield count, value
+                    count += 1
+        except Malformed as error:
+            yield self.dead_letter(error.reason, f"at element {count}: {error.detail}", path, None, b"")
+        except CORRUPT_INPUT_ERRORS as error:
+            yield self.dead_letter(UNREADABLE, f"{describe(error)} at element {count}", path, None, b"")
+
+
+@dataclass(frozen=True)
+class _RefusedElement:
+    """An array element that is no record, and its text (the start of it, for one too long)."""
+
+    error: Malformed
+    text: str
+
+
+class _JsonArrayStream:
+    """The elements of a JSON array read from a binary stream, a chunk at a time; a _RefusedElement
+    in place of one over ``max_chars`` characters or one that orjson refuses."""
+
+    def __init__(self, stream: BinaryIO, max_chars: int):
+        self._stream = stream
+        self._max_chars = max_chars
+        self._utf8 = codecs.getincrementaldecoder("utf-8-sig")()
+        self._text = ""
+        self._position = 0
+        self._at_end = False
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._next_char() != "[":
+            raise Malformed(WRONG_TYPE, "the file is not a JSON array")
+        if self._next_char(consume=False) == "]":
+            return
+        while True:
+            yield self._value()
+            separator = self._next_char()
+            if separator == "]":
+                return
+            if separator != ",":
+                reason = TRUNCATED_JSON if separator == "" else INVALID_JSON
+                raise Malformed(reason, f"expected ',' or ']' between elements, got {separator!r}")
+
+    def _read_more(self) -> bool:
+        """Appends the next chunk; False at the end of the stream."""
+        if self._at_end:
+            return False
+        chunk = self._stream.read(CHUNK_BYTES)
+        self._at_end = not chunk
+        try:
+            text = self._utf8.decode(chunk, final=self._at_end)
+        except UnicodeDecodeError as error:
+            raise Malformed(INVALID_UTF8, str(error)) from None
+        self._text = self._text[self._position :] + text
+        self._position = 0
+        return True
+
+    def _next_char(self, consume: bool = True) -> str:
+        """The next character that is not whitespace; "" at the end of the stream."""
+        while True:
+            self._position = _JSON_WHITESPACE.match(self._text, self._position).end()
+            if self._position < len(self._text):
+                char = self._text[self._position]
+                if consume:
+                    self._position += 1
+                return char
+            if not self._read_more():
+                return ""
+
+    def _value(self) -> Any:
+        """The next element, as ``decode_json`` (orjson, what every other reader parses with) reads its
+        text; the standard library's decoder only finds where it ends."""
+        self._next_char(consume=False)  # raw_decode takes no leading whitespace
+        while True:
+            try:
+                _, end = _JSON_DECODER.raw_decode(self._text, self._position)
+                # A value that ends where the buffer does (a number) may go on in the next chunk.
+                if end < len(self._text) or self._at_end:
+                    start, self._position = self._position, end
+                    if end - start > self._max_chars:
+                        error = Malformed(LINE_TOO_LONG, f"over {self._max_chars} characters")
+                        return _RefusedElement(error, self._text[start : start + KEPT_PREFIX_BYTES])
+                    try:
+                        return decode_json(self._text[start:end])
+                    except Malformed as error:
+                        return _RefusedElement(error, self._text[start:end])
+            except json.JSONDecodeError as error:
+                cut_by_buffer = error.pos + _LONGEST_LITERAL >= len(self._text) or error.msg.startswith("Unterminated")
+                if not cut_by_buffer:
+                    raise Malformed(INVALID_JSON, str(error)) from None
+                if self._at_end:
+                    raise Malformed(TRUNCATED_JSON, str(error)) from None
+            except (ValueError, RecursionError) as error:  # an integer of over 4300 digits, nesting too deep
+                raise Malformed(INVALID_JSON, describe(error)) from None
+            if len(self._text) - self._position > self._max_chars:
+                raise Malformed(LINE_TOO_LONG, f"does not end within {self._max_chars} characters")
+            self._read_more()
 
 
 class JsonLinesReader(SourceReader):

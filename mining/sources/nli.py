@@ -13,7 +13,6 @@ from mining.sources import register
 from mining.sources.base import (
     JoiningReader, JoinPart, JsonLinesReader, declared_language, require_object, require_text,
 )
-from schemas.reasons import WRONG_TYPE
 
 ENTAILMENT, CONTRADICTION = "entailment", "contradiction"
 _TSV_SUFFIXES = (".tsv", ".txt")
@@ -44,21 +43,12 @@ class NliReader(JoiningReader, JsonLinesReader):
                 yield from self._read_file(task, path, open_file, limits)
 
     def _read_tsv(self, task, path, open_file, limits):
-        header = None
-        for line in self.text_lines(path, open_file, limits):
-            if isinstance(line, DeadLetter):
-                yield line
+        for item in self.tsv_rows(path, open_file, limits):
+            if isinstance(item, DeadLetter):
+                yield item
                 continue
-            fields = line.text.split("\t")
-            if header is None:
-                header = fields
-                continue
-            if len(fields) != len(header):
-                detail = f"{len(fields)} fields where the header has {len(header)}"
-                yield self.dead_letter(WRONG_TYPE, detail, path, line.number, line.data)
-                continue
+            line, row = item
             origin = f"{path}:{line.number}"
-            row = dict(zip(header, fields))
             yield from self.record_items(lambda: self.parse(row, task, origin), path, line.number, line.data)
 
     def join(self, round_index, key, parts):

@@ -31,6 +31,10 @@ class RelevanceReader(JoiningReader):
         """(docid, text) of a corpus line."""
         raise NotImplementedError
 
+    def parse_query(self, line: str) -> tuple[str, str]:
+        """(qid, query) of a queries line: ``qid<TAB>query`` unless the layout says otherwise."""
+        return parse_query(line)
+
     def read(self, task, open_file, limits):
         for path in task.paths:
             yield from self.read_lines(task, path, open_file, limits)
@@ -49,17 +53,20 @@ class RelevanceReader(JoiningReader):
 
     def parse_line(self, role: str, line: str, spec: str, lang: str | None, origin: str) -> Iterator:
         if role == CORPUS:
-            docid, text = self.parse_document(line)
-            yield JoinPart(f"{spec}|{docid}", _DOC, {"text": text, "origin": origin})
+            yield self.document_part(spec, *self.parse_document(line), origin)
         elif role == QRELS:
             qid, docid, relevance = parse_qrel(line)
             value = {"qid": qid, "docid": docid, "relevance": relevance, "lang": lang, "origin": origin}
             yield JoinPart(f"{spec}|{docid}", _JUDGMENT, value)
         elif role == QUERIES:
-            qid, text = parse_query(line)
+            qid, text = self.parse_query(line)
             yield JoinPart(f"{spec}|{qid}", _QUERY, {"text": text, "origin": origin}, round=1)
         else:
             raise ValueError(f"{self.kind} has no file role {role!r}")
+
+    def document_part(self, spec: str, docid: str, text: str, origin: str) -> JoinPart:
+        """What a corpus line joins its judgments with."""
+        return JoinPart(f"{spec}|{docid}", _DOC, {"text": text, "origin": origin})
 
     def join(self, round_index, key, parts):
         parts = list(parts)
