@@ -2,8 +2,9 @@
 
 They are taken from a window of ranks below the very top (``10:100``), where passages that in
 fact answer the query (false negatives) have thinned out. Pure numpy; a candidate is
-``(score, key, text)`` with ``key`` the passage's ``dedup.normalized_passage_key``, so a passage
-equal to the positive after normalisation is never a candidate.
+``(score, key, text)`` with ``key`` the passage's ``dedup.normalized_passage_key``. A query's
+excluded keys are the positives of every row with the same normalised query, so neither a passage
+equal to the row's positive nor another positive of its query is ever a candidate.
 """
 
 import heapq
@@ -41,17 +42,19 @@ def _order(candidate: Candidate) -> tuple[float, int]:
 
 def block_candidates(
     queries: np.ndarray,
-    positive_keys: np.ndarray,
+    excluded_keys: list[np.ndarray],
     corpus: np.ndarray,
     corpus_keys: np.ndarray,
     corpus_texts: list[str],
     depth: int,
 ) -> list[list[Candidate]]:
-    """Each query's ``depth`` best passages of one corpus block, best first, its positive excluded.
+    """Each query's ``depth`` best passages of one corpus block, best first, its excluded keys left out.
 
-    Scores and order depend on the passages alone, not on the block or the batch of queries.
+    ``excluded_keys``: one array of passage keys per query. Scores and order depend on the passages
+    alone, not on the block or the batch of queries.
     """
-    excluded = positive_keys[:, None] == corpus_keys[None, :]
+    excluded = np.array([np.isin(corpus_keys, keys) for keys in excluded_keys], dtype=bool)
+    excluded = excluded.reshape(len(queries), len(corpus_keys))
     return [
         [(float(score), int(corpus_keys[index]), corpus_texts[index]) for index, score in zip(indices, scores)]
         for indices, scores in search.best_candidates(queries, corpus, corpus_keys, depth, excluded)

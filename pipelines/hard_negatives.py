@@ -3,7 +3,8 @@
 Exact search, distributed: the corpus (``--corpus``, else the input's own passages, one per
 normalised text) is embedded and hashed into blocks; every batch of embedded queries meets every
 block in a shuffle, each meeting keeps its queries' best candidates, and a combiner merges them
-per query down to the end of the rank window.
+per query down to the end of the rank window. The rows are first grouped by normalised query, so
+that each query leaves out the positives of every row that asks it, not only its own.
 """
 
 import math
@@ -46,9 +47,19 @@ class SearchBlock(beam.DoFn):
         for batch in group["queries"]:
             ids = [record_id for record_id, _, _ in batch]
             queries = np.stack([row for _, _, row in batch])
-            positives = np.array([key for _, key, _ in batch], dtype=np.uint64)
-            found = hard_negatives.block_candidates(queries, positives, matrix, keys, texts, self._depth)
+            excluded = [np.array(excluded_keys, dtype=np.uint64) for _, excluded_keys, _ in batch]
+            found = hard_negatives.block_candidates(queries, excluded, matrix, keys, texts, self._depth)
             yield from zip(ids, found, strict=True)
+
+
+def query_texts(_, rows):
+    """The (id, query, positive key) rows of one normalised query -> each row's query to embed, keyed
+    by its id and the positives of them all, sorted so that the keys do not depend on the shuffle.
+    """
+    rows = list(rows)
+    excluded_keys = tuple(sorted({positive_key for _, _, positive_key in rows}))
+    for record_id, query, _ in rows:
+        yield (record_id, excluded_keys), (("query", query),)
 
 
 class MergeCandidates(beam.CombineFn):
@@ -134,13 +145,16 @@ def build(
     )
     query_batches = (
         records
-        | "QueryTexts" >> beam.Map(
+        | "ByQuery" >> beam.Map(
             lambda record: (
-                (record[f.ID], dedup.normalized_passage_key(record[f.PASSAGE])), (("query", record[f.QUERY]),)
+                dedup.normalized_query_key(record[f.QUERY]),
+                (record[f.ID], record[f.QUERY], dedup.normalized_passage_key(record[f.PASSAGE])),
             )
         )
+        | "RowsPerQuery" >> beam.GroupByKey()
+        | "QueryTexts" >> beam.FlatMapTuple(query_texts)
         | "EmbedQueries" >> RunInference(handler)
-        | "QueryRows" >> beam.MapTuple(lambda id_key, result: (*id_key, result.inference[0]))
+        | "QueryRows" >> beam.MapTuple(lambda id_excluded, result: (*id_excluded, result.inference[0]))
         | "QueryBatches" >> beam.BatchElements(max_batch_size=options.batch_size)
         | "EveryBlock" >> beam.FlatMap(lambda batch: [(block, batch) for block in range(blocks)])
     )

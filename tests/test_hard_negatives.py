@@ -23,8 +23,8 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
     keys = np.arange(100, 150, dtype=np.uint64)
     texts = [f"passage {i}" for i in range(50)]
     positives = keys[:6].copy()
-    whole = block_candidates(queries, positives, corpus, keys, texts, 10)
-    halves = [block_candidates(queries, positives, corpus[part], keys[part], texts[part], 10)
+    whole = block_candidates(queries, positives[:, None], corpus, keys, texts, 10)
+    halves = [block_candidates(queries, positives[:, None], corpus[part], keys[part], texts[part], 10)
               for part in (slice(0, 25), slice(25, 50))]
     merged = [merge_candidates([first, second], 10) for first, second in zip(*halves)]
     assert merged == whole
@@ -79,3 +79,30 @@ def test_pipeline_fills_negatives_from_the_window(mined, tmp_path, monkeypatch):
     monkeypatch.setattr(hard_negatives, "CORPUS_BLOCK_ROWS", 8)
     blocked = mine_negatives(mined, tmp_path / "blocked")
     assert [shard.sha256 for shard in blocked.shards] == [shard.sha256 for shard in manifest.shards]
+
+
+def test_rows_of_one_query_never_get_each_others_positives(tmp_path):
+    """Two rows ask one question (spelled differently) with different passages: each passage answers the
+    other row too, so neither may be mined as the other's negative, however high the encoder ranks it.
+    """
+    first_question = {}
+    for question, context in xquad_pairs():
+        first_question.setdefault(context, question)
+    pairs = [[question, context] for context, question in list(first_question.items())[:31]]
+    shared_question = pairs[0][0]
+    pairs[30][0] = shared_question.lower().replace("?", " ?")
+    write_lines(tmp_path / "qa.jsonl", pairs)
+    run = tmp_path / "mined"
+    assert beam_runner.main([f"--source=sbert:en={tmp_path}/qa.jsonl", f"--output={run}", "--near-dup=off"]) == 0
+    output = tmp_path / "negatives"
+    args = ["--pipeline=hardnegatives", f"--input={run}", f"--output={output}", f"--model={ENCODER}",
+            "--rank-window=1:40", "--num-negatives=40"]
+    assert beam_runner.main(args) == 0
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    rows = [row for shard in manifest.shards
+            for row in pa.ipc.open_stream((output / shard.path).read_bytes()).read_all().to_pylist()]
+    sharing = [row for row in rows if normalize_for_dedup(row["query"]) == normalize_for_dedup(shared_question)]
+    positives = {pairs[0][1], pairs[30][1]}
+    assert {row["passage"] for row in sharing} == positives
+    for row in sharing:
+        assert positives.isdisjoint(row["negatives"]) and len(row["negatives"]) == len(rows) - 2
