@@ -1,4 +1,5 @@
-"""Every reason a record leaves a run, under the stage that decides it.
+"""Every reason a record leaves a run, under the stage that decides it; and every reason a stage
+skips something that is not a record (a mined candidate), counted apart from the records.
 
 The contract between the stages that drop and dead-letter records (``mining/``, ``pipelines/``) and
 what reads a finished run (the manifest's counts, ``inspection``): a stage may only use the reasons it
@@ -56,15 +57,19 @@ DUPLICATE_PASSAGE = "duplicate_passage"
 NEAR_DUPLICATE = "near_duplicate"
 # Drops by a pipeline over a finished run.
 INCONSISTENT = "inconsistent"
+# Hard-negative candidates inside the rank window skipped as likely false negatives (not records).
+ABOVE_MAX_SCORE = "above_max_score"
+WITHIN_RELATIVE_MARGIN = "within_relative_margin"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A step of a run and the reasons it may drop (and dead-letter) records for."""
+    """A step of a run and the reasons it may drop (and dead-letter) records for, or skip candidates for."""
 
     name: str
     drops: frozenset[str]
     dead_letters: frozenset[str] = frozenset()
+    skips: frozenset[str] = frozenset()
 
 
 READ = Stage(
@@ -87,8 +92,8 @@ NEAR_DUP = Stage("near_dup", frozenset({NEAR_DUPLICATE}))
 # Writing formats instruction rows and counts their instructions; it drops nothing.
 WRITE = Stage("write", frozenset())
 CONSISTENCY = Stage("consistency", frozenset({INCONSISTENT}))
-# Attaches mined negatives to every row; it drops nothing.
-HARD_NEGATIVES = Stage("hard_negatives", frozenset())
+# Attaches mined negatives to every row; it drops nothing, but may skip candidates.
+HARD_NEGATIVES = Stage("hard_negatives", frozenset(), skips=frozenset({ABOVE_MAX_SCORE, WITHIN_RELATIVE_MARGIN}))
 
 MINING_FUNNEL = (READ, CLEAN, DECONTAMINATE, LANGUAGE_ID, DEDUP, NEAR_DUP)
 # After every mining stage: the filters of a finished run.
@@ -97,7 +102,7 @@ FILTERS = (CONSISTENCY,)
 
 def stage_of(reason: str) -> Stage:
     """The stage that decides ``reason``; ``READ`` for one no stage declares (a run by another version)."""
-    for stage in (*MINING_FUNNEL, *FILTERS):
-        if reason in stage.drops or reason in stage.dead_letters:
+    for stage in (*MINING_FUNNEL, *FILTERS, HARD_NEGATIVES):
+        if reason in stage.drops or reason in stage.dead_letters or reason in stage.skips:
             return stage
     return READ
