@@ -83,7 +83,8 @@ class MergeCandidates(beam.CombineFn):
 
 
 class AttachNegatives(reporting.ReportingDoFn):
-    """(id, {record, candidates}) -> the record as a fine-tuning row with its mined negatives."""
+    """(id, {record, candidates[, positive_score]}) -> the record as a fine-tuning row with its mined negatives;
+    the window's candidates the false-negative filters skip are counted per reason."""
 
     STAGE = reasons.HARD_NEGATIVES
 
