@@ -49,3 +49,18 @@ def test_a_stage_using_a_reason_it_does_not_declare_fails_the_run_naming_both(st
     with pytest.raises(Exception, match=f"stage (clean|read) .*{reason!r}"):
         with beam.Pipeline(runner=FnApiRunner()) as pipeline:
             _ = pipeline | beam.Create([[record]]) | beam.ParDo(step).with_outputs(reporting.REPORT, reporting.DEAD)
+
+
+class _HardNegativesSkippingForADropReason(reporting.ReportingDoFn):
+    STAGE = reasons.HARD_NEGATIVES
+
+    def process(self, record):
+        self._count_skipped(record, reasons.DUPLICATE_PAIR, 1)
+        return []
+
+
+def test_skipping_candidates_for_a_reason_the_stage_does_not_declare_fails_the_run():
+    step = _HardNegativesSkippingForADropReason(reporting.RunContext(batch_size=4, sample_size=1))
+    with pytest.raises(Exception, match="stage hard_negatives skipped candidates for 'duplicate_pair'"):
+        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+            _ = pipeline | beam.Create(["sbert"]) | beam.ParDo(step).with_outputs(reporting.REPORT)
