@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
+from inspection.summary import format_summary
 from mining.dedup import normalize_for_dedup, normalized_passage_key
 from mining.hard_negatives import (
     block_candidates, choose_negatives, false_negative_reason, merge_candidates, parse_rank_window,
@@ -166,3 +167,7 @@ def test_max_score_and_relative_margin_skip_the_window_candidates_they_name(mine
     assert manifest.sources["sbert"].skipped_negatives == dict(expected_skips)
     assert set(expected_skips) == {"above_max_score", "within_relative_margin"}
     assert manifest.totals.input == manifest.totals.output and not manifest.totals.dropped
+    summary = format_summary(manifest, str(filtered))
+    skip_lines = [line.split() for line in summary.splitlines() if line.startswith("within_relative_margin")]
+    assert skip_lines == [["within_relative_margin", *[str(expected_skips["within_relative_margin"])] * 2]]
+    assert "skipped negatives" not in format_summary(every_manifest, str(every))
