@@ -182,6 +182,17 @@ def format_summary(manifest: Manifest, location: str) -> str:
             for reason, count in sorted(totals.dropped.items(), key=lambda item: (-item[1], item[0]))
         ]
         lines += table(["dropped", "all", *sources], rows)
+    skipped = Counter()
+    for source in sources:
+        skipped.update(manifest.sources[source].skipped_negatives)
+    if skipped:
+        # Candidates, not records: a table of their own, outside the funnel's accounting.
+        lines.append("")
+        rows = [
+            [reason, count, *(manifest.sources[source].skipped_negatives.get(reason, 0) or "." for source in sources)]
+            for reason, count in sorted(skipped.items(), key=lambda item: (-item[1], item[0]))
+        ]
+        lines += table(["skipped negatives", "all", *sources], rows)
     if data["languages"]:
         lines.append("")
 

@@ -77,6 +77,11 @@ def normalized_passage_key(passage: str) -> int:
     return _key64(_encoded(normalize_for_dedup(passage)))
 
 
+def normalized_query_key(query: str) -> int:
+    """Same key for queries that are the same up to case, punctuation and spacing, as in ``pair_key``."""
+    return _key64(_encoded(normalize_for_dedup(query)))
+
+
 def keep_smallest_id(records: Iterable[dict], reason: str, key: bytes) -> Iterator[dict | Drop]:
     """Yield every record but the one with the smallest id as a Drop, then that one.
 

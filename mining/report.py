@@ -32,9 +32,19 @@ class FunnelReport:
         self.ranks: Counter[tuple[str, str, str]] = Counter()
         # Instruction runs: digests of the distinct instructions among the output rows, per source.
         self.instructions: dict[str, set[bytes]] = {}
+        # Hard-negative runs: candidates (not records) skipped per (source, reason).
+        self.skipped: Counter[tuple[str, str]] = Counter()
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.ranks or self.instructions)
+        return bool(self.counts or self.ranks or self.instructions or self.skipped)
+
+    def count_skipped(self, source: str, reason: str, n: int = 1) -> None:
+        self.skipped[source, reason] += n
+
+    def skipped_for(self, source: str) -> dict[str, int]:
+        """Candidates skipped per reason, for one source."""
+        counts = {reason: n for (counted_source, reason), n in self.skipped.items() if counted_source == source}
+        return dict(sorted(counts.items()))
 
     def add_instruction(self, source: str, instruction: str) -> None:
         digest = hashlib.blake2b(instruction.encode("utf-8", "surrogatepass"), digest_size=8).digest()
@@ -70,6 +80,7 @@ class FunnelReport:
     def merge(self, other: "FunnelReport") -> "FunnelReport":
         self.counts.update(other.counts)
         self.ranks.update(other.ranks)
+        self.skipped.update(other.skipped)
         for source, digests in other.instructions.items():
             self.instructions.setdefault(source, set()).update(digests)
         for reason, sample in other.samples.items():
@@ -145,6 +156,7 @@ def build_manifest(
             lengths=dict(sorted(lengths.items())),
             sampling_weight=weights[source],
             consistency_ranks=report.rank_histograms(source),
+            skipped_negatives=report.skipped_for(source),
             instructions=len(report.instructions[source]) if source in report.instructions else None,
         )
     # Validated as one document, so that an error names its place in it (sources.<name>.input, ...).

@@ -3,7 +3,9 @@
 Exact search, distributed: the corpus (``--corpus``, else the input's own passages, one per
 normalised text) is embedded and hashed into blocks; every batch of embedded queries meets every
 block in a shuffle, each meeting keeps its queries' best candidates, and a combiner merges them
-per query down to the end of the rank window.
+per query down to the end of the rank window. The rows are first grouped by normalised query, so
+that each query leaves out the positives of every row that asks it, not only its own. With
+``--relative-margin`` each row's positive is embedded beside its query, for the positive's score.
 """
 
 import math
@@ -46,9 +48,21 @@ class SearchBlock(beam.DoFn):
         for batch in group["queries"]:
             ids = [record_id for record_id, _, _ in batch]
             queries = np.stack([row for _, _, row in batch])
-            positives = np.array([key for _, key, _ in batch], dtype=np.uint64)
-            found = hard_negatives.block_candidates(queries, positives, matrix, keys, texts, self._depth)
+            excluded = [np.array(excluded_keys, dtype=np.uint64) for _, excluded_keys, _ in batch]
+            found = hard_negatives.block_candidates(queries, excluded, matrix, keys, texts, self._depth)
             yield from zip(ids, found, strict=True)
+
+
+def query_texts(rows, with_positive: bool):
+    """The (id, query, positive) rows of one normalised query -> each row's query to embed (and its
+    positive, ``with_positive``), keyed by its id and the keys of all their positives, sorted so that
+    the keys do not depend on the shuffle.
+    """
+    rows = list(rows)
+    excluded_keys = tuple(sorted({dedup.normalized_passage_key(positive) for _, _, positive in rows}))
+    for record_id, query, positive in rows:
+        texts = (("query", query), ("passage", positive)) if with_positive else (("query", query),)
+        yield (record_id, excluded_keys), texts
 
 
 class MergeCandidates(beam.CombineFn):
@@ -69,25 +83,29 @@ class MergeCandidates(beam.CombineFn):
 
 
 class AttachNegatives(reporting.ReportingDoFn):
-    """(id, {record, candidates}) -> the record as a fine-tuning row with its mined negatives."""
+    """(id, {record, candidates[, positive_score]}) -> the record as a fine-tuning row with its mined negatives;
+    the window's candidates the false-negative filters skip are counted per reason."""
 
     STAGE = reasons.HARD_NEGATIVES
 
-    def __init__(self, window: tuple[int, int], count: int, run: reporting.RunContext):
+    def __init__(self, settings: hard_negatives.HardNegativeOptions, run: reporting.RunContext):
         super().__init__(run)
-        self._window = window
-        self._count = count
+        self._settings = settings
+        self._window = hard_negatives.parse_rank_window(settings.rank_window)
 
     def process(self, keyed_group):
         _, group = keyed_group
         (record,) = group["record"]
         candidates = next(iter(group["candidates"]), [])
+        positive = next(iter(group.get("positive_score", ())), None)
         self._report.count_input(record[f.SOURCE])
-        yield {
-            **record,
-            f.NEGATIVES: hard_negatives.choose_negatives(candidates, self._window, self._count),
-            f.TASK: record.get(f.TASK) or "",
-        }
+        settings = self._settings
+        negatives, skipped = hard_negatives.choose_negatives(
+            candidates, self._window, settings.num_negatives, settings.max_score, settings.relative_margin, positive
+        )
+        for reason, n in sorted(skipped.items()):
+            self._count_skipped(record[f.SOURCE], reason, n)
+        yield {**record, f.NEGATIVES: negatives, f.TASK: record.get(f.TASK) or ""}
 
 
 def recorded_options(options: MiningOptions) -> dict:
@@ -98,6 +116,8 @@ def recorded_options(options: MiningOptions) -> dict:
         "model": options.model,
         "rank_window": options.rank_window,
         "num_negatives": options.num_negatives,
+        "max_score": options.max_score,
+        "relative_margin": options.relative_margin,
         **options.recorded_output_options(),
     }
 
@@ -132,15 +152,21 @@ def build(
         | "CorpusBlocks" >> beam.GroupByKey()
         | "BlockLists" >> beam.MapTuple(lambda block, entries: (block, list(entries)))
     )
-    query_batches = (
+    with_positive = settings.relative_margin is not None
+    embedded_queries = (
         records
-        | "QueryTexts" >> beam.Map(
+        | "ByQuery" >> beam.Map(
             lambda record: (
-                (record[f.ID], dedup.normalized_passage_key(record[f.PASSAGE])), (("query", record[f.QUERY]),)
+                dedup.normalized_query_key(record[f.QUERY]), (record[f.ID], record[f.QUERY], record[f.PASSAGE])
             )
         )
+        | "RowsPerQuery" >> beam.GroupByKey()
+        | "QueryTexts" >> beam.FlatMapTuple(lambda _, rows: query_texts(rows, with_positive))
         | "EmbedQueries" >> RunInference(handler)
-        | "QueryRows" >> beam.MapTuple(lambda id_key, result: (*id_key, result.inference[0]))
+    )
+    query_batches = (
+        embedded_queries
+        | "QueryRows" >> beam.MapTuple(lambda id_excluded, result: (*id_excluded, result.inference[0]))
         | "QueryBatches" >> beam.BatchElements(max_batch_size=options.batch_size)
         | "EveryBlock" >> beam.FlatMap(lambda batch: [(block, batch) for block in range(blocks)])
     )
@@ -150,12 +176,15 @@ def build(
         | "Search" >> beam.ParDo(SearchBlock(depth))
         | "Merge" >> beam.CombinePerKey(MergeCandidates(depth))
     )
-    rows = (
-        {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
-        | "Join" >> beam.CoGroupByKey()
-        | "Attach" >> beam.ParDo(AttachNegatives(window, settings.num_negatives, context)).with_outputs(
-            reporting.REPORT, main="rows"
+    joined = {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
+    if with_positive:
+        joined["positive_score"] = embedded_queries | "PositiveScores" >> beam.MapTuple(
+            lambda id_excluded, result: (id_excluded[0], hard_negatives.positive_score(*result.inference))
         )
+    rows = (
+        joined
+        | "Join" >> beam.CoGroupByKey()
+        | "Attach" >> beam.ParDo(AttachNegatives(settings, context)).with_outputs(reporting.REPORT, main="rows")
     )
     shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, rows[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(

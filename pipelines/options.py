@@ -166,6 +166,14 @@ class MiningOptions(PipelineOptions):
             "--num-negatives", dest="num_negatives", type=int, default=HardNegativeOptions.num_negatives,
             help="hardnegatives: negatives per row",
         )
+        derived.add_argument(
+            "--max-score", dest="max_score", type=float, default=HardNegativeOptions.max_score,
+            help="hardnegatives: skip candidates whose score (cosine) is above this, as likely false negatives",
+        )
+        derived.add_argument(
+            "--relative-margin", dest="relative_margin", type=float, default=HardNegativeOptions.relative_margin,
+            help="hardnegatives: skip candidates scoring above (1 - margin) x the positive's score",
+        )
         generate = _BothSpellings(parser.add_argument_group("generation (--pipeline generate)"))
         generate.add_argument(
             "--generations", type=int, default=100, help="generations in all, spread over the task types in turn"
@@ -245,6 +253,9 @@ class MiningOptions(PipelineOptions):
             ("--encode-batch-size", self.encode_batch_size, lambda v: v >= 1, "at least 1"),
             ("--pool-size", self.pool_size, lambda v: v >= 1, "at least 1"),
             ("--num-negatives", self.num_negatives, lambda v: v >= 1, "at least 1"),
+            # Scores are cosines of normalised embeddings.
+            ("--max-score", self.max_score, lambda v: v is None or -1 <= v <= 1, "between -1 and 1"),
+            ("--relative-margin", self.relative_margin, lambda v: v is None or 0 <= v <= 1, "between 0 and 1"),
             # 0 weighs every source alike, 1 by its size; beyond, the weights leave that span.
             ("--sampling-alpha", self.sampling_alpha, lambda v: 0 <= v <= 1, "between 0 and 1"),
             ("--generations", self.generations, lambda v: v >= 1, "at least 1"),
@@ -301,7 +312,10 @@ class MiningOptions(PipelineOptions):
         return ConsistencyOptions(pool_size=self.pool_size, top_k=self.top_k, seed=self.seed)
 
     def hard_negative_options(self) -> HardNegativeOptions:
-        return HardNegativeOptions(rank_window=self.rank_window, num_negatives=self.num_negatives)
+        return HardNegativeOptions(
+            rank_window=self.rank_window, num_negatives=self.num_negatives,
+            max_score=self.max_score, relative_margin=self.relative_margin,
+        )
 
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)

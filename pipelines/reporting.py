@@ -59,6 +59,13 @@ class ReportingDoFn(beam.DoFn):
             self._report.add_drop(drop)
             self._count(f"dropped_{drop.reason}")
 
+    def _count_skipped(self, source: str, reason: str, n: int) -> None:
+        """``n`` candidates (not records) of ``source`` skipped for ``reason``."""
+        if reason not in self.STAGE.skips:
+            raise UndeclaredReason(f"stage {self.STAGE.name} skipped candidates for {reason!r}")
+        self._report.count_skipped(source, reason, n)
+        self._count(f"skipped_{reason}", n)
+
     def _dead_letter(self, letter: DeadLetter):
         """Counts ``letter``; what to yield for it on the ``dead_letter`` output."""
         if letter.reason not in self.STAGE.dead_letters:

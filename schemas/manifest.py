@@ -150,6 +150,12 @@ class SourceTotals(Totals):
         description="consistency-filtered runs: per query language, pairs (kept and dropped) per rank bin",
     )
 
+    skipped_negatives: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="hardnegatives runs: per reason, candidates inside the rank window skipped as likely false"
+        " negatives; candidates, not records, so outside input = output + dropped + dead_letter",
+    )
+
     @field_validator("consistency_ranks")
     @classmethod
     def _every_rank_bin(cls, ranks: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:

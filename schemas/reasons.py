@@ -1,4 +1,5 @@
-"""Every reason a record leaves a run, under the stage that decides it.
+"""Every reason a record leaves a run, under the stage that decides it; and every reason a stage
+skips something that is not a record (a mined candidate), counted apart from the records.
 
 The contract between the stages that drop and dead-letter records (``mining/``, ``pipelines/``) and
 what reads a finished run (the manifest's counts, ``inspection``): a stage may only use the reasons it
@@ -63,23 +64,28 @@ LLM_RETRIES_EXHAUSTED = "llm_retries_exhausted"  # 429, 5xx, timeouts or broken 
 LLM_REQUEST_REFUSED = "llm_request_refused"  # another 4xx: retrying would not help
 UNPARSEABLE_TASK_LIST = "unparseable_task_list"  # a brainstorm response with no list of tasks
 NO_TASKS = "no_tasks"  # a generation whose task type's brainstorm left no task to draw
+# Hard-negative candidates inside the rank window skipped as likely false negatives (not records).
+ABOVE_MAX_SCORE = "above_max_score"
+WITHIN_RELATIVE_MARGIN = "within_relative_margin"
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A step of a run and the reasons it may drop (and dead-letter) records for."""
+    """A step of a run and the reasons it may drop (and dead-letter) records for, or skip candidates for."""
 
     name: str
     drops: frozenset[str]
     dead_letters: frozenset[str] = frozenset()
+    skips: frozenset[str] = frozenset()
 
 
 READ = Stage(
     "read",
     frozenset({
         UNANSWERABLE, DELETED, LOW_SCORE, BODY_TOO_LONG, PARENT_MISSING, PARENT_FILTERED, NO_ANSWER, NO_GOOD_ANSWER,
-        NO_TITLE, DOC_MISSING, QUERY_MISSING, NO_POSITIVE, NOT_DUPLICATE, EMPTY_INSTRUCTION, EMPTY_FIELD, UNFILLED_PLACEHOLDER,
-        TOO_SHORT_FOR_TEMPLATE, TOO_LONG_FOR_TEMPLATE, NEGATIVE_EQUALS_POSITIVE, INSTRUCTION_COPIES_QUERY,
+        NO_TITLE, DOC_MISSING, QUERY_MISSING, NO_POSITIVE, NOT_DUPLICATE, EMPTY_INSTRUCTION, EMPTY_FIELD,
+        UNFILLED_PLACEHOLDER, TOO_SHORT_FOR_TEMPLATE, TOO_LONG_FOR_TEMPLATE, NEGATIVE_EQUALS_POSITIVE,
+        INSTRUCTION_COPIES_QUERY,
     }),
     frozenset({
         INVALID_UTF8, INVALID_JSON, TRUNCATED_JSON, LINE_TOO_LONG, WRONG_TYPE, MISSING_FIELD, INVALID_LANGUAGE,
@@ -94,8 +100,8 @@ NEAR_DUP = Stage("near_dup", frozenset({NEAR_DUPLICATE}))
 # Writing formats instruction rows and counts their instructions; it drops nothing.
 WRITE = Stage("write", frozenset())
 CONSISTENCY = Stage("consistency", frozenset({INCONSISTENT}))
-# Attaches mined negatives to every row; it drops nothing.
-HARD_NEGATIVES = Stage("hard_negatives", frozenset())
+# Attaches mined negatives to every row; it drops nothing, but may skip candidates.
+HARD_NEGATIVES = Stage("hard_negatives", frozenset(), skips=frozenset({ABOVE_MAX_SCORE, WITHIN_RELATIVE_MARGIN}))
 
 GENERATE = Stage(
     "generate", frozenset(), frozenset({LLM_RETRIES_EXHAUSTED, LLM_REQUEST_REFUSED, UNPARSEABLE_TASK_LIST, NO_TASKS})
@@ -110,7 +116,7 @@ GENERATION = (GENERATE,)
 
 def stage_of(reason: str) -> Stage:
     """The stage that decides ``reason``; ``READ`` for one no stage declares (a run by another version)."""
-    for stage in (*MINING_FUNNEL, *FILTERS, *GENERATION):
-        if reason in stage.drops or reason in stage.dead_letters:
+    for stage in (*MINING_FUNNEL, *FILTERS, HARD_NEGATIVES, *GENERATION):
+        if reason in stage.drops or reason in stage.dead_letters or reason in stage.skips:
             return stage
     return READ

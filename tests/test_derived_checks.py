@@ -83,7 +83,7 @@ def test_scores_and_ties_do_not_depend_on_blocks_or_batches():
 
     def searched(query_rows: slice, blocks: list[slice]) -> list:
         per_block = [
-            block_candidates(queries[query_rows], positives[query_rows], corpus[part], keys[part], texts[part], 12)
+            block_candidates(queries[query_rows], positives[query_rows, None], corpus[part], keys[part], texts[part], 12)
             for part in blocks
         ]
         return [merge_candidates(list(lists), 12) for lists in zip(*per_block, strict=True)]

@@ -1,6 +1,7 @@
 """Hard-negative mining: the search pieces on random embeddings, then the pipeline on XQuAD pairs."""
 
 import hashlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +9,16 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
+from inspection.summary import format_summary
 from mining.dedup import normalize_for_dedup, normalized_passage_key
-from mining.hard_negatives import block_candidates, choose_negatives, merge_candidates, parse_rank_window
+from mining.hard_negatives import (
+    block_candidates, choose_negatives, false_negative_reason, merge_candidates, parse_rank_window,
+)
+from mining.search import pair_scores
 from pipelines import hard_negatives
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
-from tests.test_consistency import ENCODER, xquad_pairs
+from tests.test_consistency import ENCODER, trigram_vectors, xquad_pairs
 
 
 def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
@@ -23,8 +28,8 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
     keys = np.arange(100, 150, dtype=np.uint64)
     texts = [f"passage {i}" for i in range(50)]
     positives = keys[:6].copy()
-    whole = block_candidates(queries, positives, corpus, keys, texts, 10)
-    halves = [block_candidates(queries, positives, corpus[part], keys[part], texts[part], 10)
+    whole = block_candidates(queries, positives[:, None], corpus, keys, texts, 10)
+    halves = [block_candidates(queries, positives[:, None], corpus[part], keys[part], texts[part], 10)
               for part in (slice(0, 25), slice(25, 50))]
     merged = [merge_candidates([first, second], 10) for first, second in zip(*halves)]
     assert merged == whole
@@ -32,7 +37,20 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
         scores = [score for score, _, _ in candidates]
         assert scores == sorted(scores, reverse=True) and len(candidates) == 10
         assert int(positives[query]) not in [key for _, key, _ in candidates]
-    assert choose_negatives(whole[0], (2, 4), 2) == [text for _, _, text in whole[0][1:3]]
+    assert choose_negatives(whole[0], (2, 4), 2) == ([text for _, _, text in whole[0][1:3]], {})
+
+
+def test_false_negative_filters_skip_inside_the_window_and_count_per_reason():
+    candidates = [(score, key, f"p{key}") for key, score in enumerate([0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5])]
+    # The positive scores 0.9: a 10% margin skips what scores above 0.81, the ceiling what scores above 0.88.
+    chosen = choose_negatives(candidates, (2, 6), 2, max_score=0.88, relative_margin=0.1, positive=0.9)
+    assert chosen == (["p3", "p4"], {"above_max_score": 1, "within_relative_margin": 1})
+    # Ranks count skipped candidates too: the window still ends at the sixth; every skip in it is counted.
+    assert choose_negatives(candidates, (1, 6), 1, relative_margin=0.2, positive=0.9) == (
+        ["p4"], {"within_relative_margin": 4}
+    )
+    assert false_negative_reason(0.95, 0.9, 0.5, 1.0) == "above_max_score"
+    assert false_negative_reason(0.5, None, None, None) is None
 
 
 def test_rank_window_and_normalized_key():
@@ -79,3 +97,77 @@ def test_pipeline_fills_negatives_from_the_window(mined, tmp_path, monkeypatch):
     monkeypatch.setattr(hard_negatives, "CORPUS_BLOCK_ROWS", 8)
     blocked = mine_negatives(mined, tmp_path / "blocked")
     assert [shard.sha256 for shard in blocked.shards] == [shard.sha256 for shard in manifest.shards]
+
+
+def test_rows_of_one_query_never_get_each_others_positives(tmp_path):
+    """Two rows ask one question (spelled differently) with different passages: each passage answers the
+    other row too, so neither may be mined as the other's negative, however high the encoder ranks it.
+    """
+    first_question = {}
+    for question, context in xquad_pairs():
+        first_question.setdefault(context, question)
+    pairs = [[question, context] for context, question in list(first_question.items())[:31]]
+    shared_question = pairs[0][0]
+    pairs[30][0] = shared_question.lower().replace("?", " ?")
+    write_lines(tmp_path / "qa.jsonl", pairs)
+    run = tmp_path / "mined"
+    assert beam_runner.main([f"--source=sbert:en={tmp_path}/qa.jsonl", f"--output={run}", "--near-dup=off"]) == 0
+    output = tmp_path / "negatives"
+    args = ["--pipeline=hardnegatives", f"--input={run}", f"--output={output}", f"--model={ENCODER}",
+            "--rank-window=1:40", "--num-negatives=40"]
+    assert beam_runner.main(args) == 0
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    rows = [row for shard in manifest.shards
+            for row in pa.ipc.open_stream((output / shard.path).read_bytes()).read_all().to_pylist()]
+    sharing = [row for row in rows if normalize_for_dedup(row["query"]) == normalize_for_dedup(shared_question)]
+    positives = {pairs[0][1], pairs[30][1]}
+    assert {row["passage"] for row in sharing} == positives
+    for row in sharing:
+        assert positives.isdisjoint(row["negatives"]) and len(row["negatives"]) == len(rows) - 2
+
+
+def scores_of(query: str, passages: list[str]) -> list[float]:
+    """The test encoder's scores, as the search computes them."""
+    query_row = trigram_vectors([query], "query")
+    passage_rows = trigram_vectors(passages, "passage")
+    norms = np.linalg.norm(passage_rows, axis=1, keepdims=True)
+    return pair_scores(query_row / np.linalg.norm(query_row), passage_rows / norms).tolist()
+
+
+def test_max_score_and_relative_margin_skip_the_window_candidates_they_name(mined, tmp_path):
+    """Every candidate of the window (one run keeps them all), filtered here, is what a filtered run keeps."""
+    window = ["--rank-window=2:12", f"--input={mined}", f"--model={ENCODER}"]
+    every = tmp_path / "every"
+    assert beam_runner.main(["--pipeline=hardnegatives", *window, f"--output={every}", "--num-negatives=11"]) == 0
+    filtered = tmp_path / "filtered"
+    filters = ["--max-score=0.35", "--relative-margin=0.4"]
+    assert beam_runner.main(["--pipeline=hardnegatives", *window, f"--output={filtered}", "--num-negatives=3",
+                             *filters]) == 0
+    every_manifest = Manifest.model_validate_json((every / "manifest.json").read_text("utf-8"))
+    manifest = Manifest.model_validate_json((filtered / "manifest.json").read_text("utf-8"))
+    assert manifest.options["max_score"] == 0.35 and manifest.options["relative_margin"] == 0.4
+    assert every_manifest.options["max_score"] is None and not every_manifest.sources["sbert"].skipped_negatives
+
+    def rows(output, run_manifest):
+        return {row["id"]: row for shard in run_manifest.shards
+                for row in pa.ipc.open_stream((output / shard.path).read_bytes()).read_all().to_pylist()}
+
+    expected_skips = Counter()
+    filtered_rows = rows(filtered, manifest)
+    for row_id, row in rows(every, every_manifest).items():
+        positive, *scores = scores_of(row["query"], [row["passage"], *row["negatives"]])
+        kept = []
+        for negative, score in zip(row["negatives"], scores, strict=True):
+            reason = false_negative_reason(score, 0.35, 0.4, positive)
+            expected_skips[reason] += reason is not None
+            if reason is None:
+                kept.append(negative)
+        assert filtered_rows[row_id]["negatives"] == kept[:3]
+    del expected_skips[None]
+    assert manifest.sources["sbert"].skipped_negatives == dict(expected_skips)
+    assert set(expected_skips) == {"above_max_score", "within_relative_margin"}
+    assert manifest.totals.input == manifest.totals.output and not manifest.totals.dropped
+    summary = format_summary(manifest, str(filtered))
+    skip_lines = [line.split() for line in summary.splitlines() if line.startswith("within_relative_margin")]
+    assert skip_lines == [["within_relative_margin", *[str(expected_skips["within_relative_margin"])] * 2]]
+    assert "skipped negatives" not in format_summary(every_manifest, str(every))

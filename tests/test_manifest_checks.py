@@ -131,6 +131,10 @@ def _rank_bins(document):
     document["sources"]["nllb"]["consistency_ranks"] = {"en": {"1": 3, "2": 1}}
 
 
+def _negative_skips(document):
+    document["sources"]["nllb"]["skipped_negatives"] = {"above_max_score": -1}
+
+
 def _shard_path_is_the_directory(document):
     document["shards"][0]["path"] = "shards/.."
 
@@ -154,6 +158,7 @@ CORRUPTIONS = {
     "created is no time": (_created, r"created: 'yesterday' is not an ISO 8601 time"),
     "negative instruction count": (_negative_instructions, r"sources\.nllb\.instructions: Input should be greater"),
     "rank histogram missing bins": (_rank_bins, r"sources\.nllb\.consistency_ranks: en: a rank histogram has every"),
+    "negative skipped candidates": (_negative_skips, r"sources\.nllb\.skipped_negatives\.above_max_score: Input"),
     "shard path is the directory": (_shard_path_is_the_directory, r"shards\.0\.path: shard path .* inside the output"),
 }
 
@@ -237,3 +242,11 @@ def test_rank_histograms_as_the_consistency_filter_writes_them_are_accepted(mani
     document = copy.deepcopy(manifest)
     document["sources"]["nllb"]["consistency_ranks"] = {"en": dict.fromkeys(RANK_BIN_LABELS, 1)}
     assert parse_manifest(json.dumps(document)).sources["nllb"].consistency_ranks["en"]["beyond"] == 1
+
+
+def test_skipped_negatives_are_outside_the_record_totals_and_older_manifests_have_none(manifest):
+    document = copy.deepcopy(manifest)
+    document["sources"]["nllb"]["skipped_negatives"] = {"within_relative_margin": 7}
+    assert parse_manifest(json.dumps(document)).sources["nllb"].skipped_negatives == {"within_relative_margin": 7}
+    del document["sources"]["nllb"]["skipped_negatives"]
+    assert parse_manifest(json.dumps(document)).sources["nllb"].skipped_negatives == {}

@@ -14,11 +14,11 @@ ALL_STAGES = (*reasons.MINING_FUNNEL, reasons.WRITE, *reasons.FILTERS, reasons.H
 
 def test_every_reason_is_declared_by_exactly_one_stage():
     for name, reason in DECLARED.items():
-        owners = [stage.name for stage in ALL_STAGES if reason in stage.drops | stage.dead_letters]
+        owners = [stage.name for stage in ALL_STAGES if reason in stage.drops | stage.dead_letters | stage.skips]
         assert len(owners) == 1, (name, owners)
         assert reasons.stage_of(reason).name == owners[0]
     declared = set(DECLARED.values())
-    assert all(stage.drops | stage.dead_letters <= declared for stage in ALL_STAGES)
+    assert all(stage.drops | stage.dead_letters | stage.skips <= declared for stage in ALL_STAGES)
     assert len(declared) == len(DECLARED)
 
 
@@ -49,3 +49,18 @@ def test_a_stage_using_a_reason_it_does_not_declare_fails_the_run_naming_both(st
     with pytest.raises(Exception, match=f"stage (clean|read) .*{reason!r}"):
         with beam.Pipeline(runner=FnApiRunner()) as pipeline:
             _ = pipeline | beam.Create([[record]]) | beam.ParDo(step).with_outputs(reporting.REPORT, reporting.DEAD)
+
+
+class _HardNegativesSkippingForADropReason(reporting.ReportingDoFn):
+    STAGE = reasons.HARD_NEGATIVES
+
+    def process(self, record):
+        self._count_skipped(record, reasons.DUPLICATE_PAIR, 1)
+        return []
+
+
+def test_skipping_candidates_for_a_reason_the_stage_does_not_declare_fails_the_run():
+    step = _HardNegativesSkippingForADropReason(reporting.RunContext(batch_size=4, sample_size=1))
+    with pytest.raises(Exception, match="stage hard_negatives skipped candidates for 'duplicate_pair'"):
+        with beam.Pipeline(runner=FnApiRunner()) as pipeline:
+            _ = pipeline | beam.Create(["sbert"]) | beam.ParDo(step).with_outputs(reporting.REPORT)

@@ -146,13 +146,13 @@ def test_prefixes_per_source_hard_negatives_and_batched_tokenisation(mined, toke
     calls = iter(recording.calls)
     for batch in batches:
         queries, passages = next(calls), next(calls)
-        assert len(queries) == len(passages) == len(batch)
+        assert len(queries) == len(passages) == len(batch) == len(batch.passage_keys)
         assert all(text.startswith("query: ") for text in queries)
         passage_prefix = "query: " if batch.source == "beta" else "passage: "
         assert all(text.startswith(passage_prefix) for text in passages)
         if batch.source == "beta":
             negatives = next(calls)
-            assert len(negatives) == len(batch) == len(batch.negatives["input_ids"])
+            assert len(negatives) == len(batch) == len(batch.negatives["input_ids"]) == len(batch.negative_keys)
             assert all(text.startswith("query: beta wrong answer") for text in negatives)
         else:
             assert batch.negatives is None

@@ -15,6 +15,7 @@ from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.prompts import Prompts
 from training.step import chunks, contrastive_backward, embed
+from training.stream import PairBatch, passage_keys
 
 CORPUS = shared.QUERIES + shared.PASSAGES + shared.NEGATIVES + ["query: passage: a the of"]
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -101,6 +102,76 @@ def test_info_nce_in_row_chunks_has_the_same_value_and_gradients():
             torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-7)
 
 
+def info_nce_without_duplicates(queries, candidates, row_keys, candidate_keys, temperature):
+    """The textbook formula, each query over the candidates left once its duplicates' columns are removed."""
+    total = 0.0
+    for row, query in enumerate(queries.double()):
+        kept = [column for column, key in enumerate(candidate_keys) if column == row or key != row_keys[row]]
+        scores = candidates.double()[kept] @ query / temperature
+        total -= torch.log_softmax(scores, 0)[kept.index(row)].item()
+    return total / len(queries)
+
+
+def test_a_passage_equal_to_a_rows_passage_is_no_negative_of_that_row():
+    """Rows 1 and 3 share a passage (as SQuAD questions share a context); row 0's passage is also row 2's hard
+    negative. Masked, the loss is each row's InfoNCE with those columns removed; in chunks too."""
+    torch.manual_seed(3)
+    passages, negatives = F.normalize(torch.randn(5, 16), dim=-1), F.normalize(torch.randn(4, 16), dim=-1)
+    passages[3] = passages[1]
+    negatives[2] = passages[0]
+    # Each query near its passage, so a copy of that passage is what an unmasked loss pushes it from most.
+    queries = F.normalize(passages + 0.3 * torch.randn(5, 16), dim=-1)
+    keys = torch.tensor([10, 11, 12, 11, 14]), torch.tensor([20, 21, 10, 23])
+    candidates = torch.cat([passages, negatives])
+    expected = info_nce_without_duplicates(queries, candidates, keys[0].tolist(), torch.cat(keys).tolist(), 0.05)
+    results = []
+    for rows in (1024, 2):
+        leaves = [tensor.clone().requires_grad_() for tensor in (queries, passages, negatives)]
+        loss = InfoNCELoss(0.05, rows_per_chunk=rows)(*leaves, passage_keys=keys[0], negative_keys=keys[1])
+        loss.backward()
+        assert loss.item() == pytest.approx(expected, rel=1e-5)
+        results.append([loss.detach(), *(leaf.grad for leaf in leaves)])
+    for actual, reference in zip(*results, strict=True):
+        torch.testing.assert_close(actual, reference, rtol=1e-5, atol=1e-7)
+    unmasked = InfoNCELoss(0.05)(queries, passages, negatives)
+    assert unmasked.item() > expected + 0.1
+    distinct = torch.arange(5), torch.arange(5, 9)
+    nothing_shared = InfoNCELoss(0.05)(queries, passages, negatives, passage_keys=distinct[0], negative_keys=distinct[1])
+    assert nothing_shared.item() == pytest.approx(unmasked.item(), rel=1e-6)
+
+
+def test_stream_keys_are_equal_for_passages_equal_up_to_case_and_punctuation():
+    keys = passage_keys(["The river, in spring.", "the river in spring", "The river in autumn."]).tolist()
+    assert keys[0] == keys[1] != keys[2]
+
+
+def duplicate_batch(encoder: Encoder, masked: bool) -> PairBatch:
+    """The shared batch with row 5's passage a copy of row 2's (in other case) and a hard negative equal to row 0's."""
+    passages = list(shared.PASSAGES)
+    passages[5] = passages[2].upper()
+    negatives = [*shared.NEGATIVES, passages[0]]
+    return PairBatch(
+        step=0, source="test", global_size=len(shared.QUERIES), ids=shared.QUERIES,
+        queries=shared.tokenized(encoder, shared.QUERIES), passages=shared.tokenized(encoder, passages),
+        negatives=shared.tokenized(encoder, negatives),
+        passage_keys=passage_keys(passages) if masked else None,
+        negative_keys=passage_keys(negatives) if masked else None,
+    )
+
+
+def test_gradient_cache_masks_duplicates_as_the_plain_loss_does(encoder):
+    encoder.train()
+    loss_fn = InfoNCELoss(shared.TEMPERATURE)
+    pairs = duplicate_batch(encoder, masked=True)
+    plain = parameter_gradients(encoder, lambda: contrastive_backward(encoder, pairs, loss_fn))
+    for chunk_size in (1, 3):
+        cached = parameter_gradients(encoder, partial(contrastive_backward, encoder, pairs, loss_fn, chunk_size))
+        assert_same_gradients(cached, plain)
+    unmasked_pairs = duplicate_batch(encoder, masked=False)
+    unmasked = parameter_gradients(encoder, lambda: contrastive_backward(encoder, unmasked_pairs, loss_fn))
+    assert not torch.allclose(unmasked["loss"], plain["loss"])
+
+
 def parameter_gradients(encoder, compute) -> dict:
     encoder.zero_grad(set_to_none=True)
     loss = compute()
@@ -151,7 +222,8 @@ def test_gradient_cache_replays_each_chunks_dropout(saved):
 
     def chunked_with_graph():
         sides = [pairs.queries, pairs.passages, pairs.negatives]
-        loss = loss_fn(*(torch.cat([embed(noisy, piece) for piece in chunks(side, 3)]) for side in sides))
+        embedded = (torch.cat([embed(noisy, piece) for piece in chunks(side, 3)]) for side in sides)
+        loss = loss_fn(*embedded, passage_keys=pairs.passage_keys, negative_keys=pairs.negative_keys)
         loss.backward()
         return loss
 

@@ -10,13 +10,14 @@ from training.distributed import all_sum, sum_gradients
 from training.encoder import Encoder
 from training.loss import InfoNCELoss
 from training.step import contrastive_backward
-from training.stream import PairBatch
+from training.stream import PairBatch, passage_keys
 
 TEMPERATURE = 0.05
 TOPICS = ["rivers", "mountains", "cities", "music", "food", "sport", "trees", "stars"]
 QUERIES = [f"question {i} about {topic}" for i, topic in enumerate(TOPICS)]
 PASSAGES = [f"an answer on {topic} number {i}" for i, topic in enumerate(TOPICS)]
-NEGATIVES = ["an unrelated answer", "another wrong answer", "a third wrong answer"]
+# The last is row 4's passage, in capitals: masked for row 4, whose rank does not hold it.
+NEGATIVES = ["an unrelated answer", "another wrong answer", PASSAGES[4].upper()]
 # Uneven shares, and hard negatives on one rank only: rows 0-2 own the negatives.
 RANK_ROWS = [slice(0, 3), slice(3, 8)]
 
@@ -37,6 +38,8 @@ def batch(encoder: Encoder, rows: slice = slice(None)) -> PairBatch:
         queries=tokenized(encoder, queries),
         passages=tokenized(encoder, passages),
         negatives=tokenized(encoder, negatives) if negatives else None,
+        passage_keys=passage_keys(passages),
+        negative_keys=passage_keys(negatives) if negatives else None,
     )
 
 

@@ -1,7 +1,9 @@
 """InfoNCE with in-batch negatives, as in E5 and sentence-transformers'
 MultipleNegativesRankingLoss, over the global batch of every rank; plus, for
 rows with teacher scores, distillation over each row's own group, as in E5's
-fine-tuning."""
+fine-tuning. Given passage keys, a candidate equal to a row's own passage (another
+row's copy of it, or a hard negative) is no negative of that row: its logit is
+masked, as GISTEmbedLoss masks what its guide ranks above the positive."""
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +12,20 @@ from torch.utils.checkpoint import checkpoint
 from training.distributed import gather_with_grad
 
 
-def _summed_cross_entropy(queries: torch.Tensor, candidates: torch.Tensor, labels: torch.Tensor, temperature: float):
-    return F.cross_entropy(queries @ candidates.T / temperature, labels, reduction="sum")
+def _summed_cross_entropy(
+    queries: torch.Tensor,
+    candidates: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float,
+    row_keys: torch.Tensor | None,
+    candidate_keys: torch.Tensor | None,
+):
+    logits = queries @ candidates.T / temperature
+    if row_keys is not None:
+        duplicates = row_keys[:, None] == candidate_keys[None, :]
+        duplicates[torch.arange(len(labels), device=labels.device), labels] = False  # the row's own passage stays
+        logits = logits.masked_fill(duplicates, float("-inf"))
+    return F.cross_entropy(logits, labels, reduction="sum")
 
 
 class InfoNCELoss:
@@ -37,13 +51,26 @@ class InfoNCELoss:
         negatives: torch.Tensor,
         negative_counts: torch.Tensor | None = None,
         teacher_scores: torch.Tensor | None = None,
+        passage_keys: torch.Tensor | None = None,
+        negative_keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``teacher_scores`` (see ``PairBatch``) add ``distill_weight`` times KL(teacher || student) over each
-        scored row's group [passage, *its negatives]; ``negative_counts`` says which negatives are whose."""
+        scored row's group [passage, *its negatives]; ``negative_counts`` says which negatives are whose.
+        ``passage_keys`` (per row) and ``negative_keys`` (per negative; None: no negatives), every rank's or
+        none's: candidates whose key is a row's passage key, other than its own passage, are masked for it."""
         all_passages, first = gather_with_grad(passages)
         all_negatives, _ = gather_with_grad(negatives)
         candidates = torch.cat([all_passages, all_negatives]).float()
         labels = torch.arange(first, first + len(queries), device=queries.device)
+        row_keys = candidate_keys = None
+        if passage_keys is not None:
+            row_keys = passage_keys.to(queries.device)
+            if negative_keys is None:
+                negative_keys = torch.zeros(0, dtype=torch.long)
+            # Keys carry no gradient; the gather is only the one that takes uneven shares.
+            candidate_keys = torch.cat(
+                [gather_with_grad(row_keys)[0], gather_with_grad(negative_keys.to(queries.device))[0]]
+            )
         total = sum(
             checkpoint(
                 _summed_cross_entropy,
@@ -51,6 +78,8 @@ class InfoNCELoss:
                 candidates,
                 labels[start : start + self.rows_per_chunk],
                 self.temperature,
+                None if row_keys is None else row_keys[start : start + self.rows_per_chunk],
+                candidate_keys,
                 use_reentrant=False,
                 preserve_rng_state=False,  # nothing random to replay
             )

@@ -62,6 +62,16 @@ def _sides(batch: PairBatch) -> list[Features | None]:
     return [batch.queries, batch.passages, batch.negatives]
 
 
+def _batch_loss_inputs(batch: PairBatch) -> dict:
+    """What the loss reads of a batch besides its embeddings."""
+    return {
+        "negative_counts": batch.negative_counts,
+        "teacher_scores": batch.teacher_scores,
+        "passage_keys": batch.passage_keys,
+        "negative_keys": batch.negative_keys,
+    }
+
+
 def _concatenated(encoder: Encoder, parts: list[torch.Tensor]) -> torch.Tensor:
     if parts:
         return torch.cat(parts)
@@ -82,7 +92,7 @@ def contrastive_backward(
         embeddings = [
             _concatenated(encoder, [embed(encoder, part) for part in chunks(side, None)]) for side in _sides(batch)
         ]
-        loss = loss_fn(*embeddings, batch.negative_counts, batch.teacher_scores)
+        loss = loss_fn(*embeddings, **_batch_loss_inputs(batch))
         loss.backward()
         return loss.detach()
 
@@ -98,7 +108,7 @@ def contrastive_backward(
                 states[-1].append(RngState.capture(device))
                 parts.append(embed(encoder, piece))
             cached.append(_concatenated(encoder, parts).detach().requires_grad_())
-    loss = loss_fn(*cached, batch.negative_counts, batch.teacher_scores)
+    loss = loss_fn(*cached, **_batch_loss_inputs(batch))
     loss.backward()
     for pieces, side_states, leaf in zip(side_chunks, states, cached, strict=True):
         gradients = leaf.grad.split([len(piece["input_ids"]) for piece in pieces]) if pieces else []

@@ -16,6 +16,7 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mining.dedup import normalized_passage_key
 from schemas import pairs as f
 from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 from training.prompts import E5, InstructPrompts, Kind, Prompts
@@ -37,6 +38,10 @@ class PairBatch:
     negative_counts: torch.Tensor | None = None  # per row, how many of ``negatives`` are its own, in row order
     # (rows, 1 + max count): teacher logits of each row's [passage, *negatives]; NaN where a row has none. None: no row has.
     teacher_scores: torch.Tensor | None = None
+    # ``passage_keys`` per row and ``negative_keys`` per negative (int64, see ``passage_keys``): the loss
+    # masks a passage or negative equal to a row's passage out of that row's negatives. None: nothing masked.
+    passage_keys: torch.Tensor | None = None
+    negative_keys: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -135,6 +140,8 @@ class PairStream(IterableDataset):
             negatives=self.tokenize(negatives, "passage", prompts) if negatives else None,
             negative_counts=torch.tensor(counts, dtype=torch.long),
             teacher_scores=_teacher_scores(rows, counts),
+            passage_keys=passage_keys(rows.column(f.PASSAGE).to_pylist()),
+            negative_keys=passage_keys(negatives),
         )
 
     def tokenize(
@@ -149,6 +156,13 @@ class PairStream(IterableDataset):
             return_tensors="pt",
         )
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+
+def passage_keys(texts: list[str]) -> torch.Tensor:
+    """``dedup.normalized_passage_key`` of each text, its 64 bits read as int64: equal for passages
+    equal up to case, punctuation and spacing, so the loss compares keys, not texts."""
+    keys = np.array([normalized_passage_key(text) for text in texts], dtype=np.uint64)
+    return torch.from_numpy(keys.view(np.int64))
 
 
 def _teacher_scores(rows: pa.Table, counts: list[int]) -> torch.Tensor | None:

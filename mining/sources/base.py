@@ -15,8 +15,8 @@ from mining import languages
 from mining.lines import CHUNK_BYTES, KEPT_PREFIX_BYTES, iter_lines
 from mining.records import DeadLetter, Drop, new_pair
 from schemas.reasons import (
-    INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, TRUNCATED_JSON, UNREADABLE,
-    WRONG_TYPE,
+    INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, TRUNCATED_JSON,
+    UNREADABLE, WRONG_TYPE,
 )
 
 # What a damaged or truncated compressed file raises while being read.
@@ -178,7 +178,9 @@ class SourceReader:
             detail = f"{type(error).__name__} after line {number}: {error}"
             yield self.dead_letter(UNREADABLE, detail, path, None, b"")
 
-    def tsv_rows(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[TextLine, dict] | DeadLetter"]:
+    def tsv_rows(
+        self, path: str, open_file: OpenFile, limits: ReadLimits
+    ) -> Iterator["tuple[TextLine, dict] | DeadLetter"]:
         """Each line after a TSV file's header row with the row as {column: field}; a line whose
         field count is not the header's, and what ``text_lines`` rejects, as dead letters."""
         header = None
@@ -195,7 +197,9 @@ class SourceReader:
             else:
                 yield line, dict(zip(header, fields))
 
-    def json_array_items(self, path: str, open_file: OpenFile, limits: ReadLimits) -> Iterator["tuple[int, Any] | DeadLetter"]:
+    def json_array_items(
+        self, path: str, open_file: OpenFile, limits: ReadLimits
+    ) -> Iterator["tuple[int, Any] | DeadLetter"]:
         """(index, value) of each element of a file that is one JSON array, decoded one element at
         a time, so that a file of gigabytes (DPR's) never sits in memory whole. An element over
         ``limits.max_line_bytes`` characters is a dead letter. Bad JSON, a corrupt archive or an
