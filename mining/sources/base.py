@@ -197,6 +197,26 @@ class SourceReader:
             else:
                 yield line, dict(zip(header, fields))
 
+    def line_records(self, path: str, open_file: OpenFile, limits: ReadLimits, parse: Callable[[str, str], Any]):
+        """What ``parse(text, origin)`` makes of each non-blank line of ``path``; a line ``text_lines`` rejects,
+        or one ``parse`` refuses, as a dead letter."""
+        for line in self.text_lines(path, open_file, limits):
+            if isinstance(line, DeadLetter):
+                yield line
+            elif line.text.strip():
+                origin = f"{path}:{line.number}"
+                yield from self.record_items(lambda: parse(line.text, origin), path, line.number, line.data)
+
+    def row_records(self, path: str, open_file: OpenFile, limits: ReadLimits, parse: Callable[[dict, str], Any]):
+        """What ``parse(row, origin)`` makes of each row of a TSV file with a header (``tsv_rows``)."""
+        for item in self.tsv_rows(path, open_file, limits):
+            if isinstance(item, DeadLetter):
+                yield item
+                continue
+            line, row = item
+            origin = f"{path}:{line.number}"
+            yield from self.record_items(lambda: parse(row, origin), path, line.number, line.data)
+
     def json_array_items(
         self, path: str, open_file: OpenFile, limits: ReadLimits
     ) -> Iterator["tuple[int, Any] | DeadLetter"]:
@@ -323,16 +343,9 @@ class JsonLinesReader(SourceReader):
             yield from self._read_file(task, path, open_file, limits)
 
     def _read_file(self, task, path, open_file, limits):
-        for line in self.text_lines(path, open_file, limits):
-            if isinstance(line, DeadLetter):
-                yield line
-                continue
-            if not line.text.strip():
-                continue
-            origin = f"{path}:{line.number}"
-            yield from self.record_items(
-                lambda: self.parse(decode_json(line.text), task, origin), path, line.number, line.data
-            )
+        yield from self.line_records(
+            path, open_file, limits, lambda text, origin: self.parse(decode_json(text), task, origin)
+        )
 
 
 def describe(error: Exception) -> str:

@@ -10,7 +10,6 @@ The set is Chinese: rows declare ``zh`` unless the ``--source`` names a language
 
 import posixpath
 
-from mining.records import DeadLetter
 from mining.sources import register
 from mining.sources.base import JoiningReader, JoinPart, Malformed
 from schemas.reasons import WRONG_TYPE
@@ -35,14 +34,9 @@ class DuReaderReader(JoiningReader):
     def read(self, task, open_file, limits):
         lang = task.lang or "zh"
         for path in task.paths:
-            for line in self.text_lines(path, open_file, limits):
-                if isinstance(line, DeadLetter):
-                    yield line
-                elif line.text.strip():
-                    origin = f"{path}:{line.number}"
-                    yield from self.record_items(
-                        lambda: self._line(line.text, task.spec, lang, origin), path, line.number, line.data
-                    )
+            yield from self.line_records(
+                path, open_file, limits, lambda text, origin: self._line(text, task.spec, lang, origin)
+            )
 
     def _line(self, text: str, spec: str, lang: str, origin: str) -> JoinPart:
         fields = text.split("\t")

@@ -8,7 +8,6 @@ candidates. XNLI's ``language`` column declares each row's language.
 
 import posixpath
 
-from mining.records import DeadLetter
 from mining.sources import register
 from mining.sources.base import (
     JoiningReader, JoinPart, JsonLinesReader, declared_language, require_object, require_text,
@@ -43,13 +42,7 @@ class NliReader(JoiningReader, JsonLinesReader):
                 yield from self._read_file(task, path, open_file, limits)
 
     def _read_tsv(self, task, path, open_file, limits):
-        for item in self.tsv_rows(path, open_file, limits):
-            if isinstance(item, DeadLetter):
-                yield item
-                continue
-            line, row = item
-            origin = f"{path}:{line.number}"
-            yield from self.record_items(lambda: self.parse(row, task, origin), path, line.number, line.data)
+        yield from self.row_records(path, open_file, limits, lambda row, origin: self.parse(row, task, origin))
 
     def join(self, round_index, key, parts):
         parts = sorted(parts, key=lambda part: part.value["origin"])

@@ -5,7 +5,7 @@ Every row is a candidate, (question1, question2); the pairs not labelled duplica
 (``is_duplicate`` 0) are dropped as ``not_duplicate``: they ask different things.
 """
 
-from mining.records import DeadLetter, Drop
+from mining.records import Drop
 from mining.sources import register
 from mining.sources.base import Malformed, SourceReader, require_text
 from schemas.reasons import NOT_DUPLICATE, WRONG_TYPE
@@ -22,13 +22,7 @@ class QuoraReader(SourceReader):
 
     def read(self, task, open_file, limits):
         for path in task.paths:
-            for item in self.tsv_rows(path, open_file, limits):
-                if isinstance(item, DeadLetter):
-                    yield item
-                    continue
-                line, row = item
-                origin = f"{path}:{line.number}"
-                yield from self.record_items(lambda: self._row(row, task.lang, origin), path, line.number, line.data)
+            yield from self.row_records(path, open_file, limits, lambda row, origin: self._row(row, task.lang, origin))
 
     def _row(self, row: dict, lang: str | None, origin: str) -> dict | Drop:
         label = require_text(row, "is_duplicate").strip()

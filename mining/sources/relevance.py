@@ -10,7 +10,7 @@ Not a source kind itself: ``msmarco`` and ``miracl`` build on it.
 from typing import Iterator
 
 from mining.formats import parse_qrel, parse_query
-from mining.records import DeadLetter, Drop
+from mining.records import Drop
 from mining.sources.base import JoiningReader, JoinPart, language_from_path
 from schemas.reasons import DOC_MISSING, QUERY_MISSING
 
@@ -42,14 +42,9 @@ class RelevanceReader(JoiningReader):
     def read_lines(self, task, path, open_file, limits) -> Iterator:
         role = self.file_role(path)
         lang = task.lang or language_from_path(path)
-        for line in self.text_lines(path, open_file, limits):
-            if isinstance(line, DeadLetter):
-                yield line
-            elif line.text.strip():
-                origin = f"{path}:{line.number}"
-                yield from self.record_items(
-                    lambda: self.parse_line(role, line.text, task.spec, lang, origin), path, line.number, line.data
-                )
+        yield from self.line_records(
+            path, open_file, limits, lambda text, origin: self.parse_line(role, text, task.spec, lang, origin)
+        )
 
     def parse_line(self, role: str, line: str, spec: str, lang: str | None, origin: str) -> Iterator:
         if role == CORPUS:
