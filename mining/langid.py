@@ -31,9 +31,10 @@ class LidOptions:
     min_bytes: int = 24
     # A side agrees with a language when fastText gives that language at least
     # this probability among its top_k: close languages (da/no, hr/bs/sr,
-    # id/ms) share probability mass, so the top label alone is too strict.
+    # id/ms) share probability mass, so the top label alone is too strict, and
+    # a short sentence of a less common language can rank sixth at a few percent.
     plausible_prob: float = 0.01
-    top_k: int = 5
+    top_k: int = 10
 
 
 Prediction = list[tuple[str, float]]  # (label, probability), most probable first

@@ -176,10 +176,8 @@ def test_papers_published_examples_come_out_as_rows(tmp_path):
         _generation(task_type, json.dumps(example, indent=2)) for task_type, (_, example) in PAPER_EXAMPLES.items()
     ])
     output = tmp_path / "out"
-    # lid.176.ftz ranks uz sixth (1.5%) for the 46-byte Uzbek S1, outside the top 5 language ID keeps, so by
-    # default the bitext example is dropped as lang_declared_mismatch; sides under --lid-min-bytes keep their
-    # declared language, as the language rules of every source allow.
-    args = ["--pipeline=instruct", f"--source=synthetic={source}", f"--output={output}", "--lid-min-bytes=48"]
+    # With the default options: lid.176.ftz ranks uz sixth (1.5%) for the 46-byte Uzbek S1 of the bitext example.
+    args = ["--pipeline=instruct", f"--source=synthetic={source}", f"--output={output}"]
     assert beam_runner.main(args) == 0
     manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
     assert manifest.totals.input == manifest.totals.output == len(PAPER_EXAMPLES)
