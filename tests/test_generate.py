@@ -210,9 +210,10 @@ def test_a_429_waits_its_retry_after(tmp_path):
 
 
 def test_a_slow_response_times_out_and_is_retried(tmp_path):
-    faults = Faults({"slow": 1.0}, slow_seconds=1.5, answer_after=1)
+    # A second between the timeout and the slow answer, and a second for a prompt answer on a loaded machine.
+    faults = Faults({"slow": 1.0}, slow_seconds=2.0, answer_after=1)
     with FakeLLM(faults) as server:
-        manifest = run_generate(tmp_path / "gen", server, "--task-types=sts", "--llm-timeout=0.5", generations=3)
+        manifest = run_generate(tmp_path / "gen", server, "--task-types=sts", "--llm-timeout=1", generations=3)
     assert manifest.generation.generations == 3
     assert manifest.generation.requests == 6 and set(server.attempts.values()) == {2}
 
