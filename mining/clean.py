@@ -120,7 +120,12 @@ def clean_pair(record: dict, options: CleanOptions) -> Drop | None:
     """Clean the texts in place and set the id; a Drop when the pair is unusable."""
     record[f.QUERY] = clean_text(record[f.QUERY])
     record[f.PASSAGE] = clean_text(record[f.PASSAGE])
-    record[f.NEGATIVES] = [text for text in map(clean_text, record[f.NEGATIVES]) if text]
+    negatives = [clean_text(text) for text in record[f.NEGATIVES]]
+    record[f.NEGATIVES] = [text for text in negatives if text]
+    if record.get(f.TEACHER_SCORES) is not None:
+        # A negative that cleans to nothing takes its score with it: the scores stay aligned.
+        passage_score, *negative_scores = record[f.TEACHER_SCORES]
+        record[f.TEACHER_SCORES] = [passage_score, *(s for s, text in zip(negative_scores, negatives, strict=True) if text)]
     record[f.ID] = content_id(record)
     for side in f.TEXT_FIELDS:
         if not record[side]:

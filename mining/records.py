@@ -3,6 +3,7 @@
 import hashlib
 import re
 import reprlib
+import struct
 from dataclasses import dataclass
 
 from schemas import pairs as f
@@ -27,13 +28,15 @@ def new_pair(
     passage_lang: str | None = None,
     bilingual: bool = False,
     task: str | None = None,
+    teacher_scores: list[float] | None = None,
     origin: str = "",
 ) -> dict:
     """A pair as readers emit it, before cleaning and language ID.
 
     ``query_lang``/``passage_lang`` are the declared languages, if any.
     ``bilingual`` marks translation pairs, whose sides keep their own language.
-    ``task`` is the instruction a fine-tuning pair teaches.
+    ``task`` is the instruction a fine-tuning pair teaches; ``teacher_scores`` a teacher's scores of
+    [passage, *negatives], as a labelled set may publish them.
     """
     return {
         f.QUERY: query,
@@ -44,19 +47,22 @@ def new_pair(
         f.DECLARED_PASSAGE_LANG: passage_lang,
         f.BILINGUAL: bilingual,
         f.TASK: task,
+        f.TEACHER_SCORES: teacher_scores,
         f.ORIGIN: origin,
     }
 
 
 def content_id(record: dict) -> str:
     """Stable id: a hash of everything a shard row derives from, the (cleaned) texts,
-    the source and the declared languages, so records with equal ids are interchangeable.
+    the source, the declared languages and any teacher scores, so records with equal ids are interchangeable.
     """
     digest = hashlib.blake2b(digest_size=16)
     declared = (record[f.DECLARED_QUERY_LANG] or "", record[f.DECLARED_PASSAGE_LANG] or "")
     for text in (record[f.SOURCE], *declared, record[f.QUERY], record[f.PASSAGE], *record[f.NEGATIVES]):
         digest.update(text.encode("utf-8", "surrogatepass"))
         digest.update(b"\x1f")
+    if record.get(f.TEACHER_SCORES) is not None:
+        digest.update(struct.pack(f"<{len(record[f.TEACHER_SCORES])}d", *record[f.TEACHER_SCORES]))
     return digest.hexdigest()
 
 

@@ -105,7 +105,8 @@ class AttachNegatives(reporting.ReportingDoFn):
         )
         for reason, n in sorted(skipped.items()):
             self._count_skipped(record[f.SOURCE], reason, n)
-        yield {**record, f.NEGATIVES: negatives, f.TASK: record.get(f.TASK) or ""}
+        # Scores of the negatives this row had would now be read as the new ones'.
+        yield {**record, f.NEGATIVES: negatives, f.TASK: record.get(f.TASK) or "", f.TEACHER_SCORES: None}
 
 
 def recorded_options(options: MiningOptions) -> dict:

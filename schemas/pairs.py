@@ -20,8 +20,8 @@ CONSISTENCY_RANK = "consistency_rank"
 # Instruction data (--pipeline instruct): the paper's template and the raw instruction.
 TASK_TYPE = "task_type"
 INSTRUCTION = "instruction"
-# Teacher (e.g. cross-encoder) scores of a row's [passage, *negatives], for distillation: a column the
-# trainer reads where a shard has one; no mining pipeline writes it yet.
+# Teacher (cross-encoder) logits of a row's [passage, *negatives], for distillation: from a labelled set that
+# publishes them (BGE's pos_scores/neg_scores) or from --pipeline teacher; null where a row has none.
 TEACHER_SCORES = "teacher_scores"
 
 # Working keys, dropped before writing.
@@ -47,12 +47,15 @@ PAIR_SCHEMA = pa.schema(
     metadata={"schema_version": "1"},
 )
 
-# Fine-tuning rows also say which task they teach (an instruction).
-FINETUNE_SCHEMA = PAIR_SCHEMA.append(pa.field(TASK, pa.string(), nullable=False))
+TEACHER_SCORES_FIELD = pa.field(TEACHER_SCORES, pa.list_(pa.float32()), nullable=True)
+
+# Fine-tuning rows also say which task they teach (an instruction), and may carry teacher scores.
+_TASK_FIELD = pa.field(TASK, pa.string(), nullable=False)
+FINETUNE_SCHEMA = PAIR_SCHEMA.append(_TASK_FIELD).append(TEACHER_SCORES_FIELD)
 
 # Instruction rows: ``query`` is in the instruction format (``schemas.instructions``), ``task`` the instruction;
 # also the template (short-long, long-short, short-short, long-long, sts, bitext) and the raw instruction.
-INSTRUCT_SCHEMA = FINETUNE_SCHEMA.append(pa.field(TASK_TYPE, pa.string(), nullable=False)).append(
+INSTRUCT_SCHEMA = PAIR_SCHEMA.append(_TASK_FIELD).append(pa.field(TASK_TYPE, pa.string(), nullable=False)).append(
     pa.field(INSTRUCTION, pa.string(), nullable=False)
 )
 
@@ -68,6 +71,12 @@ def with_consistency_rank(schema: pa.Schema) -> pa.Schema:
     if CONSISTENCY_RANK in schema.names:
         schema = schema.remove(schema.get_field_index(CONSISTENCY_RANK))
     return schema.append(pa.field(CONSISTENCY_RANK, pa.int32(), nullable=True))
+
+
+def with_teacher_scores(schema: pa.Schema) -> pa.Schema:
+    """The schema of a teacher-scored run: its input's, with the ``teacher_scores`` column where it has one
+    (a fine-tuning run's), else appended."""
+    return schema if TEACHER_SCORES in schema.names else schema.append(TEACHER_SCORES_FIELD)
 
 
 def schema_description(schema: pa.Schema = PAIR_SCHEMA) -> dict[str, str]:

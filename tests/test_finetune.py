@@ -173,8 +173,8 @@ def test_loader_reads_teacher_scores_aligned_with_the_negatives_used(tmp_path):
     for index, row in enumerate(rows):
         row["task"] = "T"
         row["teacher_scores"] = None if index == 1 else [float(index), 1.0, 2.0, 3.0]
-    schema = FINETUNE_SCHEMA.append(pa.field(TEACHER_SCORES, pa.list_(pa.float32())))
-    output = write_mined_output(str(tmp_path / "scored"), {"scored": rows}, shards_per_source=1, schema=schema)
+    assert TEACHER_SCORES in FINETUNE_SCHEMA.names
+    output = write_mined_output(str(tmp_path / "scored"), {"scored": rows}, shards_per_source=1, schema=FINETUNE_SCHEMA)
     stream = PairStream(shards_by_source([output]), _RecordingTokenizer(), batch_size=4, max_negatives=2)
     batch = stream.materialise(next(stream.schedule.batches()))
     assert batch.negative_counts.tolist() == [2, 2, 2, 2]

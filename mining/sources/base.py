@@ -3,6 +3,7 @@
 import codecs
 import json
 import lzma
+import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -407,6 +408,20 @@ def require_text_list(obj: dict, key: str, minimum: int = 0) -> list[str]:
     if len(items) < minimum:
         raise Malformed(MISSING_FIELD, f"{key!r} needs at least {minimum} item(s), has {len(items)}")
     return items
+
+
+def optional_score_list(obj: dict, key: str, length: int) -> list[float] | None:
+    """``obj[key]``, a list of ``length`` finite JSON numbers (not booleans), as floats; None where the key is absent."""
+    items = obj.get(key)
+    if items is None:
+        return None
+    if not isinstance(items, list) or not all(
+        isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item) for item in items
+    ):
+        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of finite numbers")
+    if len(items) != length:
+        raise Malformed(MISSING_FIELD, f"{key!r} has {len(items)} score(s) for {length} text(s)")
+    return [float(item) for item in items]
 
 
 def require_integer(obj: dict, key: str, default: int | None = None) -> int:

@@ -1,5 +1,6 @@
-"""Labelled retrieval sets in the FlagEmbedding/BGE format:
-JSON lines ``{"query", "pos": [...], "neg": [...], "prompt"?}``; the prompt becomes the row's task.
+"""Labelled retrieval sets in the FlagEmbedding/BGE format: JSON lines ``{"query", "pos": [...], "neg": [...],
+"prompt"?, "pos_scores"?, "neg_scores"?}``; the prompt becomes the row's task, the scores (a teacher's, as
+FlagEmbedding's distillation data publishes them) its ``teacher_scores``.
 """
 
 from mining.sources import register

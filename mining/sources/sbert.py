@@ -1,24 +1,36 @@
 """sentence-transformers training data, JSON lines in three forms:
 
 - ``[query, passage]`` or ``[query, passage, negative, ...]``;
-- ``{"query": q, "pos": [p, ...], "neg": [n, ...]}``: one pair per positive, negatives kept;
+- ``{"query": q, "pos": [p, ...], "neg": [n, ...]}``: one pair per positive, negatives kept (and
+  ``pos_scores``/``neg_scores``, where given, as teacher scores);
 - ``{"set": [a, b, c, ...]}``: duplicate sets (paraphrases), one pair per neighbouring two.
 """
 
 from mining.sources import register
-from mining.sources.base import JsonLinesReader, Malformed, SourceReader, require_text, require_text_list
+from mining.sources.base import (
+    JsonLinesReader, Malformed, SourceReader, optional_score_list, require_text, require_text_list,
+)
 from schemas.reasons import MISSING_FIELD, WRONG_TYPE
 
 
 def query_pos_neg_pairs(
     reader: SourceReader, value: dict, lang: str | None, origin: str, task: str | None = None
 ) -> list[dict]:
-    """One pair per positive of a ``{"query", "pos", "neg"}`` record."""
+    """One pair per positive of a ``{"query", "pos", "neg"}`` record. With ``pos_scores`` and ``neg_scores``
+    (a teacher's, one per text, as FlagEmbedding's distillation data has them) each pair's teacher scores
+    are its positive's and every negative's: a row is distilled over its whole group or not at all."""
     query = require_text(value, "query")
+    positives = require_text_list(value, "pos", 1)
     negatives = require_text_list(value, "neg", 0)
+    positive_scores = optional_score_list(value, "pos_scores", len(positives))
+    negative_scores = optional_score_list(value, "neg_scores", len(negatives))
+    scored = positive_scores is not None and negative_scores is not None
     return [
-        reader.pair(query, positive, negatives=negatives, query_lang=lang, passage_lang=lang, task=task, origin=origin)
-        for positive in require_text_list(value, "pos", 1)
+        reader.pair(
+            query, positive, negatives=negatives, query_lang=lang, passage_lang=lang, task=task, origin=origin,
+            teacher_scores=[positive_scores[index], *negative_scores] if scored else None,
+        )
+        for index, positive in enumerate(positives)
     ]
 
 
