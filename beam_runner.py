@@ -54,7 +54,7 @@ from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sam
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
 from mining import run_store  # noqa: E402
-from pipelines import consistency, generate, hard_negatives, io, mine  # noqa: E402
+from pipelines import consistency, generate, hard_negatives, io, mine, teacher  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -72,7 +72,7 @@ def load_manifest(directory: str) -> Manifest:
 
 
 # Pipelines that read a finished run (--input) rather than mine sources.
-DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives}
+DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives, "teacher": teacher}
 # Pipelines with a plan and a build of their own: the derived ones, and generate (which reads nothing).
 PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": generate}
 
@@ -276,7 +276,7 @@ TRAINING_COMMANDS = ("pretrain", "finetune", "split", "evaluate")
 EMBEDMILL_USAGE = """usage: embedmill COMMAND [options]   (COMMAND --help for its options)
 
   mine       mine, derive or generate a run (python beam_runner.py): --pipeline pretrain|finetune|instruct|
-             consistency|hardnegatives|generate, with Beam's options passing through
+             consistency|hardnegatives|teacher|generate, with Beam's options passing through
   inspect    read a finished run: summary, verify, sample, diff, report
   pretrain   contrastive pre-training on mined runs (python -m training pretrain)
   finetune   fine-tuning from a checkpoint

@@ -126,13 +126,14 @@ def build_manifest(
     sampling_alpha: float | None,
     parent: m.Parent | None = None,
     weights: dict[str, float] | None = None,
+    teacher: m.Teacher | None = None,
 ) -> m.Manifest:
     """The manifest, from each written shard's entry and lengths; pydantic refuses it,
     naming the field, if any record is unaccounted for or any count disagrees with another.
 
     ``schema``: the shards' Arrow schema, or its description as a manifest records it. ``weights``:
     the sources' sampling weights where they are not this output's own, by ``sampling_alpha`` (a split
-    part keeps its parent's).
+    part keeps its parent's). ``teacher``: a teacher run's cross-encoder.
     """
     written = sorted(written, key=lambda item: item[0].path)
     shards = [shard for shard, _ in written]
@@ -170,5 +171,6 @@ def build_manifest(
             "totals": {**report.totals_for(None), "output": sum(shard.rows for shard in shards)},
             "sources": sources,
             "parent": parent,
+            "teacher": teacher,
         }
     )

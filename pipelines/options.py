@@ -21,7 +21,7 @@ from schemas.manifest import DEFAULT_SAMPLING_ALPHA
 
 # pretrain, finetune and instruct mine sources; the others read a finished run (--input).
 # generate asks an LLM for instruction data (its output is instruct's --source synthetic=OUTPUT/generations/*.jsonl).
-PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives", "generate")
+PIPELINE_NAMES = ("pretrain", "finetune", "instruct", "consistency", "hardnegatives", "teacher", "generate")
 _DEFAULT_NGRAM = {"char": 5, "word": 3}
 ENCODE_BATCH_SIZE = 512  # texts per encoder call in the pipelines over a finished run
 
@@ -129,12 +129,13 @@ class MiningOptions(PipelineOptions):
             help="records a stage handles per step",
         )
         derived = _BothSpellings(
-            parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives)")
+            parser.add_argument_group("pipelines over a finished run (--pipeline consistency, hardnegatives, teacher)")
         )
         derived.add_argument("--input", default=None, help="the finished run (manifest + shards) to read")
         derived.add_argument(
             "--model", default=None, metavar="SPEC",
-            help="encoder: a checkpoint or transformers path, st:PATH, or python:MODULE:CALLABLE",
+            help="encoder: a checkpoint or transformers path, st:PATH, or python:MODULE:CALLABLE; teacher: a "
+            "sentence-transformers CrossEncoder path or hub id, or python:MODULE:CALLABLE (queries, passages) -> scores",
         )
         derived.add_argument(
             "--pool-size", dest="pool_size", type=int, default=ConsistencyOptions.pool_size,
@@ -153,7 +154,7 @@ class MiningOptions(PipelineOptions):
             help="texts the encoder embeds per call",
         )
         derived.add_argument(
-            "--device", choices=("cpu", "cuda"), default=None, help="where the encoder runs; default: cuda if present"
+            "--device", choices=("cpu", "cuda"), default=None, help="where the encoder or cross-encoder runs; default: cuda if present"
         )
         derived.add_argument(
             "--corpus", default=None, help="hardnegatives: a finished run whose passages are searched; default --input"

@@ -246,17 +246,19 @@ class MergeReports(beam.CombineFn):
 
 
 class _WriteManifest(beam.DoFn):
-    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, parent):
+    def __init__(self, output: str, pipeline: str, schema, options: dict, sampling_alpha: float, parent, teacher):
         self._output = output
         self._pipeline = pipeline
         self._schema = schema
         self._options = options
         self._sampling_alpha = sampling_alpha
         self._parent = parent
+        self._teacher = teacher
 
     def process(self, _, written, report):
         manifest = build_manifest(
-            self._pipeline, self._schema, self._options, report, written, self._sampling_alpha, self._parent
+            self._pipeline, self._schema, self._options, report, written, self._sampling_alpha, self._parent,
+            teacher=self._teacher,
         )
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
@@ -275,13 +277,13 @@ class PublishRun(beam.DoFn):
 
 
 class WriteManifest(beam.PTransform):
-    """After every shard is written: rejected samples, then manifest.json (``parent``: the run a derived run read),
-    in the staging directory; then, once ``finished`` (other writes of the run) are done too, the run is
-    published into --output, replacing the earlier one."""
+    """After every shard is written: rejected samples, then manifest.json (``parent``: the run a derived run read;
+    ``teacher``: a teacher run's cross-encoder), in the staging directory; then, once ``finished`` (other writes
+    of the run) are done too, the run is published into --output, replacing the earlier one."""
 
     def __init__(
         self, destination: io.Destination, pipeline: str, schema, options: dict, sampling_alpha: float,
-        run: RunContext, parent=None, finished=(),
+        run: RunContext, parent=None, finished=(), teacher=None,
     ):
         super().__init__()
         self._destination = destination
@@ -292,6 +294,7 @@ class WriteManifest(beam.PTransform):
         self._run = run
         self._parent = parent
         self._finished = finished
+        self._teacher = teacher
 
     def expand(self, inputs):
         written, reports = inputs
@@ -302,7 +305,7 @@ class WriteManifest(beam.PTransform):
             | "Write" >> beam.ParDo(
                 _WriteManifest(
                     self._destination.staging, self._pipeline, self._schema, self._options, self._sampling_alpha,
-                    self._parent,
+                    self._parent, self._teacher,
                 ),
                 written=beam.pvalue.AsList(written),
                 report=beam.pvalue.AsSingleton(report),

@@ -241,6 +241,19 @@ class Generation(_Strict):
         return self
 
 
+class Teacher(_Strict):
+    """The cross-encoder whose logits a teacher run (``--pipeline teacher``) wrote as ``teacher_scores``."""
+
+    model: str = Field(description="--model as given")
+    name: str = Field(description="the hub id, the checkpoint directory's name, or MODULE:CALLABLE")
+    revision: str | None = Field(default=None, description="a hub model's commit")
+    weights_sha256: str = Field(
+        description="sha256 over the checkpoint's safetensors files (relative name and bytes, in name order); "
+        "for a python: callable, over its module's source file"
+    )
+    hashed_files: list[str]
+
+
 class Manifest(_Strict):
     schema_version: int = SCHEMA_VERSION
     pipeline: str
@@ -252,6 +265,7 @@ class Manifest(_Strict):
     sources: dict[str, SourceTotals]
     parent: Parent | None = Field(default=None, description="the run this one filtered, if any")
     generation: Generation | None = Field(default=None, description="a generation run's prompts, responses and cost")
+    teacher: Teacher | None = Field(default=None, description="a teacher run's cross-encoder")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -64,6 +64,8 @@ LLM_RETRIES_EXHAUSTED = "llm_retries_exhausted"  # 429, 5xx, timeouts or broken 
 LLM_REQUEST_REFUSED = "llm_request_refused"  # another 4xx: retrying would not help
 UNPARSEABLE_TASK_LIST = "unparseable_task_list"  # a brainstorm response with no list of tasks
 NO_TASKS = "no_tasks"  # a generation whose task type's brainstorm left no task to draw
+# Teacher scoring (--pipeline teacher): a row the teacher scored NaN or infinite is no distillation target.
+NONFINITE_TEACHER_SCORE = "nonfinite_teacher_score"
 # Hard-negative candidates inside the rank window skipped as likely false negatives (not records).
 ABOVE_MAX_SCORE = "above_max_score"
 WITHIN_RELATIVE_MARGIN = "within_relative_margin"
@@ -102,6 +104,7 @@ WRITE = Stage("write", frozenset())
 CONSISTENCY = Stage("consistency", frozenset({INCONSISTENT}))
 # Attaches mined negatives to every row; it drops nothing, but may skip candidates.
 HARD_NEGATIVES = Stage("hard_negatives", frozenset(), skips=frozenset({ABOVE_MAX_SCORE, WITHIN_RELATIVE_MARGIN}))
+TEACHER = Stage("teacher", frozenset({NONFINITE_TEACHER_SCORE}))
 
 GENERATE = Stage(
     "generate", frozenset(), frozenset({LLM_RETRIES_EXHAUSTED, LLM_REQUEST_REFUSED, UNPARSEABLE_TASK_LIST, NO_TASKS})
@@ -109,7 +112,7 @@ GENERATE = Stage(
 
 MINING_FUNNEL = (READ, CLEAN, DECONTAMINATE, LANGUAGE_ID, DEDUP, NEAR_DUP)
 # After every mining stage: the filters of a finished run.
-FILTERS = (CONSISTENCY,)
+FILTERS = (CONSISTENCY, TEACHER)
 # The steps of a generation run (its manifest's ``generation`` counts them, not the funnel).
 GENERATION = (GENERATE,)
 

@@ -284,7 +284,7 @@ class Trainer:
             disable=not (config.progress and self.context.is_main),
             dynamic_ncols=True,
         )
-        window = {"loss": 0.0, "steps": 0, "pairs": 0, "since": time.perf_counter()}
+        window = self._new_window()
         batches = iter(self.loader) if self.step < config.max_steps else iter(())
         for batch in batches:
             lr = self.scheduler.get_last_lr()[0]
@@ -299,6 +299,7 @@ class Trainer:
             window["loss"] += distributed.all_sum(loss).item()
             window["steps"] += 1
             window["pairs"] += batch.global_size
+            window["distilled_rows"] += self._distilled_rows(batch)
             progress.update(1)
             if self.step % config.log_every == 0 or self.step == config.max_steps:
                 elapsed = time.perf_counter() - window["since"]
@@ -308,12 +309,13 @@ class Trainer:
                     "lr": lr,
                     "grad_norm": float(grad_norm),
                     "pairs_per_s": window["pairs"] / elapsed,
+                    "distilled_rows": window["distilled_rows"],
                 }
                 progress.set_postfix(
                     loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", pairs_s=f"{record['pairs_per_s']:.0f}"
                 )
                 logged.append(self._log(record))
-                window = {"loss": 0.0, "steps": 0, "pairs": 0, "since": time.perf_counter()}
+                window = self._new_window()
             paused = time.perf_counter()
             if self.evaluates and (self.step % config.eval_every == 0 or self.step == config.max_steps):
                 logged.append(self._evaluate())
@@ -324,6 +326,17 @@ class Trainer:
                 break
         progress.close()
         return logged
+
+    @staticmethod
+    def _new_window() -> dict:
+        return {"loss": 0.0, "steps": 0, "pairs": 0, "distilled_rows": 0, "since": time.perf_counter()}
+
+    def _distilled_rows(self, batch) -> int:
+        """Rows of the batch, on every rank, whose group the loss distilled from teacher scores."""
+        scored = 0
+        if batch.teacher_scores is not None and self.loss_fn.distill_weight:
+            scored = int((~batch.teacher_scores[:, 0].isnan()).sum())
+        return int(distributed.all_sum(torch.tensor(scored, device=self.encoder.device)).item())
 
     def _evaluate(self) -> dict:
         record = {"step": self.step}

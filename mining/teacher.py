@@ -1,0 +1,64 @@
+"""Teacher scores: a cross-encoder's score of each row's (query, passage) and (query, negative) pairs, aligned
+with ``[passage, *negatives]``, the target of distillation in fine-tuning (``training.loss``).
+
+Rows are scored in groups fixed by their ids, not in whatever batches a runner forms: a model's score of a
+pair may differ in its last bits with the batch it is padded into, and the shards must not differ with the
+worker count. Pure functions; the model is ``training.cross_encoder``'s.
+"""
+
+import hashlib
+import math
+
+import numpy as np
+
+from mining.records import Drop
+from schemas import pairs as f
+from schemas.reasons import NONFINITE_TEACHER_SCORE
+
+
+class TeacherOutputError(ValueError):
+    """A teacher gave other than one score per pair: its code's problem, told in one line."""
+
+
+def group_count(rows: int, rows_per_group: int) -> int:
+    return max(1, math.ceil(rows / rows_per_group))
+
+
+def group_of(record_id: str, groups: int) -> int:
+    """The scoring group of a row: a hash of its id, so the same rows meet in the same group on every run."""
+    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little") % groups
+
+
+def scored_pairs(records: list[dict]) -> tuple[list[str], list[str], list[int]]:
+    """The (query, text) pairs of ``records``, row after row, and each row's number of pairs."""
+    queries, texts, counts = [], [], []
+    for record in records:
+        group = [record[f.PASSAGE], *record[f.NEGATIVES]]
+        queries.extend([record[f.QUERY]] * len(group))
+        texts.extend(group)
+        counts.append(len(group))
+    return queries, texts, counts
+
+
+def score_rows(score, records: list[dict], pairs_per_call: int) -> list[list[float]]:
+    """Each row's scores of its ``scored_pairs``, by ``score(queries, texts)`` called on ``pairs_per_call`` pairs
+    at a time; TeacherOutputError where a call gives other than one score per pair."""
+    queries, texts, counts = scored_pairs(records)
+    flat: list[float] = []
+    for start in range(0, len(queries), pairs_per_call):
+        called = queries[start : start + pairs_per_call]
+        scores = np.asarray(score(called, texts[start : start + pairs_per_call]), dtype=np.float64)
+        if scores.ndim == 2 and scores.shape[1] == 1:
+            scores = scores[:, 0]
+        if scores.shape != (len(called),):
+            raise TeacherOutputError(f"the teacher gave scores of shape {scores.shape} for {len(called)} pairs, not one each")
+        flat.extend(scores.tolist())
+    ends = np.cumsum(counts)
+    return [flat[end - count : end] for count, end in zip(counts, ends, strict=True)]
+
+
+def attach(record: dict, scores: list[float]) -> dict | Drop:
+    """The row with its teacher scores; a Drop where one is NaN or infinite (no target to distil)."""
+    if not all(map(math.isfinite, scores)):
+        return Drop(record, NONFINITE_TEACHER_SCORE, f"scores {scores}")
+    return {**record, f.TEACHER_SCORES: scores}

@@ -1,0 +1,119 @@
+"""``--pipeline teacher``: a finished run's rows with ``teacher_scores``, a cross-encoder's logits of each row's
+(query, passage) and (query, negative) pairs, aligned with ``[passage, *negatives]``, for distillation.
+
+shards -> groups of about --batch-size rows fixed by their ids (``mining.teacher``) -> RunInference, a group an
+example, scored --encode-batch-size pairs per model call -> rows with their scores -> shards + manifest, which
+records the teacher's name and a hash of its weights.
+"""
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+from mining import teacher
+from mining.records import Drop
+from pipelines import io, reporting, stages
+from pipelines.derived import FinishedRun, check_options, read_records, read_run
+from pipelines.options import MiningOptions
+from schemas import pairs as f
+from schemas import reasons
+from schemas.manifest import Teacher
+from schemas.pairs import CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, with_consistency_rank, with_teacher_scores
+
+
+@dataclass(frozen=True)
+class TeacherPlan:
+    run: FinishedRun
+    teacher: Teacher
+
+
+def plan(options: MiningOptions) -> TeacherPlan:
+    check_options(options)
+    run = read_run(options.input, "--input")
+    from training.cross_encoder import teacher_identity  # torch only where a teacher runs
+
+    try:
+        identity = teacher_identity(options.model)
+    except ValueError as error:
+        raise ValueError(f"--model {options.model}: {error}") from None
+    return TeacherPlan(run, identity)
+
+
+class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, object]):
+    """RunInference's model: ``training.cross_encoder.load_cross_encoder``, loaded once per worker. An example is
+    one scoring group of rows; its inference, each row's scores."""
+
+    def __init__(self, identity: Teacher, device: str | None, encode_batch_size: int):
+        super().__init__()
+        self._identity = identity
+        self._device = device
+        self._encode_batch_size = encode_batch_size
+
+    def load_model(self):
+        from training.cross_encoder import load_cross_encoder
+
+        return load_cross_encoder(self._identity, self._device, self._encode_batch_size)
+
+    def run_inference(self, batch, model, inference_args=None):
+        return [
+            PredictionResult(group, teacher.score_rows(model, list(group), self._encode_batch_size)) for group in batch
+        ]
+
+    def share_model_across_processes(self) -> bool:
+        return self._device == "cuda"
+
+    def batch_elements_kwargs(self):
+        # A group is already the batch: merging groups would make what a call sees depend on the runner.
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+
+class AttachScores(reporting.ReportingDoFn):
+    """A scored group -> its rows with ``teacher_scores``; a row with a non-finite score dropped."""
+
+    STAGE = reasons.TEACHER
+
+    def process(self, result: PredictionResult):
+        for record, scores in zip(result.example, result.inference, strict=True):
+            self._report.count_input(record[f.SOURCE])
+            item = teacher.attach(record, scores)
+            if isinstance(item, Drop):
+                self._drop_all([item])
+            else:
+                yield item
+
+
+def recorded_options(options: MiningOptions) -> dict:
+    return {
+        "derived_by": "teacher",
+        "input": options.input,
+        "model": options.model,
+        "batch_size": options.batch_size,
+        "encode_batch_size": options.encode_batch_size,
+        **options.recorded_output_options(),
+    }
+
+
+def build(pipeline: beam.Pipeline, options: MiningOptions, plan: TeacherPlan, destination: io.Destination) -> None:
+    run = plan.run
+    parent_pipeline = run.manifest.pipeline
+    schema = SCHEMA_BY_PIPELINE[parent_pipeline]
+    if CONSISTENCY_RANK in run.manifest.schema_:
+        schema = with_consistency_rank(schema)
+    schema = with_teacher_scores(schema)
+    groups = teacher.group_count(run.manifest.totals.output, options.batch_size)
+    context = options.run_context()
+    handler = CrossEncoderHandler(plan.teacher, options.device, options.encode_batch_size)
+    scored = (
+        read_records(pipeline, run, "Input")
+        | "ByGroup" >> beam.Map(lambda record: (teacher.group_of(record[f.ID], groups), record))
+        | "Groups" >> beam.GroupByKey()
+        | "InIdOrder" >> beam.MapTuple(lambda _, records: tuple(sorted(records, key=lambda record: record[f.ID])))
+        | "Score" >> RunInference(handler)
+        | "Attach" >> beam.ParDo(AttachScores(context)).with_outputs(reporting.REPORT, main="rows")
+    )
+    shard_entries = scored.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
+    (shard_entries, scored[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
+        destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, context,
+        parent=run.parent, teacher=plan.teacher,
+    )
