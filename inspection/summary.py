@@ -61,8 +61,10 @@ def summarize(manifest: Manifest) -> dict:
     ]
     sizes = [shard.bytes for shard in manifest.shards]
     generation = {"generation": manifest.generation.model_dump()} if manifest.generation else {}
+    teacher = {"teacher": manifest.teacher.model_dump()} if manifest.teacher else {}
     return {
         **generation,
+        **teacher,
         "pipeline": manifest.pipeline, "created": manifest.created,
         "totals": totals.model_dump(), "funnel": funnel, "sources": sources, "languages": language_rows,
         "shards": {
@@ -155,8 +157,12 @@ def format_summary(manifest: Manifest, location: str) -> str:
     lines = [
         f"{manifest.pipeline}: {totals.output} pairs in {len(manifest.shards)} shard(s) under {location}",
         f"input {totals.input} = output {totals.output} + dropped {dropped} + dead-lettered {totals.dead_letter}",
-        "",
     ]
+    if manifest.teacher is not None:
+        teacher = manifest.teacher
+        revision = f" at {teacher.revision}" if teacher.revision else ""
+        lines.append(f"teacher_scores by {teacher.name}{revision}, weights sha256 {teacher.weights_sha256[:16]}")
+    lines.append("")
     funnel_rows = []
     for step in data["funnel"][1:]:
         lost = [f"{reason} {n}" for reason, n in sorted(step["dropped"].items(), key=lambda item: -item[1])]

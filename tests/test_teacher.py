@@ -14,6 +14,7 @@ from sentence_transformers import CrossEncoder
 from transformers import BertConfig, BertForSequenceClassification
 
 import beam_runner
+from inspection.summary import format_summary
 from mining import teacher
 from mining.clean import CleanOptions, clean_pair
 from mining.records import new_pair
@@ -163,6 +164,8 @@ def test_teacher_run_scores_every_pair_with_the_cross_encoders_logits(finetune_r
     # The BGE sample's own scores were replaced by the teacher's: one teacher per run.
     assert any(row[TEACHER_SCORES] for row in before if row["source"] == "retrieval")
     assert beam_runner.main(["inspect", "verify", str(output)]) == 0
+    summary = format_summary(manifest, str(output))
+    assert f"teacher_scores by {cross_encoder.name}, weights sha256 {expected_hash[:16]}" in summary.splitlines()[2]
 
 
 def test_teacher_shards_do_not_depend_on_the_worker_count(finetune_run, tmp_path):
@@ -170,7 +173,7 @@ def test_teacher_shards_do_not_depend_on_the_worker_count(finetune_run, tmp_path
     assert _teacher(finetune_run, one, f"{CALLABLES}:label_teacher", "--batch-size=16") == 0
     assert _teacher(
         finetune_run, two, f"{CALLABLES}:label_teacher", "--batch-size=16",
-        "--direct_num_workers=2", "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2", "--direct_running_mode=multi_threading",
     ) == 0  # fmt: skip
     assert _shard_hashes(one) == _shard_hashes(two)
     manifest = Manifest.model_validate_json((one / "manifest.json").read_text())
@@ -224,33 +227,31 @@ def test_teacher_options_are_checked_before_any_work(finetune_run, cross_encoder
         assert not (tmp_path / "out").exists()
 
 
-# --- distillation from the scores ---------------------------------------------------------------------
+# --- end to end ---------------------------------------------------------------------------------------
 
 
-def test_fine_tuning_distils_from_a_teacher_run(finetune_run, tmp_path):
-    scored = tmp_path / "scored"
-    assert _teacher(finetune_run, scored, f"{CALLABLES}:label_teacher") == 0
-    model = tmp_path / "model"
+def test_every_kind_mined_given_hard_negatives_teacher_scored_and_distilled(finetune_run, cross_encoder, tmp_path):
+    negatives, scored, model = tmp_path / "negatives", tmp_path / "scored", tmp_path / "model"
+    assert beam_runner.main(
+        ["--pipeline=hardnegatives", f"--input={finetune_run}", f"--output={negatives}",
+         "--model=python:tests.test_consistency:trigram_vectors", "--rank-window=1:4", "--num-negatives=3"]
+    ) == 0  # fmt: skip
+    # Mined negatives replace the BGE sample's, so its scores (of the old ones) are gone.
+    assert any(row[TEACHER_SCORES] for row in _rows(finetune_run))
+    assert all(row[TEACHER_SCORES] is None and len(row["negatives"]) == 3 for row in _rows(negatives))
+    assert _teacher(negatives, scored, str(cross_encoder)) == 0
+    rows = _rows(scored)
+    assert {row["source"] for row in rows} == set(Manifest.model_validate_json((finetune_run / "manifest.json").read_text()).sources)
+    assert all(len(row[TEACHER_SCORES]) == 4 for row in rows)
     training_main(
         [
             "finetune", "--data", str(scored), "--model", "tiny", "--output", str(model), "--batch-size", "16",
-            "--max-steps", "3", "--negatives", "2", "--max-query-length", "32", "--max-passage-length", "48",
+            "--max-steps", "3", "--negatives", "3", "--max-query-length", "32", "--max-passage-length", "48",
             "--num-workers", "0", "--log-every", "1", "--no-progress", "--distill-weight", "1.0",
         ]
     )  # fmt: skip
     logged = [json.loads(line) for line in (model / "metrics.jsonl").read_text().splitlines()]
     trained = [record for record in logged if "loss" in record]
     assert [record["step"] for record in trained] == [1, 2, 3]
-    # Every row of the run was scored, so every row of every batch (one source's, up to 16 rows) was distilled.
+    # Every row was scored, so every row of every batch (one source's, up to 16 rows) was distilled.
     assert all(0 < record["distilled_rows"] <= 16 for record in trained), trained
-
-
-def test_mined_negatives_replace_the_scores_they_would_misalign(tmp_path, finetune_run):
-    scored, mined = tmp_path / "scored", tmp_path / "mined"
-    assert _teacher(finetune_run, scored, f"{CALLABLES}:label_teacher") == 0
-    assert beam_runner.main(
-        ["--pipeline=hardnegatives", f"--input={scored}", f"--output={mined}",
-         "--model=python:tests.test_consistency:trigram_vectors", "--rank-window=1:3", "--num-negatives=2"]
-    ) == 0  # fmt: skip
-    rows = _rows(mined)
-    assert any(row["negatives"] for row in rows) and all(row[TEACHER_SCORES] is None for row in rows)
