@@ -5,10 +5,13 @@ normalised text) is embedded and hashed into blocks; every batch of embedded que
 block in a shuffle, each meeting keeps its queries' best candidates, and a combiner merges them
 per query down to the end of the rank window. The rows are first grouped by normalised query, so
 that each query leaves out the positives of every row that asks it, not only its own. With
-``--relative-margin`` each row's positive is embedded beside its query, for the positive's score.
+``--relative-margin`` each row's positive is embedded beside its query, for the positive's score. With
+``--cross-encoder`` the filters read a cross-encoder's scores of the window's candidates and of the positive
+instead (the ranks stay the encoder's), in groups fixed by row id as ``--pipeline teacher`` scores.
 """
 
 import math
+from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
@@ -18,17 +21,30 @@ from mining import dedup, hard_negatives
 from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
+from pipelines.teacher import CrossEncoderHandler, ScoringGroups, cross_encoder_identity
 from schemas import pairs as f
 from schemas import reasons
+from schemas.manifest import Teacher
 from schemas.pairs import CONSISTENCY_RANK, FINETUNE_SCHEMA, with_consistency_rank
 
 # Corpus passages per block: a block's embeddings are held by one worker at a time.
 CORPUS_BLOCK_ROWS = 16384
 
 
-def plan(options: MiningOptions) -> tuple[FinishedRun, FinishedRun | None]:
+@dataclass(frozen=True)
+class HardNegativePlan:
+    run: FinishedRun
+    corpus: FinishedRun | None  # None: the input's own passages
+    cross_encoder: Teacher | None  # what scores the window for the false-negative filters; None: the encoder
+
+
+def plan(options: MiningOptions) -> HardNegativePlan:
     check_options(options)
-    return read_run(options.input, "--input"), read_run(options.corpus, "--corpus") if options.corpus else None
+    return HardNegativePlan(
+        read_run(options.input, "--input"),
+        read_run(options.corpus, "--corpus") if options.corpus else None,
+        cross_encoder_identity("--cross-encoder", options.cross_encoder) if options.cross_encoder else None,
+    )
 
 
 class SearchBlock(beam.DoFn):
@@ -82,6 +98,30 @@ class MergeCandidates(beam.CombineFn):
         return accumulator
 
 
+def window_rows(record_id: str, group: dict, window: tuple[int, int]) -> dict:
+    """A joined row as a cross-encoder scores it: its query with its positive and its window's candidates."""
+    (record,) = group["record"]
+    candidates = next(iter(group["candidates"]), [])
+    first, last = window
+    return {
+        f.ID: record_id, f.QUERY: record[f.QUERY], f.PASSAGE: record[f.PASSAGE],
+        f.NEGATIVES: [text for _, _, text in candidates[first - 1 : last]], "group": group,
+    }  # fmt: skip
+
+
+def rescored(result, window: tuple[int, int]):
+    """Scored window rows -> (id, joined group) with the window's candidates and the positive scored as the
+    cross-encoder scores them; ranks stay the encoder's."""
+    for row, (positive, *window_scores) in zip(result.example, result.inference, strict=True):
+        group = row["group"]
+        candidates = list(next(iter(group["candidates"]), []))
+        start = window[0] - 1
+        for offset, score in enumerate(window_scores):
+            _, key, text = candidates[start + offset]
+            candidates[start + offset] = (score, key, text)
+        yield row[f.ID], {"record": group["record"], "candidates": [candidates], "positive_score": [positive]}
+
+
 class AttachNegatives(reporting.ReportingDoFn):
     """(id, {record, candidates[, positive_score]}) -> the record as a fine-tuning row with its mined negatives;
     the window's candidates the false-negative filters skip are counted per reason."""
@@ -109,7 +149,7 @@ class AttachNegatives(reporting.ReportingDoFn):
         yield {**record, f.NEGATIVES: negatives, f.TASK: record.get(f.TASK) or "", f.TEACHER_SCORES: None}
 
 
-def recorded_options(options: MiningOptions) -> dict:
+def recorded_options(options: MiningOptions, plan: HardNegativePlan) -> dict:
     return {
         "derived_by": "hardnegatives",
         "input": options.input,
@@ -119,6 +159,8 @@ def recorded_options(options: MiningOptions) -> dict:
         "num_negatives": options.num_negatives,
         "max_score": options.max_score,
         "relative_margin": options.relative_margin,
+        "cross_encoder": options.cross_encoder,
+        "cross_encoder_weights_sha256": plan.cross_encoder and plan.cross_encoder.weights_sha256,
         **options.recorded_output_options(),
     }
 
@@ -126,10 +168,10 @@ def recorded_options(options: MiningOptions) -> dict:
 def build(
     pipeline: beam.Pipeline,
     options: MiningOptions,
-    plan: tuple[FinishedRun, FinishedRun | None],
+    plan: HardNegativePlan,
     destination: io.Destination,
 ) -> None:
-    run, corpus_run = plan
+    run, corpus_run = plan.run, plan.corpus
     schema = FINETUNE_SCHEMA
     if CONSISTENCY_RANK in run.manifest.schema_:
         schema = with_consistency_rank(schema)
@@ -153,7 +195,8 @@ def build(
         | "CorpusBlocks" >> beam.GroupByKey()
         | "BlockLists" >> beam.MapTuple(lambda block, entries: (block, list(entries)))
     )
-    with_positive = settings.relative_margin is not None
+    # The positive's score for --relative-margin: the encoder's, unless a cross-encoder scores the window.
+    with_positive = settings.relative_margin is not None and plan.cross_encoder is None
     embedded_queries = (
         records
         | "ByQuery" >> beam.Map(
@@ -182,13 +225,23 @@ def build(
         joined["positive_score"] = embedded_queries | "PositiveScores" >> beam.MapTuple(
             lambda id_excluded, result: (id_excluded[0], hard_negatives.positive_score(*result.inference))
         )
+    joined = joined | "Join" >> beam.CoGroupByKey()
+    if plan.cross_encoder is not None:
+        joined = (
+            joined
+            | "WindowRows" >> beam.MapTuple(lambda record_id, group: window_rows(record_id, group, window))
+            | "WindowGroups" >> ScoringGroups(run.manifest.totals.output, options.batch_size)
+            | "CrossEncode" >> RunInference(
+                CrossEncoderHandler(plan.cross_encoder, options.device, options.encode_batch_size, logits=False)
+            )
+            | "Rescored" >> beam.FlatMap(rescored, window)
+        )
     rows = (
         joined
-        | "Join" >> beam.CoGroupByKey()
         | "Attach" >> beam.ParDo(AttachNegatives(settings, context)).with_outputs(reporting.REPORT, main="rows")
     )
     shard_entries = rows.rows | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, rows[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
-        destination, "finetune", schema, recorded_options(options), options.sampling_alpha, context,
+        destination, "finetune", schema, recorded_options(options, plan), options.sampling_alpha, context,
         parent=run.parent,
     )

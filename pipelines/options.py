@@ -172,6 +172,11 @@ class MiningOptions(PipelineOptions):
             help="hardnegatives: skip candidates whose score (cosine) is above this, as likely false negatives",
         )
         derived.add_argument(
+            "--cross-encoder", dest="cross_encoder", default=None, metavar="SPEC",
+            help="hardnegatives: score the window's candidates and the positive with this cross-encoder (as --model "
+            "of teacher) for --max-score and --relative-margin; default: the encoder's cosine",
+        )
+        derived.add_argument(
             "--relative-margin", dest="relative_margin", type=float, default=HardNegativeOptions.relative_margin,
             help="hardnegatives: skip candidates scoring above (1 - margin) x the positive's score",
         )
@@ -279,8 +284,11 @@ class MiningOptions(PipelineOptions):
         hard_negatives.parse_rank_window(self.rank_window)
         if self.lid_model and not io.is_file(self.lid_model):
             raise ValueError(f"--lid-model {self.lid_model}: no such file")
-        if self.model:
-            _check_model_spec(self.model)
+        for option, spec in (("--model", self.model), ("--cross-encoder", self.cross_encoder)):
+            if spec:
+                _check_model_spec(option, spec)
+        if self.cross_encoder and self.pipeline != "hardnegatives":
+            raise ValueError("--cross-encoder is an option of --pipeline hardnegatives")
 
     def read_paths(self) -> list[tuple[str, str]]:
         """(option, path or glob) of what a run reads besides its --source files."""
@@ -289,6 +297,7 @@ class MiningOptions(PipelineOptions):
             for option, path in (
                 ("--input", self.input), ("--corpus", self.corpus), ("--lid-model", self.lid_model),
                 ("--model", self.model and EncoderSpec.parse(self.model).path),
+                ("--cross-encoder", self.cross_encoder and EncoderSpec.parse(self.cross_encoder).path),
                 *(("--exclude", pattern) for pattern in self.exclude or []),
             )
             if path
@@ -341,14 +350,14 @@ class MiningOptions(PipelineOptions):
         )
 
 
-def _check_model_spec(text: str) -> None:
-    """What can be checked of --model without loading it: a python: module that exists, a local path that exists.
-    A name that is no path may be a hub id, which only loading can tell."""
+def _check_model_spec(option: str, text: str) -> None:
+    """What can be checked of a model option without loading it: a python: module that exists, a local path that
+    exists. A name that is no path may be a hub id, which only loading can tell."""
     try:
         spec = EncoderSpec.parse(text)
     except ValueError as error:
-        raise ValueError(f"--model {text}: {error}") from None
+        raise ValueError(f"{option} {text}: {error}") from None
     if spec.module is not None and importlib.util.find_spec(spec.module) is None:
-        raise ValueError(f"--model {text}: python:MODULE:CALLABLE needs an importable module and a callable name")
+        raise ValueError(f"{option} {text}: python:MODULE:CALLABLE needs an importable module and a callable name")
     if spec.names_a_file and not io.match_files(spec.path.rstrip("/")):
-        raise ValueError(f"--model {text}: no such file or directory")
+        raise ValueError(f"{option} {text}: no such file or directory")

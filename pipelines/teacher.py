@@ -28,32 +28,54 @@ class TeacherPlan:
     teacher: Teacher
 
 
+def cross_encoder_identity(option: str, spec: str) -> Teacher:
+    """``training.cross_encoder.teacher_identity``, its ValueError naming the option."""
+    from training.cross_encoder import teacher_identity  # torch only where a cross-encoder runs
+
+    try:
+        return teacher_identity(spec)
+    except ValueError as error:
+        raise ValueError(f"{option} {spec}: {error}") from None
+
+
 def plan(options: MiningOptions) -> TeacherPlan:
     check_options(options)
     run = read_run(options.input, "--input")
-    from training.cross_encoder import teacher_identity  # torch only where a teacher runs
+    return TeacherPlan(run, cross_encoder_identity("--model", options.model))
 
-    try:
-        identity = teacher_identity(options.model)
-    except ValueError as error:
-        raise ValueError(f"--model {options.model}: {error}") from None
-    return TeacherPlan(run, identity)
+
+class ScoringGroups(beam.PTransform):
+    """Rows -> tuples of about ``rows_per_group`` rows in id order, fixed by their ids (``mining.teacher``)."""
+
+    def __init__(self, rows: int, rows_per_group: int):
+        super().__init__()
+        self._groups = teacher.group_count(rows, rows_per_group)
+
+    def expand(self, records):
+        groups = self._groups
+        return (
+            records
+            | "ByGroup" >> beam.Map(lambda record: (teacher.group_of(record[f.ID], groups), record))
+            | "Groups" >> beam.GroupByKey()
+            | "InIdOrder" >> beam.MapTuple(lambda _, rows: tuple(sorted(rows, key=lambda record: record[f.ID])))
+        )
 
 
 class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, object]):
     """RunInference's model: ``training.cross_encoder.load_cross_encoder``, loaded once per worker. An example is
-    one scoring group of rows; its inference, each row's scores."""
+    one scoring group of rows (``ScoringGroups``); its inference, each row's scores of [passage, *negatives]."""
 
-    def __init__(self, identity: Teacher, device: str | None, encode_batch_size: int):
+    def __init__(self, identity: Teacher, device: str | None, encode_batch_size: int, logits: bool = True):
         super().__init__()
         self._identity = identity
         self._device = device
         self._encode_batch_size = encode_batch_size
+        self._logits = logits
 
     def load_model(self):
         from training.cross_encoder import load_cross_encoder
 
-        return load_cross_encoder(self._identity, self._device, self._encode_batch_size)
+        return load_cross_encoder(self._identity, self._device, self._encode_batch_size, self._logits)
 
     def run_inference(self, batch, model, inference_args=None):
         return [
@@ -101,14 +123,11 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: TeacherPlan, de
     if CONSISTENCY_RANK in run.manifest.schema_:
         schema = with_consistency_rank(schema)
     schema = with_teacher_scores(schema)
-    groups = teacher.group_count(run.manifest.totals.output, options.batch_size)
     context = options.run_context()
     handler = CrossEncoderHandler(plan.teacher, options.device, options.encode_batch_size)
     scored = (
         read_records(pipeline, run, "Input")
-        | "ByGroup" >> beam.Map(lambda record: (teacher.group_of(record[f.ID], groups), record))
-        | "Groups" >> beam.GroupByKey()
-        | "InIdOrder" >> beam.MapTuple(lambda _, records: tuple(sorted(records, key=lambda record: record[f.ID])))
+        | "Group" >> ScoringGroups(run.manifest.totals.output, options.batch_size)
         | "Score" >> RunInference(handler)
         | "Attach" >> beam.ParDo(AttachScores(context)).with_outputs(reporting.REPORT, main="rows")
     )

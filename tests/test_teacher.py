@@ -4,6 +4,7 @@ cross-encoder and with python: callables, and the fine-tuning run that distils f
 import hashlib
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,11 @@ def label_teacher(queries, passages):
 
 def nan_for_german(queries, passages):
     return np.array([math.nan if "Pflanzen" in query else 1.0 for query in queries])
+
+
+def length_probability(queries, passages):
+    """A cross-encoder stand-in for the false-negative filters: longer texts score higher, in [0, 1]."""
+    return np.array([min(1.0, len(passage) / 1000) for passage in passages])
 
 
 def two_scores_per_pair(queries, passages):
@@ -225,6 +231,42 @@ def test_teacher_options_are_checked_before_any_work(finetune_run, cross_encoder
             beam_runner.main(["--pipeline=teacher", f"--output={tmp_path / 'out'}", *arguments])
         assert message in str(stopped.value) and "\n" not in str(stopped.value), arguments
         assert not (tmp_path / "out").exists()
+
+
+def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetune_run, tmp_path):
+    def mine(name, *filters):
+        output = tmp_path / name
+        assert beam_runner.main(
+            ["--pipeline=hardnegatives", f"--input={finetune_run}", f"--output={output}", "--rank-window=1:6",
+             "--num-negatives=6", "--model=python:tests.test_consistency:trigram_vectors", *filters]
+        ) == 0  # fmt: skip
+        return {row["id"]: row for row in _rows(output)}, Manifest.model_validate_json((output / "manifest.json").read_text())
+
+    plain, _ = mine("plain")
+    ceiling, manifest = mine("ceiling", f"--cross-encoder={CALLABLES}:length_probability", "--max-score=0.2")
+    # The window's candidates over 200 characters score above 0.2 and are skipped; the ranks are the encoder's.
+    for row_id, row in ceiling.items():
+        assert row["negatives"] == [text for text in plain[row_id]["negatives"] if len(text) <= 200]
+    skipped = sum(len(row["negatives"]) for row in plain.values()) - sum(len(row["negatives"]) for row in ceiling.values())
+    counted = Counter()
+    for source in manifest.sources.values():
+        counted.update(source.skipped_negatives)
+    assert skipped > 0 and counted == {"above_max_score": skipped}
+    assert manifest.options["cross_encoder"] == f"{CALLABLES}:length_probability"
+    assert manifest.options["cross_encoder_weights_sha256"] == hashlib.sha256(
+        b"test_teacher.py\0" + Path(__file__).read_bytes()
+    ).hexdigest()
+
+    margin, _ = mine("margin", f"--cross-encoder={CALLABLES}:length_probability", "--relative-margin=0.5")
+    for row_id, row in margin.items():
+        positive = min(1.0, len(row["passage"]) / 1000)
+        assert row["negatives"] == [text for text in plain[row_id]["negatives"] if len(text) / 1000 <= 0.5 * positive]
+
+
+def test_the_cross_encoder_option_belongs_to_hardnegatives(finetune_run, tmp_path):
+    with pytest.raises(SystemExit) as stopped:
+        _teacher(finetune_run, tmp_path / "out", f"{CALLABLES}:label_teacher", f"--cross-encoder={CALLABLES}:label_teacher")
+    assert str(stopped.value) == "--cross-encoder is an option of --pipeline hardnegatives"
 
 
 # --- end to end ---------------------------------------------------------------------------------------

@@ -5,7 +5,10 @@
   changes nothing); its weights load from safetensors only;
 - ``python:MODULE:CALLABLE``: a callable ``(queries, passages) -> one score per pair`` (another engine, an API).
 
-Scores are logits (no sigmoid), what distillation's softmax over a row's group expects.
+Teacher scores are logits (no sigmoid), what distillation's softmax over a row's group expects; the
+false-negative filters of ``hardnegatives`` take the model's own activation (a sigmoid for one label), as
+sentence-transformers' ``mine_hard_negatives`` does, so that ``--max-score`` and ``--relative-margin`` read as
+probabilities.
 """
 
 import hashlib
@@ -80,8 +83,9 @@ def teacher_identity(text: str) -> Teacher:
     )
 
 
-def load_cross_encoder(teacher: Teacher, device: str | None, batch_size: int) -> Scorer:
-    """The scorer ``teacher`` (``teacher_identity``'s) names: the same revision of a hub model."""
+def load_cross_encoder(teacher: Teacher, device: str | None, batch_size: int, logits: bool = True) -> Scorer:
+    """The scorer ``teacher`` (``teacher_identity``'s) names: the same revision of a hub model. ``logits``: no
+    activation; else the checkpoint's own (a python: callable's scores are what it returns either way)."""
     spec = EncoderSpec.parse(teacher.model)
     if spec.module is not None:
         return getattr(importlib.import_module(spec.module), spec.callable_name)
@@ -95,7 +99,8 @@ def load_cross_encoder(teacher: Teacher, device: str | None, batch_size: int) ->
 
     def score(queries: list[str], passages: list[str]) -> np.ndarray:
         return model.predict(
-            list(zip(queries, passages, strict=True)), batch_size=batch_size, activation_fn=torch.nn.Identity(),
+            list(zip(queries, passages, strict=True)), batch_size=batch_size,
+            activation_fn=torch.nn.Identity() if logits else None,
             convert_to_numpy=True, show_progress_bar=False,
         )
 
