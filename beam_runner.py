@@ -105,6 +105,16 @@ def _check_cloud_options(options: PipelineOptions) -> None:
         raise SystemExit("--runner DataflowRunner needs --temp_location gs://BUCKET/PATH for staging and temp files")
 
 
+def _check_local_device(options: PipelineOptions, device: str | None) -> None:
+    """A local run's workers are this machine: --device cuda without CUDA here would fail on the first batch."""
+    runner = (options.view_as(StandardOptions).runner or "direct").lower()
+    if device == "cuda" and runner in ("directrunner", "direct"):
+        import torch  # only runs that name a device need it
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: this machine has no CUDA device for a local run's workers")
+
+
 def run_pipeline(argv: list[str]) -> int:
     """Check everything that can be checked before any work starts, each failure one line; then run."""
     options = PipelineOptions(argv)
@@ -113,6 +123,7 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
+    _check_local_device(options, mining.device)
     derived = PLANNED_PIPELINES.get(mining.pipeline)
     try:
         mining.validate()

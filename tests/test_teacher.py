@@ -297,3 +297,13 @@ def test_every_kind_mined_given_hard_negatives_teacher_scored_and_distilled(fine
     assert [record["step"] for record in trained] == [1, 2, 3]
     # Every row was scored, so every row of every batch (one source's, up to 16 rows) was distilled.
     assert all(0 < record["distilled_rows"] <= 16 for record in trained), trained
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA can run it")
+@pytest.mark.parametrize("pipeline", ["teacher", "hardnegatives", "consistency"])
+def test_a_local_run_on_cuda_without_cuda_is_one_line_before_any_work(finetune_run, tmp_path, pipeline):
+    with pytest.raises(SystemExit) as stopped:
+        beam_runner.main([f"--pipeline={pipeline}", f"--input={finetune_run}", f"--model={CALLABLES}:label_teacher",
+                          "--device=cuda", f"--output={tmp_path / 'out'}"])
+    assert str(stopped.value) == "--device cuda: this machine has no CUDA device for a local run's workers"
+    assert not (tmp_path / "out").exists()
