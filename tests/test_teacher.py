@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from sentence_transformers import CrossEncoder
+from sentence_transformers import CrossEncoder, SentenceTransformer
 from transformers import BertConfig, BertForSequenceClassification
 
 import beam_runner
@@ -297,6 +297,12 @@ def test_every_kind_mined_given_hard_negatives_teacher_scored_and_distilled(fine
     assert [record["step"] for record in trained] == [1, 2, 3]
     # Every row was scored, so every row of every batch (one source's, up to 16 rows) was distilled.
     assert all(0 < record["distilled_rows"] <= 16 for record in trained), trained
+    # The checkpoint's card says what it learned from, and how.
+    card = (model / "README.md").read_text()
+    digest = hashlib.sha256((scored / "manifest.json").read_bytes()).hexdigest()
+    assert f"| `{scored}` | `{digest}` |" in card and "distillation weight 1.0" in card
+    assert "passages of up to 48 tokens" in card and f"| retrieval | {sum(r['source'] == 'retrieval' for r in rows)} |" in card
+    assert SentenceTransformer(str(model)).model_card_data is not None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with CUDA can run it")

@@ -187,11 +187,16 @@ def restore_state(run: StoredRun, context: Context, *, encoder: Encoder, optimiz
         torch.cuda.set_rng_state(rng["cuda"], context.device)
 
 
-def export(encoder: Encoder, output: Path) -> None:
-    """The model files at the top of ``output``, each replaced atomically."""
+MODEL_CARD = "README.md"
+
+
+def export(encoder: Encoder, output: Path, card: str | None = None) -> None:
+    """The model files at the top of ``output`` (and ``card`` as its README.md), each replaced atomically."""
     staging = output / ".export.partial"
     shutil.rmtree(staging, ignore_errors=True)
     encoder.save_pretrained(staging)
+    if card is not None:
+        (staging / MODEL_CARD).write_text(card, encoding="utf-8")
     for path in sorted(staging.rglob("*")):
         target = output / path.relative_to(staging)
         if path.is_dir():
@@ -199,6 +204,48 @@ def export(encoder: Encoder, output: Path) -> None:
         else:
             os.replace(path, target)
     shutil.rmtree(staging)
+
+
+def model_card(
+    config: dict, step: int, data_manifests: dict[str, str], source_rows: dict[str, int], encoder: Encoder,
+    metrics: list[dict],
+) -> str:
+    """A sentence-transformers-style README.md: how to load the model with its prompts, the data it was trained on
+    (each --data manifest's sha256, rows per source), the options, the last training metrics and evaluation."""
+    trained = [record for record in metrics if "loss" in record]
+    evaluated = [record for record in metrics if "loss" not in record and len(record) > 1]
+    prompts = encoder.prompts
+    lines = [
+        "---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
+        "tags:", "- sentence-transformers", "- feature-extraction", "- embedmill", "---", "",
+        f"# {Path(config['output']).name}", "",
+        f"Trained with embedmill from `{config['model']}` for {step} steps of {config['batch_size']} pairs "
+        f"(InfoNCE, temperature {config['temperature']}"
+        + (f", up to {config['max_negatives']} hard negatives per row" if config["max_negatives"] else "")
+        + (f", distillation weight {config['distill_weight']}" if config["distill_weight"] else "") + "), "
+        f"trained on queries of up to {config['max_query_length']} and passages of up to "
+        f"{config['max_passage_length']} tokens; it encodes up to {encoder.max_length}.", "",
+        "```python", "from sentence_transformers import SentenceTransformer", "",
+        f'model = SentenceTransformer("{Path(config["output"]).name}")',
+        'queries = model.encode_query(["..."])      # prompt "query": ' + json.dumps(prompts.query),
+        'passages = model.encode_document(["..."])  # prompt "document": ' + json.dumps(prompts.passage),
+        "```", "", "## Training data", "", "| --data | manifest sha256 |", "|---|---|",
+        *(f"| `{directory}` | `{digest}` |" for directory, digest in data_manifests.items()), "",
+        "| source | rows |", "|---|---|", *(f"| {name} | {rows} |" for name, rows in source_rows.items()), "",
+        "## Options", "", "```json", json.dumps(config, indent=2, sort_keys=True), "```", "",
+    ]
+    if trained:
+        last = trained[-1]
+        lines += ["## Training", "", f"Step {last['step']}: loss {last['loss']:.4f}, learning rate {last['lr']:.3g}.", ""]
+    if evaluated:
+        last = evaluated[-1]
+        lines += ["## Evaluation", "", f"At step {last['step']}:", "", "| metric | value |", "|---|---|",
+                  *(f"| {name} | {_figure(value)} |" for name, value in sorted(last.items()) if name != "step"), ""]
+    return "\n".join(lines)
+
+
+def _figure(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
 class MetricsLog:

@@ -87,8 +87,12 @@ STORAGE = FsspecStorage()
 
 
 def read_manifest(directory: str) -> Manifest:
+    return _read_stored_manifest(directory).manifest
+
+
+def _read_stored_manifest(directory: str) -> run_store.StoredManifest:
     missing = f"{directory} is not a mined output directory: it has no {MANIFEST_NAME}"
-    return run_store.read_manifest(STORAGE, directory, missing).manifest
+    return run_store.read_manifest(STORAGE, directory, missing)
 
 
 # Every source's shards, by source name: read from the manifests once, then passed to whatever needs them.
@@ -97,17 +101,25 @@ ShardsBySource = dict[str, list[ShardRef]]
 
 def shards_by_source(directories: Sequence[str]) -> ShardsBySource:
     """The non-empty shards of every directory, grouped by source, in the order given."""
+    return read_data(directories)[0]
+
+
+def read_data(directories: Sequence[str]) -> tuple[ShardsBySource, dict[str, str]]:
+    """``shards_by_source``, and the sha256 of each directory's manifest (what a model card names its data by)."""
     if not directories:
         raise ValueError("no data directory given")
     sources: ShardsBySource = {}
+    digests = {}
     for directory in directories:
-        for shard in read_manifest(str(directory)).shards:
+        stored = _read_stored_manifest(str(directory))
+        digests[str(directory)] = stored.sha256
+        for shard in stored.manifest.shards:
             if shard.rows:
                 ref = ShardRef(join(str(directory), shard.path), shard.rows, shard.bytes, shard.sha256)
                 sources.setdefault(shard.source, []).append(ref)
     if not sources:
         raise ValueError(f"no rows in {', '.join(map(str, directories))}")
-    return dict(sorted(sources.items()))
+    return dict(sorted(sources.items())), digests
 
 
 _AGAINST_MANIFEST = run_store.ProblemWording(

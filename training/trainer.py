@@ -23,7 +23,7 @@ from training.encoder import Encoder
 from training.evaluation import evaluate_spec, held_out_rows, in_batch_retrieval
 from training.loss import InfoNCELoss
 from training.prompts import InstructPrompts, Prompts
-from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, shards_by_source
+from training.shard_store import DEFAULT_CACHE_DIR, ShardsBySource, ShardStore, read_data, shards_by_source
 from training.step import contrastive_backward
 from training.stream import PairLoader, PairStream
 from training.tiny import build_tiny_encoder
@@ -190,7 +190,8 @@ class Trainer:
         if self.output.exists() and not self.output.is_dir():
             raise FileExistsError(f"{self.output} is a file, not a checkpoint directory: choose another --output")
         # Every manifest read, once (and so every data error met), before anything is written.
-        shards = shards_by_source(config.data)
+        shards, self.data_manifests = read_data(config.data)
+        self.source_rows = {name: sum(shard.rows for shard in source_shards) for name, source_shards in shards.items()}
         held_out_shards = shards_by_source(config.eval_data) if config.eval_data else {}
         for spec in config.eval_tasks:
             path = spec.partition("=")[2]
@@ -376,7 +377,11 @@ class Trainer:
             scheduler=self.scheduler,
         )
         if self.context.is_main:
-            checkpoint.export(self.encoder, self.output)
+            card = checkpoint.model_card(
+                dataclasses.asdict(self.config), self.step, self.data_manifests, self.source_rows, self.encoder,
+                self.metrics.records(),
+            )
+            checkpoint.export(self.encoder, self.output, card)
         distributed.barrier()
 
 
