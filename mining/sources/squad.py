@@ -16,7 +16,7 @@ from schemas.reasons import UNANSWERABLE, UNREADABLE
 class SquadReader(SourceReader):
     kind = "squad"
     passage_dedup = False
-    task = "Given a question, retrieve Wikipedia passages that answer the question"
+    task = "Retrieve Wikipedia passages that answer the question"  # E5-mistral Table 14: SQuAD and TriviaQA
 
     def read(self, task, open_file, limits):
         for path in task.paths:
