@@ -23,7 +23,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from schemas.manifest import (
-    DEAD_LETTER_DIR, GENERATIONS_DIR, LLM_CACHE_DIR, MANIFEST_NAME, REJECTED_DIR, SHARDS_DIR,
+    DATASET_CARD, DEAD_LETTER_DIR, GENERATIONS_DIR, LLM_CACHE_DIR, MANIFEST_NAME, REJECTED_DIR, SHARDS_DIR,
 )
 
 
@@ -282,7 +282,7 @@ def _top_level_entries(directory: str) -> dict[str, list[str]]:
 
 def _written_by_a_run(name: str) -> bool:
     """Whether a name directly in --output is one a run writes (its staging directories included)."""
-    return name in (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, GENERATIONS_DIR, MANIFEST_NAME, *_KEPT) or (
+    return name in (SHARDS_DIR, DEAD_LETTER_DIR, REJECTED_DIR, GENERATIONS_DIR, MANIFEST_NAME, DATASET_CARD, *_KEPT) or (
         name.startswith((f".{MANIFEST_NAME}.tmp-", STAGING_PREFIX))
     )
 

@@ -12,6 +12,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from mining import dedup, instruct, langid, run_store, shards
 from mining.clean import clean_batch
+from mining.dataset_card import dataset_card
 from mining.records import DeadLetter, Drop
 from mining.report import FunnelReport, build_manifest
 from mining.sources import get_reader
@@ -20,7 +21,7 @@ from pipelines import io
 from pipelines.reporting import REPORT, ReportingDoFn, RunContext
 from schemas import pairs as f
 from schemas import reasons
-from schemas.manifest import DEAD_LETTER_DIR, REJECTED_DIR
+from schemas.manifest import DATASET_CARD, DEAD_LETTER_DIR, REJECTED_DIR
 
 JOIN = "join"
 
@@ -263,6 +264,7 @@ class _WriteManifest(beam.DoFn):
         for reason, sample in sorted(report.samples.items()):
             lines = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in sample)
             io.write_atomically(io.join(self._output, REJECTED_DIR, f"{reason}.jsonl"), lines.encode("utf-8"))
+        io.write_atomically(io.join(self._output, DATASET_CARD), dataset_card(manifest).encode("utf-8"))
         run_store.write_manifest(io, self._output, manifest)
         yield manifest
 

@@ -12,6 +12,7 @@ SCHEMA_VERSION = 1
 # Length histograms: bin 0 counts empty texts, bin i texts of [2^(i-1), 2^i) characters.
 LENGTH_BINS = 18
 MANIFEST_NAME = "manifest.json"
+DATASET_CARD = "README.md"  # beside the manifest: what Hugging Face datasets reads a run's layout from
 SHARDS_DIR = "shards"
 # A source's share of training batches is rows^alpha / sum: the manifest's weights and the trainer's draws.
 DEFAULT_SAMPLING_ALPHA = 0.5

@@ -115,6 +115,11 @@ def test_shards_match_the_manifest_and_load_everywhere(mined):
     files = [str(output / shard.path) for shard in manifest.shards]
     loaded = datasets.load_dataset("arrow", data_files=files, split="train", cache_dir=str(output.parent / "hf"))
     assert loaded.num_rows == manifest.totals.output
+    # The run's dataset card tells datasets where its rows are: the directory alone loads, every source or one.
+    whole = datasets.load_dataset(str(output), split="train", cache_dir=str(output.parent / "hf-card"))
+    assert sorted(whole["id"]) == sorted(row["id"] for row in rows)
+    nllb = datasets.load_dataset(str(output), "nllb", split="train", cache_dir=str(output.parent / "hf-card"))
+    assert set(nllb["source"]) == {"nllb"} and nllb.num_rows == manifest.sources["nllb"].output
 
 
 def test_cleaned_and_identified_rows(mined):

@@ -1,0 +1,42 @@
+"""The dataset card of a run: ``README.md`` beside its manifest, with the Hugging Face ``configs:`` that make
+``datasets.load_dataset(DIR)`` read the shards (one config per source, and ``default`` for all of them) instead
+of guessing a builder from whatever files are most numerous (``rejected/``'s JSON lines)."""
+
+import json
+
+from schemas.manifest import SHARDS_DIR, Manifest
+
+
+def _config(name: str, pattern: str) -> list[str]:
+    return [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {pattern}"]
+
+
+def dataset_card(manifest: Manifest) -> str:
+    sources = sorted(name for name, source in manifest.sources.items() if source.output)
+    configs = []
+    if sources:
+        configs = ["configs:", *_config("default", f"{SHARDS_DIR}/*/*.arrow")]
+        for name in sources:
+            configs += _config(name, f"{SHARDS_DIR}/{name}/*.arrow")
+    totals = manifest.totals
+    lines = [
+        "---", *configs, "tags:", "- embedmill", "- text-pairs", "---", "",
+        f"# {manifest.pipeline} pairs mined by embedmill", "",
+        f"{totals.output} rows in {len(manifest.shards)} Arrow IPC stream shards, from {totals.input} input records "
+        f"({sum(totals.dropped.values())} dropped by named reason, {totals.dead_letter} dead-lettered); "
+        f"`manifest.json` is the contract: every shard with its rows, bytes and sha256, the counts per source, "
+        "language and reason, and the options.", "",
+        "```python", "from datasets import load_dataset", "",
+        'rows = load_dataset("path/to/this/run", split="train")            # every source',
+        *([f'rows = load_dataset("path/to/this/run", "{sources[0]}", split="train")  # one source'] if sources else []),
+        "```", "",
+        "| source | rows | sampling weight | languages |", "|---|---|---|---|",
+        *(
+            f"| {name} | {manifest.sources[name].output} | {manifest.sources[name].sampling_weight:.4f} | "
+            + ", ".join(f"{lang} {n}" for lang, n in sorted(manifest.sources[name].languages.items(), key=lambda i: (-i[1], i[0])))
+            + " |"
+            for name in sources
+        ),
+        "", "Columns:", "", "```json", json.dumps(manifest.schema_, indent=2), "```", "",
+    ]
+    return "\n".join(lines)
