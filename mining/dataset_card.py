@@ -4,6 +4,7 @@ of guessing a builder from whatever files are most numerous (``rejected/``'s JSO
 
 import json
 
+from mining.run_store import SHARD_EXTENSIONS
 from schemas.manifest import SHARDS_DIR, Manifest
 
 
@@ -13,16 +14,17 @@ def _config(name: str, pattern: str) -> list[str]:
 
 def dataset_card(manifest: Manifest) -> str:
     sources = sorted(name for name, source in manifest.sources.items() if source.output)
+    extension = SHARD_EXTENSIONS[manifest.options.get("shard_format", "stream")]
     configs = []
     if sources:
-        configs = ["configs:", *_config("default", f"{SHARDS_DIR}/*/*.arrow")]
+        configs = ["configs:", *_config("default", f"{SHARDS_DIR}/*/*{extension}")]
         for name in sources:
-            configs += _config(name, f"{SHARDS_DIR}/{name}/*.arrow")
+            configs += _config(name, f"{SHARDS_DIR}/{name}/*{extension}")
     totals = manifest.totals
     lines = [
         "---", *configs, "tags:", "- embedmill", "- text-pairs", "---", "",
         f"# {manifest.pipeline} pairs mined by embedmill", "",
-        f"{totals.output} rows in {len(manifest.shards)} Arrow IPC stream shards, from {totals.input} input records "
+        f"{totals.output} rows in {len(manifest.shards)} shards ({manifest.options.get('shard_format', 'stream')}), from {totals.input} input records "
         f"({sum(totals.dropped.values())} dropped by named reason, {totals.dead_letter} dead-lettered); "
         f"`manifest.json` is the contract: every shard with its rows, bytes and sha256, the counts per source, "
         "language and reason, and the options.", "",

@@ -8,12 +8,13 @@ module is one), training passes fsspec; this module imports neither.
 import contextlib
 import hashlib
 import io
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from schemas.manifest import MANIFEST_NAME, Manifest, ManifestError, Shard, parse_manifest
 from schemas.pairs import schema_description
@@ -56,13 +57,54 @@ def write_manifest(storage: Storage, directory: str, manifest: Manifest) -> None
     storage.write_atomically(storage.join(directory, MANIFEST_NAME), manifest.to_json().encode("utf-8"))
 
 
-def encode_table(table: pa.Table, compression: str | None = None) -> bytes:
-    """The table as an Arrow IPC stream, in record batches of a fixed size."""
+# --shard-format: the Arrow IPC stream (the default: written and checked as it streams, one record batch at a
+# time, and memory-mapped uncompressed), the IPC file format (the same buffers plus a footer, which polars'
+# scan_ipc and duckdb need) or Parquet (smaller, read everywhere, but decoded rather than mapped). Readers tell
+# them apart by their first bytes, so every reader reads every format.
+SHARD_EXTENSIONS = {"stream": ".arrow", "file": ".arrow", "parquet": ".parquet"}
+_IPC_FILE_MAGIC = b"ARROW1"
+_PARQUET_MAGIC = b"PAR1"
+
+
+def encode_table(table: pa.Table, compression: str | None = None, shard_format: str = "stream") -> bytes:
+    """The table in ``shard_format``, in record batches (row groups) of a fixed size."""
     sink = pa.BufferOutputStream()
+    if shard_format == "parquet":
+        # Lists keep Arrow's item name (not Parquet's "element"), so the schema reads back as the manifest's.
+        pq.write_table(
+            table, sink, row_group_size=ROWS_PER_RECORD_BATCH, compression=compression or "none",
+            use_compliant_nested_type=False,
+        )
+        return sink.getvalue().to_pybytes()
     options = pa.ipc.IpcWriteOptions(compression=compression)
-    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+    new_writer = pa.ipc.new_file if shard_format == "file" else pa.ipc.new_stream
+    with new_writer(sink, table.schema, options=options) as writer:
         writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
     return sink.getvalue().to_pybytes()
+
+
+def _format_of(head: bytes) -> str:
+    return "file" if head.startswith(_IPC_FILE_MAGIC) else "parquet" if head.startswith(_PARQUET_MAGIC) else "stream"
+
+
+def read_table(source) -> pa.Table:
+    """A shard's table, from a seekable file (a memory map: uncompressed IPC buffers point into it), any format."""
+    shard_format = _format_of(source.read(len(_IPC_FILE_MAGIC)))
+    source.seek(0)
+    if shard_format == "parquet":
+        return pq.read_table(source)
+    return (pa.ipc.open_file if shard_format == "file" else pa.ipc.open_stream)(source).read_all()
+
+
+def _batches(stream: io.BufferedReader) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The schema and record batches of a shard read front to back; a stream batch by batch, the formats with a
+    footer (IPC file, Parquet) once read whole."""
+    shard_format = _format_of(stream.peek(len(_IPC_FILE_MAGIC)))
+    if shard_format == "stream":
+        reader = pa.ipc.open_stream(stream)
+        return reader.schema, iter(reader)
+    table = read_table(io.BytesIO(stream.read()))
+    return table.schema, iter(table.to_batches(max_chunksize=ROWS_PER_RECORD_BATCH))
 
 
 class FileRecord(Protocol):
@@ -150,14 +192,14 @@ def shard_problems(
             return [f"{shard.path}: unreadable ({error})"]
         rows = schema = unreadable = None
         try:
-            arrow = pa.ipc.open_stream(io.BufferedReader(reader, 1 << 20))
-            schema = schema_description(arrow.schema)
+            arrow_schema, batches = _batches(io.BufferedReader(reader, 1 << 20))
+            schema = schema_description(arrow_schema)
             rows = 0
-            for batch in arrow:
+            for batch in batches:
                 use_batch(batch)
                 rows += batch.num_rows
         except (pa.ArrowException, OSError, UnicodeDecodeError) as error:
-            rows, unreadable = None, f"{shard.path}: not a readable Arrow stream ({error})"
+            rows, unreadable = None, f"{shard.path}: not a readable shard ({error})"
         try:
             reader.drain()
         except OSError as error:

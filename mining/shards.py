@@ -1,4 +1,4 @@
-"""Deterministic shard layout and Arrow IPC stream encoding.
+"""Deterministic shard layout and encoding (Arrow IPC stream, IPC file or Parquet).
 
 Which shard a row lands in depends only on its id and its source's total size,
 and rows are sorted by id inside a shard, so the bytes of every shard are the
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from mining.run_store import encode_table
+from mining.run_store import SHARD_EXTENSIONS, encode_table
 from schemas import pairs as f
 from schemas.manifest import SHARDS_DIR, Shard, SideLengths
 from schemas.pairs import PAIR_SCHEMA, shard_row
@@ -24,7 +24,8 @@ COMPRESSIONS = ("none", "zstd", "lz4")
 @dataclass(frozen=True)
 class ShardOptions:
     size_mb: float = 128.0  # target size of a shard
-    compression: str = "none"  # Arrow IPC buffer compression; none keeps shards memory-mappable
+    compression: str = "none"  # Arrow IPC buffer (or Parquet) compression; none keeps IPC shards memory-mappable
+    format: str = "stream"  # run_store.SHARD_EXTENSIONS: stream, file or parquet
 
     @property
     def target_bytes(self) -> int:
@@ -48,14 +49,16 @@ def shard_index(record_id: str, count: int) -> int:
     return int(record_id[:16], 16) % count
 
 
-def shard_path(source: str, index: int, count: int) -> str:
-    return f"{SHARDS_DIR}/{source}/{source}-{index:05d}-of-{count:05d}.arrow"
+def shard_path(source: str, index: int, count: int, shard_format: str = "stream") -> str:
+    return f"{SHARDS_DIR}/{source}/{source}-{index:05d}-of-{count:05d}{SHARD_EXTENSIONS[shard_format]}"
 
 
-def encode_shard(records: list[dict], schema: pa.Schema = PAIR_SCHEMA, compression: str | None = None) -> bytes:
-    """Rows sorted by id, as an Arrow IPC stream."""
+def encode_shard(
+    records: list[dict], schema: pa.Schema = PAIR_SCHEMA, compression: str | None = None, shard_format: str = "stream"
+) -> bytes:
+    """Rows sorted by id, in ``shard_format``."""
     rows = sorted((shard_row(record, schema) for record in records), key=lambda row: row[f.ID])
-    return encode_table(pa.Table.from_pylist(rows, schema=schema), compression)
+    return encode_table(pa.Table.from_pylist(rows, schema=schema), compression, shard_format)
 
 
 def shard_lengths(records: list[dict]) -> dict[str, SideLengths]:

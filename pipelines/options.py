@@ -12,6 +12,7 @@ from mining.clean import CleanOptions
 from mining.langid import LidOptions
 from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
+from mining.run_store import SHARD_EXTENSIONS
 from mining.shards import COMPRESSIONS, ShardOptions
 from mining.sources import ReadLimits
 from pipelines import io
@@ -118,7 +119,12 @@ class MiningOptions(PipelineOptions):
         group.add_argument("--shard-size-mb", dest="shard_size_mb", type=float, default=ShardOptions.size_mb)
         group.add_argument(
             "--shard-compression", dest="shard_compression", choices=COMPRESSIONS, default=ShardOptions.compression,
-            help="Arrow IPC buffer compression (none keeps shards memory-mappable)",
+            help="Arrow IPC buffer (or Parquet) compression (none keeps IPC shards memory-mappable)",
+        )
+        group.add_argument(
+            "--shard-format", dest="shard_format", choices=tuple(SHARD_EXTENSIONS), default=ShardOptions.format,
+            help="stream: Arrow IPC stream (.arrow, written and checked a batch at a time); file: Arrow IPC file "
+            "(.arrow, for polars scan_ipc and duckdb); parquet (.parquet)",
         )
         group.add_argument(
             "--rejected-sample-size", dest="rejected_sample_size", type=int, default=RunContext.sample_size,
@@ -307,13 +313,14 @@ class MiningOptions(PipelineOptions):
         return RunContext(batch_size=self.batch_size, sample_size=self.rejected_sample_size)
 
     def shard_options(self) -> ShardOptions:
-        return ShardOptions(size_mb=self.shard_size_mb, compression=self.shard_compression)
+        return ShardOptions(size_mb=self.shard_size_mb, compression=self.shard_compression, format=self.shard_format)
 
     def recorded_output_options(self) -> dict:
         """What the manifest of every pipeline records of how its output was written."""
         return {
             "shard_size_mb": self.shard_size_mb,
             "shard_compression": self.shard_compression,
+            "shard_format": self.shard_format,
             "rejected_sample_size": self.rejected_sample_size,
             "sampling_alpha": self.sampling_alpha,
         }

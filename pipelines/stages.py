@@ -176,16 +176,16 @@ class DedupExact(beam.PTransform):
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, output: str, schema, compression: str | None):
+    def __init__(self, output: str, schema, options: shards.ShardOptions):
         self._output = output
         self._schema = schema
-        self._compression = compression
+        self._options = options
 
     def process(self, keyed_group):
         (source, index, count), records = keyed_group
         records = list(records)
-        path = shards.shard_path(source, index, count)
-        data = shards.encode_shard(records, self._schema, self._compression)
+        path = shards.shard_path(source, index, count, self._options.format)
+        data = shards.encode_shard(records, self._schema, self._options.arrow_compression, self._options.format)
         io.write_atomically(io.join(self._output, path), data)
         yield shards.shard_entry(path, source, records, data), shards.shard_lengths(records)
 
@@ -201,7 +201,7 @@ class WriteShards(beam.PTransform):
 
     @classmethod
     def for_options(cls, options, schema, destination: io.Destination) -> "WriteShards":
-        """Shards in the run's staging directory, of --shard-size-mb, with --shard-compression."""
+        """Shards in the run's staging directory, of --shard-size-mb, in --shard-format, with --shard-compression."""
         return cls(destination.staging, schema, options.shard_options())
 
     def expand(self, records):
@@ -222,7 +222,7 @@ class WriteShards(beam.PTransform):
             records
             | "Assign" >> beam.Map(assign, shard_counts=beam.pvalue.AsDict(counts))
             | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteShard(self._output, self._schema, self._options.arrow_compression))
+            | "Write" >> beam.ParDo(_WriteShard(self._output, self._schema, self._options))
         )
 
 

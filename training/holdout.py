@@ -73,14 +73,14 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
     for name, totals in manifest.sources.items():
         for report in reports.values():
             report.count_input(name, totals.output)
+    shard_format = manifest.options.get("shard_format", "stream")  # the parent's: its shard paths name it
     for shard in manifest.shards:
         ref = ShardRef(join(source, shard.path), shard.rows, shard.bytes, shard.sha256)
         # Every column, not only those training reads: each part is a full mined output.
-        with pa.ipc.open_stream(pa.memory_map(store.local_path(ref))) as reader:
-            table = reader.read_all()
+        table = run_store.read_table(pa.memory_map(store.local_path(ref)))
         mask = held_out_mask(table.column(f.ID).to_pylist(), fraction, seed)
         for part, rows in (("train", table.filter(pa.array(~mask))), ("heldout", table.filter(pa.array(mask)))):
-            data = run_store.encode_table(rows)
+            data = run_store.encode_table(rows, shard_format=shard_format)
             STORAGE.write_atomically(join(targets[part], shard.path), data)
             records = rows.select([name for name in _COUNTED_COLUMNS if name in rows.column_names]).to_pylist()
             entry = shards.shard_entry(shard.path, shard.source, records, data)

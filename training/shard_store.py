@@ -194,13 +194,14 @@ class ShardStore:
         return self._local_paths[shard.url]
 
     def table(self, shard: ShardRef) -> pa.Table:
-        """The columns training reads; uncompressed IPC buffers point into the mapping, nothing is copied."""
+        """The columns training reads, from a shard of any format; uncompressed IPC buffers point into the
+        mapping, nothing is copied (a Parquet shard is decoded)."""
         if shard.url not in self._tables:
-            with pa.ipc.open_stream(pa.memory_map(self.local_path(shard))) as reader:
-                table = reader.read_all()
-                self._tables[shard.url] = table.select(
-                    _COLUMNS + [name for name in _OPTIONAL_COLUMNS if name in table.column_names]
-                )
+            # The mapping stays open while the table's buffers point into it.
+            table = run_store.read_table(pa.memory_map(self.local_path(shard)))
+            self._tables[shard.url] = table.select(
+                _COLUMNS + [name for name in _OPTIONAL_COLUMNS if name in table.column_names]
+            )
         return self._tables[shard.url]
 
     def __getstate__(self):
