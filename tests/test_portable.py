@@ -1,0 +1,182 @@
+"""Every pipeline through Beam's portable job API (PortableRunner, the API Flink, Spark and Dataflow
+Runner v2 run jobs through) gives the FnApiRunner's output byte for byte.
+
+Beam's own local job service stands in for the Flink and Spark job servers, which cannot be fetched
+here; its workers are the submitting process (LOOPBACK) or an external worker pool (EXTERNAL), the
+two environments a cluster's job server starts SDK workers in besides Docker.
+"""
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import pytest
+
+import beam_runner
+from tests.conftest import REPO
+from tests.llm_server import FakeLLM
+from tests.test_consistency import ENCODER
+
+SAMPLES = REPO / "mining" / "samples"
+
+
+def _environ() -> dict[str, str]:
+    return {
+        **os.environ,
+        # Started services and portable runs import this checkout, whatever an installed copy points at.
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        # The worker pool starts each SDK worker as `python -c ...`: let that be this interpreter.
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _serve(module: str, port_option: str, log: Path):
+    """Start ``python -m module port_option=PORT`` and wait until its gRPC port accepts a connection."""
+    port = _free_port()
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", module, f"{port_option}={port}"], cwd=REPO, env=_environ(), stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    address = f"localhost:{port}"
+    with grpc.insecure_channel(address) as channel:
+        try:
+            grpc.channel_ready_future(channel).result(timeout=120)
+        except grpc.FutureTimeoutError:
+            process.kill()
+            raise RuntimeError(f"{module} did not start: {log.read_text(errors='replace')[-2000:]}") from None
+    return process, address
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def job_endpoint(tmp_path_factory):
+    process, address = _serve(
+        "apache_beam.runners.portability.local_job_service_main", "--port",
+        tmp_path_factory.mktemp("job-service") / "log",
+    )
+    yield address
+    _stop(process)
+
+
+@pytest.fixture(scope="session")
+def worker_pool(tmp_path_factory):
+    process, address = _serve(
+        "apache_beam.runners.worker.worker_pool_main", "--service_port", tmp_path_factory.mktemp("worker-pool") / "log"
+    )
+    yield address
+    _stop(process)
+
+
+def _environment(kind: str, worker_pool: str | None) -> list[str]:
+    if kind == "EXTERNAL":
+        return ["--environment_type=EXTERNAL", f"--environment_config={worker_pool}"]
+    return ["--environment_type=LOOPBACK"]
+
+
+def run_portable(args: list[str], job_endpoint: str, environment: list[str]) -> None:
+    """A user's submission: ``python beam_runner.py ... --runner PortableRunner --job_endpoint ...``."""
+    done = subprocess.run(
+        [sys.executable, "beam_runner.py", *args, "--runner=PortableRunner", f"--job_endpoint={job_endpoint}",
+         *environment],
+        cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def written(output: Path) -> tuple[dict, dict]:
+    """(sha256 of every file of the run but the manifest, the manifest without its creation time)."""
+    files = {
+        str(path.relative_to(output)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(output.rglob("*"))
+        if path.is_file() and path.name != "manifest.json"
+    }
+    manifest = json.loads((output / "manifest.json").read_text("utf-8"))
+    manifest.pop("created")
+    return files, manifest
+
+
+def assert_same_run(portable: Path, local: Path) -> None:
+    files, manifest = written(portable)
+    local_files, local_manifest = written(local)
+    assert files == local_files
+    assert manifest == local_manifest
+    assert manifest["shards"] or manifest["generation"]["files"], "the runs wrote something to compare"
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(tmp_path_factory) -> Path:
+    """The default run (the bundled samples, every source kind and stage), on the FnApiRunner."""
+    output = tmp_path_factory.mktemp("pretrain") / "local"
+    assert beam_runner.main([f"--output={output}"]) == 0
+    return output
+
+
+def test_default_pretrain_run_through_an_external_worker_pool(pretrain_run, job_endpoint, worker_pool):
+    portable = pretrain_run.parent / "portable"
+    run_portable([f"--output={portable}"], job_endpoint, _environment("EXTERNAL", worker_pool))
+    assert_same_run(portable, pretrain_run)
+
+
+# Small inputs with what each pipeline has on top of the default run's stages: finetune's joins
+# (two shuffle rounds), negatives and --exclude's side input; instruct's templates.
+MINED = {
+    "finetune": [
+        f"--source=msmarco={SAMPLES}/msmarco/*.tsv", f"--source=nli={SAMPLES}/nli/*",
+        f"--exclude={SAMPLES}/squad/*", "--shard-size-mb=0.01",
+    ],
+    "instruct": [f"--source=synthetic={SAMPLES}/synthetic/*", "--shard-size-mb=0.01"],
+}
+
+
+@pytest.mark.parametrize("pipeline", list(MINED))
+def test_mining_pipelines_through_loopback_workers(pipeline, job_endpoint, tmp_path):
+    args = [f"--pipeline={pipeline}", *MINED[pipeline]]
+    assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
+    run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment("LOOPBACK", None))
+    assert_same_run(tmp_path / "portable", tmp_path / "local")
+
+
+# The pipelines over a finished run (the default one), with the test encoder of test_consistency.
+DERIVED = {
+    "consistency": ("LOOPBACK", ["--pool-size=200", "--top-k=3"]),
+    "hardnegatives": ("EXTERNAL", ["--rank-window=2:20", "--num-negatives=3"]),
+}
+
+
+@pytest.mark.parametrize("pipeline", list(DERIVED))
+def test_derived_pipelines(pipeline, pretrain_run, job_endpoint, worker_pool, tmp_path):
+    kind, extra = DERIVED[pipeline]
+    args = [f"--pipeline={pipeline}", f"--input={pretrain_run}", f"--model={ENCODER}", "--device=cpu", *extra]
+    assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
+    run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment(kind, worker_pool))
+    assert_same_run(tmp_path / "portable", tmp_path / "local")
+
+
+def test_generate_through_loopback_workers(job_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-portable")
+    with FakeLLM() as server:
+        args = ["--pipeline=generate", "--generations=12", "--llm-model=gpt-4o-mini",
+                f"--llm-base-url={server.base_url}", "--batch-size=4"]
+        assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
+        run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment("LOOPBACK", None))
+    assert_same_run(tmp_path / "portable", tmp_path / "local")
