@@ -6,6 +6,7 @@ needs no download and honours ``--direct_num_workers``.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -54,7 +55,7 @@ from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sam
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
 from mining import run_store  # noqa: E402
-from pipelines import consistency, generate, hard_negatives, io, mine  # noqa: E402
+from pipelines import io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -71,10 +72,11 @@ def load_manifest(directory: str) -> Manifest:
     return run_store.read_manifest(io, directory, missing).manifest
 
 
-# Pipelines that read a finished run (--input) rather than mine sources.
-DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives}
+# Pipelines that read a finished run (--input) rather than mine sources. These modules (and generate's) are
+# imported only when chosen: RunInference imports torch, seconds and hundreds of MB at every start otherwise.
+DERIVED_PIPELINES = {"consistency": "pipelines.consistency", "hardnegatives": "pipelines.hard_negatives"}
 # Pipelines with a plan and a build of their own: the derived ones, and generate (which reads nothing).
-PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": generate}
+PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": "pipelines.generate"}
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:
@@ -113,7 +115,8 @@ def run_pipeline(argv: list[str]) -> int:
         raise SystemExit(f"unknown option(s): {', '.join('--' + name for name in unknown)}")
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
-    derived = PLANNED_PIPELINES.get(mining.pipeline)
+    planned = PLANNED_PIPELINES.get(mining.pipeline)
+    derived = importlib.import_module(planned) if planned else None
     try:
         mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
