@@ -80,27 +80,20 @@ def job_endpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def worker_pool(tmp_path_factory):
-    process, address = _serve(
-        "apache_beam.runners.worker.worker_pool_main", "--service_port", tmp_path_factory.mktemp("worker-pool") / "log"
-    )
-    yield address
+    """(address, log) of a worker pool; the log names each SDK worker it starts."""
+    log = tmp_path_factory.mktemp("worker-pool") / "log"
+    process, address = _serve("apache_beam.runners.worker.worker_pool_main", "--service_port", log)
+    yield address, log
     _stop(process)
 
 
-def _environment(kind: str, worker_pool: str | None) -> list[str]:
-    if kind == "EXTERNAL":
-        return ["--environment_type=EXTERNAL", f"--environment_config={worker_pool}"]
-    return ["--environment_type=LOOPBACK"]
+def loopback(job_endpoint: str) -> list[str]:
+    return ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", "--environment_type=LOOPBACK"]
 
 
-def run_portable(args: list[str], job_endpoint: str, environment: list[str]) -> None:
-    """A user's submission: ``python beam_runner.py ... --runner PortableRunner --job_endpoint ...``."""
-    done = subprocess.run(
-        [sys.executable, "beam_runner.py", *args, "--runner=PortableRunner", f"--job_endpoint={job_endpoint}",
-         *environment],
-        cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+def external(job_endpoint: str, worker_pool: tuple[str, Path]) -> list[str]:
+    return ["--runner=PortableRunner", f"--job_endpoint={job_endpoint}", "--environment_type=EXTERNAL",
+            f"--environment_config={worker_pool[0]}"]
 
 
 def written(output: Path) -> tuple[dict, dict]:
@@ -123,53 +116,64 @@ def assert_same_run(portable: Path, local: Path) -> None:
     assert manifest["shards"] or manifest["generation"]["files"], "the runs wrote something to compare"
 
 
-@pytest.fixture(scope="module")
-def pretrain_run(tmp_path_factory) -> Path:
-    """The default run (the bundled samples, every source kind and stage), on the FnApiRunner."""
-    output = tmp_path_factory.mktemp("pretrain") / "local"
-    assert beam_runner.main([f"--output={output}"]) == 0
-    return output
+def assert_same_on_both(args: list[str], portable_options: list[str], tmp_path: Path) -> None:
+    assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
+    assert beam_runner.main([*args, f"--output={tmp_path / 'portable'}", *portable_options]) == 0
+    assert_same_run(tmp_path / "portable", tmp_path / "local")
 
 
-def test_default_pretrain_run_through_an_external_worker_pool(pretrain_run, job_endpoint, worker_pool):
-    portable = pretrain_run.parent / "portable"
-    run_portable([f"--output={portable}"], job_endpoint, _environment("EXTERNAL", worker_pool))
-    assert_same_run(portable, pretrain_run)
+def test_default_pretrain_run_through_an_external_worker_pool(default_pretrain_run, job_endpoint, worker_pool,
+                                                              tmp_path):
+    """A user's submission, ``python beam_runner.py --runner PortableRunner --job_endpoint ...``."""
+    local, _ = default_pretrain_run
+    done = subprocess.run(
+        [sys.executable, "beam_runner.py", f"--output={tmp_path}", *external(job_endpoint, worker_pool)],
+        cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_run(tmp_path, local)
+    assert "Starting worker" in worker_pool[1].read_text(errors="replace"), "the pool's workers ran it"
 
 
 # Small inputs with what each pipeline has on top of the default run's stages: finetune's joins
-# (two shuffle rounds), negatives and --exclude's side input; instruct's templates.
+# (two shuffle rounds), negatives and --exclude's side input; instruct's templates. Near-dup's
+# rounds, the default run's already, would double the time of these.
 MINED = {
     "finetune": [
         f"--source=msmarco={SAMPLES}/msmarco/*.tsv", f"--source=nli={SAMPLES}/nli/*",
-        f"--exclude={SAMPLES}/squad/*", "--shard-size-mb=0.01",
+        f"--exclude={SAMPLES}/squad/*", "--shard-size-mb=0.01", "--near-dup=off",
     ],
-    "instruct": [f"--source=synthetic={SAMPLES}/synthetic/*", "--shard-size-mb=0.01"],
+    "instruct": [f"--source=synthetic={SAMPLES}/synthetic/*", "--shard-size-mb=0.01", "--near-dup=off"],
 }
 
 
 @pytest.mark.parametrize("pipeline", list(MINED))
 def test_mining_pipelines_through_loopback_workers(pipeline, job_endpoint, tmp_path):
-    args = [f"--pipeline={pipeline}", *MINED[pipeline]]
-    assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
-    run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment("LOOPBACK", None))
-    assert_same_run(tmp_path / "portable", tmp_path / "local")
+    assert_same_on_both([f"--pipeline={pipeline}", *MINED[pipeline]], loopback(job_endpoint), tmp_path)
 
 
-# The pipelines over a finished run (the default one), with the test encoder of test_consistency.
-DERIVED = {
-    "consistency": ("LOOPBACK", ["--pool-size=200", "--top-k=3"]),
-    "hardnegatives": ("EXTERNAL", ["--rank-window=2:20", "--num-negatives=3"]),
-}
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """A small finished run of a few shards for the pipelines that read one."""
+    output = tmp_path_factory.mktemp("finished") / "run"
+    args = [f"--source=sbert={SAMPLES}/sbert/*", "--shard-size-mb=0.03", "--near-dup=off", f"--output={output}"]
+    assert beam_runner.main(args) == 0
+    return output
 
 
-@pytest.mark.parametrize("pipeline", list(DERIVED))
-def test_derived_pipelines(pipeline, pretrain_run, job_endpoint, worker_pool, tmp_path):
-    kind, extra = DERIVED[pipeline]
-    args = [f"--pipeline={pipeline}", f"--input={pretrain_run}", f"--model={ENCODER}", "--device=cpu", *extra]
-    assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
-    run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment(kind, worker_pool))
-    assert_same_run(tmp_path / "portable", tmp_path / "local")
+def _derived(pipeline: str, finished_run: Path, *extra: str) -> list[str]:
+    # The test encoder of test_consistency: hashed trigrams, no download.
+    return [f"--pipeline={pipeline}", f"--input={finished_run}", f"--model={ENCODER}", "--device=cpu", *extra]
+
+
+def test_consistency_through_loopback_workers(finished_run, job_endpoint, tmp_path):
+    args = _derived("consistency", finished_run, "--pool-size=100", "--top-k=3")
+    assert_same_on_both(args, loopback(job_endpoint), tmp_path)
+
+
+def test_hardnegatives_through_an_external_worker_pool(finished_run, job_endpoint, worker_pool, tmp_path):
+    args = _derived("hardnegatives", finished_run, "--rank-window=2:20", "--num-negatives=3")
+    assert_same_on_both(args, external(job_endpoint, worker_pool), tmp_path)
 
 
 def test_generate_through_loopback_workers(job_endpoint, tmp_path, monkeypatch):
@@ -177,6 +181,4 @@ def test_generate_through_loopback_workers(job_endpoint, tmp_path, monkeypatch):
     with FakeLLM() as server:
         args = ["--pipeline=generate", "--generations=12", "--llm-model=gpt-4o-mini",
                 f"--llm-base-url={server.base_url}", "--batch-size=4"]
-        assert beam_runner.main([*args, f"--output={tmp_path / 'local'}"]) == 0
-        run_portable([*args, f"--output={tmp_path / 'portable'}"], job_endpoint, _environment("LOOPBACK", None))
-    assert_same_run(tmp_path / "portable", tmp_path / "local")
+        assert_same_on_both(args, loopback(job_endpoint), tmp_path)
