@@ -2,8 +2,8 @@
 Runner v2 run jobs through) gives the FnApiRunner's output byte for byte.
 
 Beam's own local job service stands in for the Flink and Spark job servers, which cannot be fetched
-here; its workers are the submitting process (LOOPBACK) or an external worker pool (EXTERNAL), the
-two environments a cluster's job server starts SDK workers in besides Docker.
+here; its SDK workers are the submitting process (LOOPBACK) or those of an external worker pool
+(EXTERNAL). The DOCKER and PROCESS environments are not tried.
 """
 
 import hashlib
@@ -29,7 +29,7 @@ def _environ() -> dict[str, str]:
     return {
         **os.environ,
         # Started services and portable runs import this checkout, whatever an installed copy points at.
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         # The worker pool starts each SDK worker as `python -c ...`: let that be this interpreter.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
@@ -87,6 +87,10 @@ def worker_pool(tmp_path_factory):
     _stop(process)
 
 
+def workers_started(worker_pool: tuple[str, Path]) -> int:
+    return worker_pool[1].read_text(errors="replace").count("Starting worker")
+
+
 def loopback(job_endpoint: str, runner: str = "PortableRunner") -> list[str]:
     return [f"--runner={runner}", f"--job_endpoint={job_endpoint}", "--environment_type=LOOPBACK"]
 
@@ -126,13 +130,14 @@ def test_default_pretrain_run_through_an_external_worker_pool(default_pretrain_r
                                                               tmp_path):
     """A user's submission, ``python beam_runner.py --runner PortableRunner --job_endpoint ...``."""
     local, _ = default_pretrain_run
+    started = workers_started(worker_pool)
     done = subprocess.run(
         [sys.executable, "beam_runner.py", f"--output={tmp_path}", *external(job_endpoint, worker_pool)],
         cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_run(tmp_path, local)
-    assert "Starting worker" in worker_pool[1].read_text(errors="replace"), "the pool's workers ran it"
+    assert workers_started(worker_pool) > started, "the pool's workers ran it"
 
 
 # Small inputs with what each pipeline has on top of the default run's stages: finetune's joins
@@ -175,7 +180,9 @@ def test_consistency_through_loopback_workers(finished_run, job_endpoint, tmp_pa
 
 def test_hardnegatives_through_an_external_worker_pool(finished_run, job_endpoint, worker_pool, tmp_path):
     args = _derived("hardnegatives", finished_run, "--rank-window=2:20", "--num-negatives=3")
+    started = workers_started(worker_pool)
     assert_same_on_both(args, external(job_endpoint, worker_pool), tmp_path)
+    assert workers_started(worker_pool) > started, "the pool's workers ran it"
 
 
 def test_generate_through_loopback_workers(job_endpoint, tmp_path, monkeypatch):
