@@ -10,6 +10,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Callable
@@ -31,11 +32,35 @@ def _is_data_error(error: BaseException | None) -> bool:
     return isinstance(error, ValueError) and type(error).__module__.split(".", 1)[0] in _OWN_PACKAGES
 
 
+# A runner whose workers are other processes (a portable job service, Flink, Spark, Dataflow) reports a
+# worker's failure as text, the worker's traceback, in which "package.module.Class: message" names the error.
+_RAISED_LINE = re.compile(rf"^((?:{'|'.join(_OWN_PACKAGES)})(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _data_error_named(text: str) -> str | None:
+    """The message of the last data error a worker's traceback names, if any."""
+    for module, name, message in reversed(_RAISED_LINE.findall(text)):
+        try:
+            raised = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(raised, type) and issubclass(raised, ValueError):
+            return message
+    return None
+
+
+def _data_error_message(error: BaseException) -> str | None:
+    return str(error) if _is_data_error(error) else _data_error_named(str(error))
+
+
 class _WithoutDataErrorTraceback(logging.Filter):
-    """Beam logs a failing element's traceback before re-raising it; a data error is said once, in one line."""
+    """Beam logs a failing element's traceback before re-raising it (a remote runner's job messages and
+    LOOPBACK workers as text); a data error is said once, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and _is_data_error(record.exc_info[1]))
+        if record.exc_info:
+            return not _is_data_error(record.exc_info[1])
+        return _data_error_named(record.getMessage()) is None
 
 
 # Before Beam is imported, so its import-time notice meets the filter.
@@ -135,8 +160,9 @@ def run_pipeline(argv: list[str]) -> int:
             return 0
         result.wait_until_finish()
     except Exception as error:
-        if _is_data_error(error):
-            raise SystemExit(f"the run stopped, nothing was published: {error}") from None
+        message = _data_error_message(error)
+        if message is not None:
+            raise SystemExit(f"the run stopped, nothing was published: {message}") from None
         raise
     print(format_summary(load_manifest(mining.output), mining.output))
     return 0

@@ -185,6 +185,22 @@ def test_hardnegatives_through_an_external_worker_pool(finished_run, job_endpoin
     assert workers_started(worker_pool) > started, "the pool's workers ran it"
 
 
+def test_a_data_error_on_a_worker_is_one_line(job_endpoint, worker_pool, tmp_path):
+    """The runner reports a worker's failure as the worker's traceback in text; the user reads one line."""
+    benchmark = tmp_path / "benchmark.json"
+    benchmark.write_text('{"data": [', "utf-8")
+    args = [f"--source=sbert={SAMPLES}/sbert/qa.jsonl", f"--exclude={benchmark}", "--near-dup=off",
+            f"--output={tmp_path / 'out'}"]
+    done = subprocess.run(
+        [sys.executable, "beam_runner.py", *args, *external(job_endpoint, worker_pool)],
+        cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"the run stopped, nothing was published: {benchmark} is not SQuAD JSON: ")
+    assert done.stderr.count("\n") == 1, done.stderr[-3000:]
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
 def test_generate_through_loopback_workers(job_endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-portable")
     with FakeLLM() as server:
