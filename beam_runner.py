@@ -54,8 +54,8 @@ def _data_error_message(error: BaseException) -> str | None:
 
 
 class _WithoutDataErrorTraceback(logging.Filter):
-    """Beam logs a failing element's traceback before re-raising it (a remote runner's job messages and
-    LOOPBACK workers as text); a data error is said once, in one line."""
+    """Beam logs a failing element's traceback before re-raising it (a runner with workers of their own, as
+    text in the job's messages); a data error is said once, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info:
