@@ -6,9 +6,11 @@ needs no download and honours ``--direct_num_workers``.
 """
 
 import argparse
+import importlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from typing import Callable
@@ -30,11 +32,35 @@ def _is_data_error(error: BaseException | None) -> bool:
     return isinstance(error, ValueError) and type(error).__module__.split(".", 1)[0] in _OWN_PACKAGES
 
 
+# A runner whose workers are other processes (a portable job service, Flink, Spark, Dataflow) reports a
+# worker's failure as text, the worker's traceback, in which "package.module.Class: message" names the error.
+_RAISED_LINE = re.compile(rf"^((?:{'|'.join(_OWN_PACKAGES)})(?:\.\w+)+)\.(\w+): (.+)$", re.MULTILINE)
+
+
+def _data_error_named(text: str) -> str | None:
+    """The message of the last data error a worker's traceback names, if any."""
+    for module, name, message in reversed(_RAISED_LINE.findall(text)):
+        try:
+            raised = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if isinstance(raised, type) and issubclass(raised, ValueError):
+            return message
+    return None
+
+
+def _data_error_message(error: BaseException) -> str | None:
+    return str(error) if _is_data_error(error) else _data_error_named(str(error))
+
+
 class _WithoutDataErrorTraceback(logging.Filter):
-    """Beam logs a failing element's traceback before re-raising it; a data error is said once, in one line."""
+    """Beam logs a failing element's traceback before re-raising it (a runner with workers of their own, as
+    text in the job's messages); a data error is said once, in one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and _is_data_error(record.exc_info[1]))
+        if record.exc_info:
+            return not _is_data_error(record.exc_info[1])
+        return _data_error_named(record.getMessage()) is None
 
 
 # Before Beam is imported, so its import-time notice meets the filter.
@@ -54,7 +80,7 @@ from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sam
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
 from mining import run_store  # noqa: E402
-from pipelines import consistency, generate, hard_negatives, io, mine, teacher  # noqa: E402
+from pipelines import io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -71,10 +97,13 @@ def load_manifest(directory: str) -> Manifest:
     return run_store.read_manifest(io, directory, missing).manifest
 
 
-# Pipelines that read a finished run (--input) rather than mine sources.
-DERIVED_PIPELINES = {"consistency": consistency, "hardnegatives": hard_negatives, "teacher": teacher}
+# Pipelines that read a finished run (--input) rather than mine sources. These modules (and generate's) are
+# imported only when chosen: RunInference imports torch, seconds and hundreds of MB at every start otherwise.
+DERIVED_PIPELINES = {
+    "consistency": "pipelines.consistency", "hardnegatives": "pipelines.hard_negatives", "teacher": "pipelines.teacher",
+}
 # Pipelines with a plan and a build of their own: the derived ones, and generate (which reads nothing).
-PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": generate}
+PLANNED_PIPELINES = {**DERIVED_PIPELINES, "generate": "pipelines.generate"}
 
 
 def _unknown_options(options: PipelineOptions) -> list[str]:
@@ -124,7 +153,8 @@ def run_pipeline(argv: list[str]) -> int:
     _check_cloud_options(options)
     mining = options.view_as(MiningOptions)
     _check_local_device(options, mining.device)
-    derived = PLANNED_PIPELINES.get(mining.pipeline)
+    planned = PLANNED_PIPELINES.get(mining.pipeline)
+    derived = importlib.import_module(planned) if planned else None
     try:
         mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
@@ -143,8 +173,9 @@ def run_pipeline(argv: list[str]) -> int:
             return 0
         result.wait_until_finish()
     except Exception as error:
-        if _is_data_error(error):
-            raise SystemExit(f"the run stopped, nothing was published: {error}") from None
+        message = _data_error_message(error)
+        if message is not None:
+            raise SystemExit(f"the run stopped, nothing was published: {message}") from None
         raise
     print(format_summary(load_manifest(mining.output), mining.output))
     return 0

@@ -2,6 +2,8 @@ import gzip
 import os
 import socket
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,17 @@ def tatoeba_dir() -> Path:
 @pytest.fixture(scope="session")
 def identifier() -> FastTextIdentifier:
     return FastTextIdentifier()
+
+
+@pytest.fixture(scope="session")
+def default_pretrain_run(tmp_path_factory) -> tuple[Path, str]:
+    """The Quick start's run as a new user starts it, no option but the output (the bundled samples:
+    every source kind, every stage): its directory and what it printed."""
+    output = tmp_path_factory.mktemp("default-pretrain") / "run"
+    done = subprocess.run(
+        [sys.executable, "beam_runner.py", f"--output={output}"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    return output, done.stdout
 
 
 def write_lines(path: Path, lines: list, *, compress: bool = False) -> Path:

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -199,14 +197,11 @@ def test_tatoeba_translations_are_kept_with_their_languages(tatoeba_dir, tmp_pat
     assert pair[1] == "en" and pair[0] == {"fra": "fr", "rus": "ru", "cmn": "zh", "kor": "ko", "ell": "el", "heb": "he"}[code]
 
 
-def test_default_run_mines_the_bundled_samples(tmp_path):
+def test_default_run_mines_the_bundled_samples(default_pretrain_run, tmp_path):
     """The Quick start: no arguments but the output, every stage has work to do."""
-    result = subprocess.run(
-        [sys.executable, "beam_runner.py", f"--output={tmp_path}"],
-        cwd=Path(beam_runner.__file__).parent, capture_output=True, text=True, check=True,
-    )
-    manifest = Manifest.model_validate_json((tmp_path / "manifest.json").read_text("utf-8"))
-    assert f"input {manifest.totals.input} = output {manifest.totals.output}" in result.stdout
+    output, printed = default_pretrain_run
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    assert f"input {manifest.totals.input} = output {manifest.totals.output}" in printed
     assert set(manifest.sources) == {
         "sbert", "nllb", "ccnews", "wikipedia", "mc4", "reddit", "s2orc", "stackexchange", "xp3",
     }
@@ -214,7 +209,7 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
     assert sum(source.sampling_weight for source in manifest.sources.values()) == pytest.approx(1.0)
 
     # Joins (Reddit, StackExchange) included, the shards do not depend on the worker count.
-    two = tmp_path.parent / f"{tmp_path.name}-two-workers"
+    two = tmp_path / "two-workers"
     assert beam_runner.main([f"--output={two}", "--direct_num_workers=2"]) == 0
     again = Manifest.model_validate_json((two / "manifest.json").read_text("utf-8"))
     assert [(s.path, s.sha256) for s in again.shards] == [(s.path, s.sha256) for s in manifest.shards]
@@ -222,7 +217,7 @@ def test_default_run_mines_the_bundled_samples(tmp_path):
         "empty_side", "identical_sides", "duplicate_pair", "duplicate_passage", "near_duplicate",
         "lang_declared_mismatch", "lang_pair_mismatch",
     } <= set(manifest.totals.dropped)
-    letters = [json.loads(line) for path in (tmp_path / "dead_letter").glob("*.jsonl") for line in path.open()]
+    letters = [json.loads(line) for path in (output / "dead_letter").glob("*.jsonl") for line in path.open()]
     assert {"invalid_json", "invalid_utf8", "wrong_type", "misaligned_line"} <= {letter["reason"] for letter in letters}
     languages = Counter()
     for source in manifest.sources.values():
