@@ -3,11 +3,18 @@
 That is ISO 639-1 where a language has a two-letter code, otherwise ISO 639-3;
 individual languages that lid.176 labels by their macrolanguage are folded
 into it (``cmn`` -> ``zh``, ``arb`` -> ``ar``, ``nb`` -> ``no``). Region and
-script subtags (``pt_BR``, ``zh-Hans``, ``deu_Latn``) are dropped.
+script subtags (``pt_BR``, ``zh-Hans``, ``deu_Latn``) are dropped from declared codes; a language-ID
+model's labels keep their script where the model tells scripts of one language apart (``uz_Latn``,
+``uz_Cyrl``).
+
+Also here, what language ID judges agreement by: the languages a model confuses (``CLOSE``) and the
+scripts each language is written in (``SCRIPTS``).
 """
 
 import functools
 import re
+import unicodedata
+from collections import Counter
 
 import pycountry
 
@@ -50,3 +57,142 @@ def normalize(code: str) -> str:
     if language is not None:
         primary = getattr(language, "alpha_2", None) or language.alpha_3
     return _FOLD_TO_LID_LABEL.get(primary, primary)
+
+
+# ISO 15924 scripts each language is written in, its usual one first: a side whose letters are mostly in
+# none of them is not in the declared language, however short. A language not listed is not checked.
+# A model label without a script (lid.176's) stands for the language in its first script here.
+_SCRIPTS_OF_LANGUAGES = {
+    "Latn": (
+        "af als an ang ast bar bcl br ca cbk ceb ch co cs csb cy da de dsb dtp en eo es et eu fi fil fo fr frr fy "
+        "ga gd gl gn gsw gv hr hsb ht hu ia id ie ilo io is it jv kab kl kzj la lb lfn li lij lmo lt lv max mg "
+        "min mt mwl nap nds nl nn no nov oc pam pap pl pms pt qu rm ro sc scn sco sk sl sm so sq su sv sw swg tl "
+        "tr tzl vec vi vls vo wa war wo xh yo zu"
+    ),
+    "Cyrl": "av ba be bg bxr ce cv kv ky mhr mk mn myv os ru rue sah tg tt tyv udm uk",
+    "Cyrl Latn": "kk sr",
+    "Latn Cyrl": "az bs lfn sh tk uz",
+    "Arab": "ar arz azb ckb fa lrc mzn pnb ps sd ug ur",
+    "Arab Latn": "arq ary ku ms",
+    "Hani": "lzh wuu yue zh",
+    "Hani Hira Kana": "ja",
+    "Hang Hani": "ko",
+    "Deva": "awa bh bho dty gom hi mai mr ne new sa",
+    "Beng": "as bn bpy",
+    "Grek": "el",
+    "Hebr": "he yi",
+    "Geor": "ka xmf",
+    "Armn": "hy",
+    "Ethi": "am ti",
+    "Thai": "th",
+    "Laoo": "lo",
+    "Khmr": "km",
+    "Mymr": "my",
+    "Tibt": "bo",
+    "Thaa": "dv",
+    "Sinh": "si",
+    "Taml": "ta",
+    "Telu": "te",
+    "Knda": "kn",
+    "Mlym": "ml",
+    "Gujr": "gu",
+    "Guru Arab": "pa",
+    "Orya": "or",
+}
+SCRIPTS: dict[str, tuple[str, ...]] = {
+    lang: tuple(scripts.split()) for scripts, langs in _SCRIPTS_OF_LANGUAGES.items() for lang in langs.split()
+}
+# Letters of a language's script that its orthography never uses: a Russian sentence is Cyrillic like a
+# Ukrainian one, but one ы, э, ъ or ё is enough to tell it is not Ukrainian, however short.
+FOREIGN_LETTERS = {
+    "uk": frozenset("ыэъё"),
+    "ru": frozenset("іїєґў"),
+    "be": frozenset("щъиїєґ"),
+}
+# Unicode character names begin with their script's name (LATIN SMALL LETTER A, CJK UNIFIED IDEOGRAPH-4E00).
+_SCRIPT_OF_NAME = {
+    "LATIN": "Latn", "CYRILLIC": "Cyrl", "GREEK": "Grek", "ARABIC": "Arab", "HEBREW": "Hebr", "CJK": "Hani",
+    "HIRAGANA": "Hira", "KATAKANA": "Kana", "HANGUL": "Hang", "DEVANAGARI": "Deva", "BENGALI": "Beng",
+    "GEORGIAN": "Geor", "ARMENIAN": "Armn", "ETHIOPIC": "Ethi", "THAI": "Thai", "LAO": "Laoo", "KHMER": "Khmr",
+    "MYANMAR": "Mymr", "TIBETAN": "Tibt", "THAANA": "Thaa", "SINHALA": "Sinh", "TAMIL": "Taml", "TELUGU": "Telu",
+    "KANNADA": "Knda", "MALAYALAM": "Mlym", "GUJARATI": "Gujr", "GURMUKHI": "Guru", "ORIYA": "Orya",
+    "MONGOLIAN": "Mong", "TIFINAGH": "Tfng",
+}
+# Enough letters to tell a text's script: a long passage is not read to its end for it.
+_SCRIPT_SAMPLE_CHARS = 300
+
+# Languages fastText LID models confuse with each other, so that one said for another is no contradiction:
+# macrolanguages and their members, a language and its historical stage or close dialects, languages of one
+# continuum the models do not separate on Tatoeba's short sentences. Each set is one group.
+_CLOSE_GROUPS = (
+    "bs hr sr sh cnr",  # Serbo-Croatian: one label (sh) or four for one language
+    "no nb nn da",  # Norwegian Bokmal is written Danish, lid.176 labels it "no"
+    "ms id min zsm",  # Malay and Indonesian
+    "ku ckb kmr sdh",  # Kurdish and its members
+    "hsb dsb",  # Upper and Lower Sorbian
+    "zh yue wuu lzh gan hak nan",  # Chinese: Han-script varieties
+    "ar arz arq ary apc ajp acm aeb",  # Arabic and its vernaculars
+    "fa prs pes tg",  # Persian, Dari, Tajik
+    "de als gsw bar pfl swg ksh",  # German and its Upper German dialects
+    "es ast an ext cbk",  # Spanish, its Iberian neighbours and Chavacano, a Spanish creole
+    "pt gl",  # Galician is written like Portuguese
+    "it pms lmo vec nap scn eml lij",  # Italian and the languages of Italy
+    "tr az tk uz gag crh",  # Oghuz and Karluk Turkic in Latin script: lid.176 says tr for all of them
+    "tl fil",  # Filipino is standardised Tagalog
+    "en ang sco",  # Old English and Scots read as English
+    "ru orv rue",  # Old East Slavic and Rusyn read as Russian
+    "eo io",  # Ido is reformed Esperanto
+    "mn khk",
+)
+CLOSE: dict[str, frozenset[str]] = {
+    lang: frozenset(group.split()) for group in _CLOSE_GROUPS for lang in group.split()
+}
+
+
+def close_to(lang: str) -> frozenset[str]:
+    """``lang`` and the languages models confuse it with (the base codes, without script)."""
+    return CLOSE.get(lang, frozenset((lang,)))
+
+
+def base(label: str) -> str:
+    """A label's language without its script: ``uz_Cyrl`` -> ``uz``."""
+    return label.split("_", 1)[0]
+
+
+def letter_scripts(text: str) -> Counter:
+    """Letters per script among the first characters of ``text`` (letters of unlisted scripts not counted)."""
+    counts = Counter()
+    for char in text[:_SCRIPT_SAMPLE_CHARS]:
+        if char.isalpha():
+            script = _SCRIPT_OF_NAME.get(unicodedata.name(char, "").split(" ", 1)[0])
+            if script:
+                counts[script] += 1
+    return counts
+
+
+def model_label(raw: str, scripts_in_model: dict[str, set]) -> str:
+    """A model's label (``bos_Latn``, ``uzn_Cyrl``, ``de``) in this convention: the language normalised, and its
+    script kept where the model has labels for that language in more than one script."""
+    lang, script = _split_label(raw)
+    if script and len(scripts_in_model.get(lang, ())) > 1:
+        return f"{lang}_{script}"
+    return lang
+
+
+def model_scripts(raw_labels) -> dict[str, set]:
+    """Per normalised language of a model's labels, the scripts they name (None for a label without one)."""
+    scripts: dict[str, set] = {}
+    for raw in raw_labels:
+        lang, script = _split_label(raw)
+        scripts.setdefault(lang, set()).add(script)
+    return scripts
+
+
+def _split_label(raw: str) -> tuple[str, str | None]:
+    code, _, script = raw.partition("_")
+    try:
+        lang = normalize(code)
+    except ValueError:
+        # Not a language (GlotLID's zxx_Zxxx-like labels keep their code): it agrees with no declared one.
+        lang = code.lower()
+    return lang, (script.title() if len(script) == 4 and script.isalpha() else None)
