@@ -10,10 +10,10 @@ Sides without a declared language are identified when long enough; short ones (t
 queries) are unreliable, so a pair is never dropped only because such a side is unidentifiable.
 """
 
-import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from mining import languages
 from mining.languages import UNDETERMINED
@@ -49,6 +49,10 @@ class LidOptions:
     top_k: int = 10
 
 
+# A side is in another script than its declared language's when fewer of its letters than this are in the
+# language's scripts: a Russian answer with Python code in it is still a third Cyrillic.
+_DECLARED_SCRIPT_SHARE = 0.2
+
 Prediction = list[tuple[str, float]]  # (label, probability), most probable first
 
 
@@ -64,7 +68,8 @@ class FastTextIdentifier:
         # The bindings' single-line predict has the same signature in fasttext,
         # fasttext-numpy2-wheel and fasttext-predict; their list forms differ.
         self._predict_line = self._model.f.predict
-        raw = sorted(label[_LABEL_PREFIX:] for label in model_labels(path))
+        with open(path, "rb") as stream:
+            raw = sorted(label[_LABEL_PREFIX:] for label in model_labels(stream))
         scripts = languages.model_scripts(raw)
         self._labels = {label: languages.model_label(label, scripts) for label in raw}
         self.labels = sorted(set(self._labels.values()))
@@ -95,26 +100,34 @@ class FastTextIdentifier:
 # int32 and a double) and the dictionary: entry, word and label counts (int32), token and prune counts
 # (int64), then each entry as its UTF-8 text ending in NUL, its count (int64) and its type (int8), the
 # words first. fasttext-predict has no call that lists labels, and predicting with k = -1 leaves out
-# those that the hierarchical softmax gives no probability.
+# those to which the hierarchical softmax gives no probability.
 _FASTTEXT_MAGIC = 793712314
-_DICTIONARY_OFFSET = 8 + 12 * 4 + 8
+_DICTIONARY_HEADER = struct.Struct("<ii12id3i2q")
 _ENTRY_TAIL = 8 + 1
+_CHUNK = 1 << 20
 
 
-def model_labels(path: str) -> list[str]:
-    """The labels (``__label__de``) of a fastText model file, in its order; ValueError for another file."""
-    with open(path, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
-        if len(data) < _DICTIONARY_OFFSET + 28 or struct.unpack_from("<i", data)[0] != _FASTTEXT_MAGIC:
-            raise ValueError(f"{path} is not a fastText model")
-        size, words, _ = struct.unpack_from("<iii", data, _DICTIONARY_OFFSET)
-        offset = _DICTIONARY_OFFSET + 12 + 16
-        labels = []
-        for index in range(size):
-            end = data.find(b"\0", offset)
-            if index >= words:
-                labels.append(data[offset:end].decode("utf-8", "replace"))
-            offset = end + 1 + _ENTRY_TAIL
-        return labels
+def model_labels(stream: BinaryIO) -> list[str]:
+    """The labels (``__label__de``) of a fastText model, read from the start of its file (the dictionary
+    comes before the weights); ValueError for a file that is none."""
+    head = stream.read(_DICTIONARY_HEADER.size)
+    fields = _DICTIONARY_HEADER.unpack(head) if len(head) == _DICTIONARY_HEADER.size else None
+    if fields is None or fields[0] != _FASTTEXT_MAGIC:
+        raise ValueError("not a fastText model")
+    size, words = fields[15], fields[16]
+    buffer, offset, labels = b"", 0, []
+    for index in range(size):
+        end = buffer.find(b"\0", offset)
+        while end < 0 or len(buffer) < end + 1 + _ENTRY_TAIL:
+            chunk = stream.read(_CHUNK)
+            if not chunk:
+                raise ValueError("not a fastText model (its dictionary ends early)")
+            buffer, offset = buffer[offset:] + chunk, 0
+            end = buffer.find(b"\0")
+        if index >= words:
+            labels.append(buffer[offset:end].decode("utf-8", "replace"))
+        offset = end + 1 + _ENTRY_TAIL
+    return labels
 
 
 def _identifiable(text: str, options: LidOptions) -> bool:
@@ -179,7 +192,7 @@ def judge_declared(
     script = letters.most_common(1)[0][0] if letters else None
     if scripts and letters:
         inside = sum(letters[s] for s in scripts)
-        if 2 * inside < sum(letters.values()):
+        if inside < _DECLARED_SCRIPT_SHARE * sum(letters.values()):
             return _Verdict(f"{script} script, declared {declared} ({'/'.join(scripts)})")
         script = max(scripts, key=lambda s: letters[s])
     foreign = languages.FOREIGN_LETTERS.get(declared, frozenset()).intersection(text.lower())
