@@ -59,9 +59,10 @@ def normalize(code: str) -> str:
     return _FOLD_TO_LID_LABEL.get(primary, primary)
 
 
-# ISO 15924 scripts each language is written in, its usual one first: a side whose letters are mostly in
-# none of them is not in the declared language, however short. A language not listed is not checked.
-# A model label without a script (lid.176's) stands for the language in its first script here.
+# ISO 15924 scripts each language is written in, its usual writing first, "+" joining scripts one writing
+# uses together: a side with hardly a letter in any of them is not in the declared language, however
+# short. A language not listed is not checked. A model label without a script (lid.176's) stands for the
+# language in its first writing here.
 _SCRIPTS_OF_LANGUAGES = {
     "Latn": (
         "af als an ang ast bar bcl br ca cbk ceb ch co cs csb cy da de dsb dtp en eo es et eu fi fil fo fr frr fy "
@@ -75,8 +76,8 @@ _SCRIPTS_OF_LANGUAGES = {
     "Arab": "ar arz azb ckb fa lrc mzn pnb ps sd ug ur",
     "Arab Latn": "arq ary ku ms",
     "Hani": "lzh wuu yue zh",
-    "Hani Hira Kana": "ja",
-    "Hang Hani": "ko",
+    "Hani+Hira+Kana": "ja",
+    "Hang+Hani": "ko",
     "Deva": "awa bh bho dty gom hi mai mr ne new sa",
     "Beng": "as bn bpy",
     "Grek": "el",
@@ -99,11 +100,28 @@ _SCRIPTS_OF_LANGUAGES = {
     "Guru Arab": "pa",
     "Orya": "or",
 }
-SCRIPTS: dict[str, tuple[str, ...]] = {
-    lang: tuple(scripts.split()) for scripts, langs in _SCRIPTS_OF_LANGUAGES.items() for lang in langs.split()
+# Per language, the ways it is written, each a set of scripts used together (Japanese: Han and kana).
+SCRIPTS: dict[str, tuple[frozenset[str], ...]] = {
+    lang: tuple(frozenset(writing.split("+")) for writing in scripts.split())
+    for scripts, langs in _SCRIPTS_OF_LANGUAGES.items()
+    for lang in langs.split()
 }
+# ISO 15924 codes that name several scripts used together, as GlotLID's labels do (jpn_Jpan, kor_Kore).
+_SCRIPT_PARTS = {
+    "Jpan": frozenset({"Hani", "Hira", "Kana"}), "Kore": frozenset({"Hang", "Hani"}),
+    "Hans": frozenset({"Hani"}), "Hant": frozenset({"Hani"}),
+}
+
+
+def label_scripts(lang: str, script: str | None) -> frozenset[str] | None:
+    """The scripts a model's label for ``lang`` covers: those its script code names; for a label without one
+    (lid.176's), the language's usual writing; None (any) where SCRIPTS does not list the language."""
+    if script:
+        return _SCRIPT_PARTS.get(script, frozenset((script,)))
+    writings = SCRIPTS.get(lang)
+    return writings[0] if writings else None
 # Letters of a language's script that its orthography never uses: a Russian sentence is Cyrillic like a
-# Ukrainian one, but one ы, э, ъ or ё is enough to tell it is not Ukrainian, however short.
+# Ukrainian one, but its ы, э, ъ or ё tell it is not Ukrainian, however short.
 FOREIGN_LETTERS = {
     "uk": frozenset("ыэъё"),
     "ru": frozenset("іїєґў"),
@@ -168,6 +186,15 @@ def letter_scripts(text: str) -> Counter:
             if script:
                 counts[script] += 1
     return counts
+
+
+def foreign_letter_share(text: str, lang: str) -> float:
+    """The share of the first letters of ``text`` that ``lang`` never writes (``FOREIGN_LETTERS``)."""
+    foreign = FOREIGN_LETTERS.get(lang)
+    letters = [char for char in text[:_SCRIPT_SAMPLE_CHARS].lower() if char.isalpha()]
+    if not foreign or not letters:
+        return 0.0
+    return sum(char in foreign for char in letters) / len(letters)
 
 
 def model_label(raw: str, scripts_in_model: dict[str, set]) -> str:
