@@ -59,6 +59,11 @@ _DECLARED_SCRIPT_SHARE = 0.2
 # quoting a Russian name one in hundreds.
 _FOREIGN_LETTER_SHARE = 0.02
 
+# A translation side confidently in the other side's language (an untranslated copy), or English, needs a
+# smaller margin over its declared language than a close runner-up does (on Tatoeba, 1 catches no more
+# English declared Spanish than 10, and drops a few more sentences of names and loanwords).
+_OTHER_SIDE_RATIO = 10.0
+
 Prediction = list[tuple[str, float]]  # (label, probability), most probable first
 
 
@@ -75,10 +80,9 @@ class FastTextIdentifier:
         # fasttext-numpy2-wheel and fasttext-predict; their list forms differ.
         self._predict_line = self._model.f.predict
         with open(path, "rb") as stream:
-            raw = sorted(label[_LABEL_PREFIX:] for label in model_labels(stream))
+            raw = _raw_labels(stream)
         scripts = languages.model_scripts(raw)
         self._labels = {label: languages.model_label(label, scripts) for label in raw}
-        self.labels = sorted(set(self._labels.values()))
         # Per language, the scripts its labels cover (None: any).
         self._covered = {
             lang: [languages.label_scripts(lang, script) for script in label_scripts]
@@ -133,6 +137,17 @@ def model_labels(stream: BinaryIO) -> list[str]:
             labels.append(buffer[offset:end].decode("utf-8", "replace"))
         offset = end + 1 + _ENTRY_TAIL
     return labels
+
+
+def _raw_labels(stream: BinaryIO) -> list[str]:
+    return sorted(label[_LABEL_PREFIX:] for label in model_labels(stream))
+
+
+def model_label_set(stream: BinaryIO) -> list[str]:
+    """The languages a fastText model's labels name, normalised as predictions are (``uz_Cyrl``, ``bs``)."""
+    raw = _raw_labels(stream)
+    scripts = languages.model_scripts(raw)
+    return sorted({languages.model_label(label, scripts) for label in raw})
 
 
 def _identifiable(text: str, options: LidOptions) -> bool:
@@ -216,8 +231,7 @@ def judge_declared(
         clearly_other = confident and languages.base(top) in others - close
         return _Verdict(contradiction if clearly_other else "", verified=False)
     declared_prob = sum(p for label, p in prediction if languages.base(label) in close)
-    # The other side's language (an untranslated copy) needs no margin over the declared one.
-    ratio = 1.0 if languages.base(top) in others else options.contradiction_ratio
+    ratio = _OTHER_SIDE_RATIO if languages.base(top) in others else options.contradiction_ratio
     if confident and prob >= ratio * declared_prob:
         return _Verdict(contradiction)
     return _Verdict()
