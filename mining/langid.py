@@ -83,6 +83,7 @@ class FastTextIdentifier:
             raw = _raw_labels(stream)
         scripts = languages.model_scripts(raw)
         self._labels = {label: languages.model_label(label, scripts) for label in raw}
+        self.labels = sorted(set(self._labels.values()))
         # Per language, the scripts its labels cover (None: any).
         self._covered = {
             lang: [languages.label_scripts(lang, script) for script in label_scripts]
