@@ -80,9 +80,7 @@ class FastTextIdentifier:
         # fasttext-numpy2-wheel and fasttext-predict; their list forms differ.
         self._predict_line = self._model.f.predict
         with open(path, "rb") as stream:
-            raw = _raw_labels(stream)
-        scripts = languages.model_scripts(raw)
-        self._labels = {label: languages.model_label(label, scripts) for label in raw}
+            self._labels, scripts = _normalised_labels(stream)
         self.labels = sorted(set(self._labels.values()))
         # Per language, the scripts its labels cover (None: any).
         self._covered = {
@@ -140,15 +138,16 @@ def model_labels(stream: BinaryIO) -> list[str]:
     return labels
 
 
-def _raw_labels(stream: BinaryIO) -> list[str]:
-    return sorted(label[_LABEL_PREFIX:] for label in model_labels(stream))
+def _normalised_labels(stream: BinaryIO) -> tuple[dict[str, str], dict[str, set]]:
+    """A model's labels (without ``__label__``) -> their codes here, and per language the scripts they name."""
+    raw = sorted(label[_LABEL_PREFIX:] for label in model_labels(stream))
+    scripts = languages.model_scripts(raw)
+    return {label: languages.model_label(label, scripts) for label in raw}, scripts
 
 
 def model_label_set(stream: BinaryIO) -> list[str]:
     """The languages a fastText model's labels name, normalised as predictions are (``uz_Cyrl``, ``bs``)."""
-    raw = _raw_labels(stream)
-    scripts = languages.model_scripts(raw)
-    return sorted({languages.model_label(label, scripts) for label in raw})
+    return sorted(set(_normalised_labels(stream)[0].values()))
 
 
 def _identifiable(text: str, options: LidOptions) -> bool:
@@ -170,9 +169,9 @@ def identify_batch(
     slots: list[tuple[int, str]] = []
     for index, record in enumerate(records):
         query, passage = record[f.QUERY], record[f.PASSAGE]
-        declared = {f.QUERY: record[f.DECLARED_QUERY_LANG], f.PASSAGE: record[f.DECLARED_PASSAGE_LANG]}
-        if not record[f.BILINGUAL] and declared[f.PASSAGE]:
-            declared[f.QUERY] = declared[f.PASSAGE]
+        # A monolingual pair's declared language is its passage's, and both sides are judged by it.
+        query_declared = record[f.DECLARED_QUERY_LANG] if record[f.BILINGUAL] else record[f.DECLARED_PASSAGE_LANG]
+        declared = {f.QUERY: query_declared, f.PASSAGE: record[f.DECLARED_PASSAGE_LANG]}
         sides = [(side, text) for side, text in ((f.QUERY, query), (f.PASSAGE, passage))
                  if declared[side] or _identifiable(text, options)]
         if not sides and not record[f.BILINGUAL]:
@@ -265,9 +264,6 @@ def _decide_monolingual(record: dict, prediction: dict[str, Prediction], identif
         top, prob = prediction["both"][0]
         lang = top if prob >= options.threshold else UNDETERMINED
         _record_languages(record, lang, lang, None, None)
-        return None, ""
-    if not prediction:
-        _record_languages(record, declared, declared, None, None)
         return None, ""
     if declared:
         others = {_ENGLISH}

@@ -120,6 +120,8 @@ def label_scripts(lang: str, script: str | None) -> frozenset[str] | None:
         return _SCRIPT_PARTS.get(script, frozenset((script,)))
     writings = SCRIPTS.get(lang)
     return writings[0] if writings else None
+
+
 # Letters of a language's script that its orthography never uses: a Russian sentence is Cyrillic like a
 # Ukrainian one, but its ы, э, ъ or ё tell it is not Ukrainian, however short.
 FOREIGN_LETTERS = {
@@ -141,17 +143,18 @@ _SCRIPT_SAMPLE_CHARS = 300
 
 # Languages fastText LID models confuse with each other, so that one said for another is no contradiction:
 # macrolanguages and their members, a language and its historical stage or close dialects, languages of one
-# continuum the models do not separate on Tatoeba's short sentences. Each set is one group.
+# continuum the models do not separate on Tatoeba's short sentences. Each set is one group, of codes as
+# normalize() gives them (individual languages it folds, like zsm or khk, are not repeated here).
 _CLOSE_GROUPS = (
     "bs hr sr sh cnr",  # Serbo-Croatian: one label (sh) or four for one language
-    "no nb nn da",  # Norwegian Bokmal is written Danish, lid.176 labels it "no"
-    "ms id min zsm",  # Malay and Indonesian
+    "no nn da",  # Norwegian (Bokmal folded into no) and Danish share most of their written words
+    "ms id min",  # Malay, Indonesian and Minangkabau
     "ku ckb kmr sdh",  # Kurdish and its members
     "hsb dsb",  # Upper and Lower Sorbian
     "zh yue wuu lzh gan hak nan",  # Chinese: Han-script varieties
     "ar arz arq ary apc ajp acm aeb",  # Arabic and its vernaculars
-    "fa prs pes tg",  # Persian, Dari, Tajik
-    "de als gsw bar pfl swg ksh",  # German and its Upper German dialects
+    "fa tg",  # Persian (Dari folded into fa) and Tajik, its Cyrillic-script form
+    "de als bar pfl swg ksh",  # German and its dialects (Swiss German folded into als)
     "es ast an ext cbk",  # Spanish, its Iberian neighbours and Chavacano, a Spanish creole
     "pt gl",  # Galician is written like Portuguese
     "it pms lmo vec nap scn eml lij",  # Italian and the languages of Italy
@@ -160,7 +163,6 @@ _CLOSE_GROUPS = (
     "en ang sco",  # Old English and Scots read as English
     "ru orv rue",  # Old East Slavic and Rusyn read as Russian
     "eo io",  # Ido is reformed Esperanto
-    "mn khk",
 )
 CLOSE: dict[str, frozenset[str]] = {
     lang: frozenset(group.split()) for group in _CLOSE_GROUPS for lang in group.split()
