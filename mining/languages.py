@@ -128,6 +128,8 @@ FOREIGN_LETTERS = {
     "uk": frozenset("ыэъё"),
     "ru": frozenset("іїєґў"),
     "be": frozenset("щъиїєґ"),
+    "pl": frozenset("ěřčšžŕďťňůý"),
+    "en": frozenset("þðƿȝæāēīōūȳġċ"),
 }
 # Unicode character names begin with their script's name (LATIN SMALL LETTER A, CJK UNIFIED IDEOGRAPH-4E00).
 _SCRIPT_OF_NAME = {

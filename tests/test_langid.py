@@ -132,7 +132,7 @@ def test_tatoeba_keep_and_catch_rates(identifier, tatoeba_dir):
     assert min(rates.values()) >= 0.9 and sum(rates.values()) / len(rates) >= 0.97, rates
     caught = tatoeba_language_keep.planted_catch_rates(pairs, identifier, options)
     assert caught["fra declared de"] >= 0.95 and caught["eng declared es"] >= 0.95, caught
-    assert caught["rus declared uk"] >= 0.9 and caught["fra+eng undeclared, both long"] >= 0.95, caught
+    assert caught["rus declared uk"] >= 0.95 and caught["fra+eng undeclared, both long"] >= 0.95, caught
 
 
 def test_a_model_file_lists_its_labels(tmp_path):
@@ -176,7 +176,9 @@ def test_a_model_with_scripted_labels(scripted_model):
     assert identifier.labels == ["bs", "en", "fr", "hr", "ru", "uk", "uz_Cyrl", "uz_Latn"]
     with open(scripted_model, "rb") as stream:
         assert model_label_set(stream) == identifier.labels
-    assert identifier.knows("uz", "Cyrl") and identifier.knows("sr", "Latn") and not identifier.knows("kk", "Cyrl")
+    assert identifier.knows("uz", "Cyrl") and identifier.knows("bs", "Latn")
+    # No Serbian label: a Serbian side may agree through bs and hr, but is not verified by them.
+    assert not identifier.knows("sr", "Latn") and not identifier.knows("kk", "Cyrl")
     kept, drops = _run(
         identifier,
         _translation("Менинг бир ўғлим ва бир қизим бор.", "uz", "I have a son and a daughter."),
