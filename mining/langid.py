@@ -77,6 +77,7 @@ class FastTextIdentifier:
         with open(path, "rb") as stream:
             self._labels, scripts = _normalised_labels(stream)
         self.labels = sorted(set(self._labels.values()))
+        self._knows: dict[tuple[str, str | None], bool] = {}
         # Per language, the scripts its labels cover (None: any).
         self._covered = {
             lang: [languages.label_scripts(lang, script) for script in label_scripts]
@@ -86,7 +87,12 @@ class FastTextIdentifier:
     def knows(self, lang: str, script: str | None) -> bool:
         """Whether the model has a label for ``lang`` written in ``script``: a close language's label says only
         that the side is near it (Old English read as English), not that it is the declared language."""
-        return any(covered is None or script is None or script in covered for covered in self._covered.get(lang, ()))
+        key = (lang, script)
+        if key not in self._knows:
+            self._knows[key] = any(
+                covered is None or script is None or script in covered for covered in self._covered.get(lang, ())
+            )
+        return self._knows[key]
 
     def predict(self, texts: list[str], k: int) -> list[Prediction]:
         predict, labels = self._predict_line, self._labels

@@ -183,22 +183,29 @@ def base(label: str) -> str:
 
 def letter_scripts(text: str) -> Counter:
     """Letters per script among the first characters of ``text`` (letters of unlisted scripts not counted)."""
-    counts = Counter()
-    for char in text[:_SCRIPT_SAMPLE_CHARS]:
-        if char.isalpha():
-            script = _SCRIPT_OF_NAME.get(unicodedata.name(char, "").split(" ", 1)[0])
-            if script:
-                counts[script] += 1
+    sample = text[:_SCRIPT_SAMPLE_CHARS]
+    if sample.isascii():
+        # Most texts of a mining run (every English side): ASCII letters are Latin, no name lookups needed.
+        letters = sum(char.isalpha() for char in sample)
+        return Counter({"Latn": letters} if letters else {})
+    counts = Counter(_script_of(char) for char in sample if char.isalpha())
+    counts.pop(None, None)
     return counts
+
+
+@functools.cache
+def _script_of(char: str) -> str | None:
+    return _SCRIPT_OF_NAME.get(unicodedata.name(char, "").split(" ", 1)[0])
 
 
 def foreign_letter_share(text: str, lang: str) -> float:
     """The share of the first letters of ``text`` that ``lang`` never writes (``FOREIGN_LETTERS``)."""
     foreign = FOREIGN_LETTERS.get(lang)
-    letters = [char for char in text[:_SCRIPT_SAMPLE_CHARS].lower() if char.isalpha()]
-    if not foreign or not letters:
+    # None of the listed letters is ASCII.
+    if not foreign or text.isascii():
         return 0.0
-    return sum(char in foreign for char in letters) / len(letters)
+    letters = [char for char in text[:_SCRIPT_SAMPLE_CHARS].lower() if char.isalpha()]
+    return sum(char in foreign for char in letters) / len(letters) if letters else 0.0
 
 
 def model_label(raw: str, scripts_in_model: dict[str, set]) -> str:
