@@ -32,6 +32,17 @@ def report_html(manifest: Manifest, title: str) -> str:
         f"<td>{s['dropped']}</td><td>{s['dead_letter']}</td><td>{s['sampling_weight']:.3f}</td></tr>"
         for s in data["sources"]
     )
+    declared = "".join(
+        f"<tr><td>{html.escape(row['language'])}</td><td>{row['input']}</td><td>{row['output']}</td>"
+        f"<td>{row['kept']:.1%}</td><td>{row['unverified']}</td>"
+        f"<td>{html.escape(', '.join(f'{reason} {n}' for reason, n in row['dropped'].items()))}</td></tr>"
+        for row in data["declared_languages"]
+    )
+    declared_section = (
+        "<h2>Declared languages (fewest kept first)</h2><table><tr><th>language</th><th>input</th><th>output</th>"
+        f"<th>kept</th><th>unverified</th><th>dropped</th></tr>{declared}</table>"
+        if declared else ""
+    )
     totals = manifest.totals
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
@@ -50,6 +61,7 @@ svg text{{font-size:12px}}
 <h2>Sources</h2><table><tr><th>source</th><th>input</th><th>output</th><th>dropped</th><th>dead letter</th>
 <th>weight</th></tr>{sources}</table>
 <h2>Languages (of the query side)</h2>{languages}
+{declared_section}
 <h2>Passage lengths</h2>{histograms}
 {rank_section}
 </body></html>

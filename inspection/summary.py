@@ -1,4 +1,5 @@
-"""``inspect summary``: totals, the funnel of drops by stage, per-source and per-language lengths, shard sizes."""
+"""``inspect summary``: totals, the funnel of drops by stage, per-source and per-language lengths, per declared
+language records in, out and why dropped, shard sizes."""
 
 import statistics
 from collections import Counter
@@ -62,11 +63,26 @@ def summarize(manifest: Manifest) -> dict:
     sizes = [shard.bytes for shard in manifest.shards]
     generation = {"generation": manifest.generation.model_dump()} if manifest.generation else {}
     teacher = {"teacher": manifest.teacher.model_dump()} if manifest.teacher else {}
+    declared = {}
+    for source in manifest.sources.values():
+        for lang, counts in source.declared_languages.items():
+            merged = declared.setdefault(lang, {"input": 0, "output": 0, "dropped": Counter(), "unverified": 0})
+            merged["input"] += counts.input
+            merged["output"] += counts.output
+            merged["dropped"].update(counts.dropped)
+            merged["unverified"] += counts.unverified
+    # The languages that lose most first: a language language ID throws away is seen at a glance.
+    declared_rows = [
+        {"language": lang, "input": c["input"], "output": c["output"], "kept": _share(c["output"], c["input"]),
+         "dropped": dict(c["dropped"].most_common()), "unverified": c["unverified"]}
+        for lang, c in sorted(declared.items(), key=lambda item: (_share(item[1]["output"], item[1]["input"]), item[0]))
+    ]
     return {
         **generation,
         **teacher,
         "pipeline": manifest.pipeline, "created": manifest.created,
         "totals": totals.model_dump(), "funnel": funnel, "sources": sources, "languages": language_rows,
+        "declared_languages": declared_rows,
         "shards": {
             "count": len(sizes), "bytes": sum(sizes),
             "min_bytes": min(sizes, default=0), "median_bytes": int(statistics.median(sizes)) if sizes else 0,
@@ -213,6 +229,17 @@ def format_summary(manifest: Manifest, location: str) -> str:
                  _lengths_cell(row["passage_chars"]), *(rows_in(source, row["language"]) for source in sources)]
                 for row in data["languages"]
             ],
+        )
+    if data["declared_languages"]:
+        lines.append("")
+        lines += table(
+            ["declared", "input", "output", "kept", "unverified", "dropped"],
+            [
+                [row["language"], row["input"], row["output"], f"{row['kept']:.1%}", row["unverified"] or ".",
+                 ", ".join(f"{reason} {n}" for reason, n in row["dropped"].items()) or "-"]
+                for row in data["declared_languages"]
+            ],
+            left=(0, 5),
         )
     shards = data["shards"]
     lines += ["", f"shards: {shards['count']}, {_size(shards['bytes'])} in all, "

@@ -6,6 +6,7 @@ from collections import Counter
 
 import pyarrow as pa
 
+from mining.languages import UNDETERMINED
 from mining.records import DeadLetter, Drop
 from schemas import manifest as m
 from schemas import pairs as f
@@ -14,7 +15,17 @@ from schemas.pairs import schema_description
 
 INPUT = "input"
 DEAD_LETTER = "dead_letter"
+UNVERIFIED = "unverified"
 _DROPPED = "dropped:"
+
+
+def declared_language(record: dict) -> str | None:
+    """What a mined record is counted under per language: its declared language (a translation pair's
+    non-English side, the query, by the readers' convention), ``und`` for none; None for a record of a finished
+    run, which no longer carries what was declared."""
+    if f.DECLARED_QUERY_LANG not in record:
+        return None
+    return record[f.DECLARED_QUERY_LANG] or record[f.DECLARED_PASSAGE_LANG] or UNDETERMINED
 
 
 class FunnelReport:
@@ -34,9 +45,34 @@ class FunnelReport:
         self.instructions: dict[str, set[bytes]] = {}
         # Hard-negative runs: candidates (not records) skipped per (source, reason).
         self.skipped: Counter[tuple[str, str]] = Counter()
+        # Mining runs: per (source, declared language, event) records in, dropped per reason, kept unverified.
+        self.languages: Counter[tuple[str, str, str]] = Counter()
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.ranks or self.instructions or self.skipped)
+        return bool(self.counts or self.ranks or self.instructions or self.skipped or self.languages)
+
+    def count_language_input(self, record: dict) -> None:
+        """A mined record in, under its declared language (``count_input`` counts it under its source)."""
+        self.languages[record[f.SOURCE], declared_language(record), INPUT] += 1
+
+    def count_unverified(self, record: dict) -> None:
+        """A pair language ID kept with a side whose declared language the model could not verify."""
+        self.languages[record[f.SOURCE], declared_language(record), UNVERIFIED] += 1
+
+    def language_totals(self, source: str) -> dict[str, dict]:
+        """Per declared language of a mining run's source: input, output, dropped per reason, unverified."""
+        totals: dict[str, dict] = {}
+        for (counted_source, lang, event), n in sorted(self.languages.items()):
+            if counted_source != source:
+                continue
+            entry = totals.setdefault(lang, {INPUT: 0, "output": 0, "dropped": {}, UNVERIFIED: 0})
+            if event.startswith(_DROPPED):
+                entry["dropped"][event[len(_DROPPED) :]] = n
+            else:
+                entry[event] += n
+        for entry in totals.values():
+            entry["output"] = entry[INPUT] - sum(entry["dropped"].values())
+        return totals
 
     def count_skipped(self, source: str, reason: str, n: int = 1) -> None:
         self.skipped[source, reason] += n
@@ -70,6 +106,9 @@ class FunnelReport:
     def add_drop(self, drop: Drop) -> None:
         record = drop.record
         self.count_dropped(record[f.SOURCE], drop.reason)
+        lang = declared_language(record)
+        if lang is not None:
+            self.languages[record[f.SOURCE], lang, _DROPPED + drop.reason] += 1
         if self.sample_size:
             sample = self.samples.setdefault(drop.reason, [])
             public = {key: value for key, value in record.items() if not key.startswith("_")}
@@ -81,6 +120,7 @@ class FunnelReport:
         self.counts.update(other.counts)
         self.ranks.update(other.ranks)
         self.skipped.update(other.skipped)
+        self.languages.update(other.languages)
         for source, digests in other.instructions.items():
             self.instructions.setdefault(source, set()).update(digests)
         for reason, sample in other.samples.items():
@@ -158,6 +198,7 @@ def build_manifest(
             sampling_weight=weights[source],
             consistency_ranks=report.rank_histograms(source),
             skipped_negatives=report.skipped_for(source),
+            declared_languages=report.language_totals(source),
             instructions=len(report.instructions[source]) if source in report.instructions else None,
         )
     # Validated as one document, so that an error names its place in it (sources.<name>.input, ...).

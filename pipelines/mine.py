@@ -52,6 +52,7 @@ def recorded_options(
     return {
         "sources": [str(spec) for spec in specs],
         "lid_model": options.lid_model or "lid.176.ftz (bundled)",
+        "lid_labels": options.lid_labels(),
         "lid_threshold": options.lid_threshold,
         "lid_min_bytes": options.lid_min_bytes,
         "max_query_chars": options.max_query_chars,

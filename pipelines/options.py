@@ -9,7 +9,7 @@ from mining import consistency, hard_negatives
 from mining.consistency import ConsistencyOptions
 from mining.hard_negatives import HardNegativeOptions
 from mining.clean import CleanOptions
-from mining.langid import LidOptions
+from mining.langid import LidOptions, bundled_model_path, model_label_set
 from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
 from mining.run_store import SHARD_EXTENSIONS
@@ -58,7 +58,8 @@ class MiningOptions(PipelineOptions):
         )
         group.add_argument(
             "--lid-model", dest="lid_model", default=None,
-            help="fastText language-ID model (lid.176.bin or .ftz); default: the bundled lid.176.ftz",
+            help="fastText language-ID model, local or gs:// (lid.176.bin or .ftz, GlotLID, OpenLID); "
+            "default: the bundled lid.176.ftz",
         )
         group.add_argument("--lid-threshold", dest="lid_threshold", type=float, default=LidOptions.threshold)
         group.add_argument(
@@ -290,6 +291,8 @@ class MiningOptions(PipelineOptions):
         hard_negatives.parse_rank_window(self.rank_window)
         if self.lid_model and not io.is_file(self.lid_model):
             raise ValueError(f"--lid-model {self.lid_model}: no such file")
+        if self.lid_model:
+            self.lid_labels()
         for option, spec in (("--model", self.model), ("--cross-encoder", self.cross_encoder)):
             if spec:
                 _check_model_spec(option, spec)
@@ -336,6 +339,16 @@ class MiningOptions(PipelineOptions):
 
     def clean_options(self) -> CleanOptions:
         return CleanOptions(max_query_chars=self.max_query_chars, max_passage_chars=self.max_passage_chars)
+
+    def lid_labels(self) -> list[str]:
+        """The --lid-model's labels as language ID reads them (mining.languages.model_label); ValueError for a
+        file that is no fastText model."""
+        path = self.lid_model or bundled_model_path()
+        try:
+            with io.open_file(path) as stream:
+                return model_label_set(stream)
+        except ValueError as error:
+            raise ValueError(f"--lid-model {path}: {error}") from None
 
     def lid_options(self) -> LidOptions:
         return LidOptions(threshold=self.lid_threshold, min_bytes=self.lid_min_bytes)

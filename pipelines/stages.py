@@ -37,7 +37,7 @@ class _ReaderItems(ReportingDoFn):
 
     def _route(self, kind: str, items, source_of):
         """Outputs for ``items`` of a reader of ``kind``: parts of a later join, dead letters and full batches;
-        each candidate counted under ``source_of(item)``."""
+        each candidate counted under ``source_of(item)``, a record also under its declared language."""
         for item in items:
             if isinstance(item, JoinPart):
                 # Not a candidate yet: the join that decides it counts it.
@@ -47,8 +47,10 @@ class _ReaderItems(ReportingDoFn):
             if isinstance(item, DeadLetter):
                 yield self._dead_letter(item)
             elif isinstance(item, Drop):
+                self._report.count_language_input(item.record)
                 self._drop_all([item])
             else:
+                self._report.count_language_input(item)
                 self._batch.append(item)
                 if len(self._batch) == self._run.batch_size:
                     yield self._batch
@@ -134,6 +136,10 @@ class IdentifyLanguages(ReportingDoFn):
     def process(self, batch):
         kept, drops = langid.identify_batch(batch, self._identifier, self._options)
         self._drop_all(drops)
+        for record in kept:
+            if record.pop(langid.UNVERIFIED, None):
+                self._report.count_unverified(record)
+                self._count("lang_unverified")
         if kept:
             yield kept
 

@@ -135,8 +135,29 @@ class Totals(_Strict):
         return self
 
 
+class LanguageTotals(_Strict):
+    """One declared language of a mined source: records in = output + dropped (dead letters have no language)."""
+
+    input: NonNegativeInt = 0
+    output: NonNegativeInt = 0
+    dropped: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    unverified: NonNegativeInt = Field(
+        default=0, description="pairs language ID kept with a side whose declared language the model has no label for"
+    )
+
+    @model_validator(mode="after")
+    def _conserved(self):
+        if self.input != self.output + sum(self.dropped.values()):
+            raise ValueError(f"input {self.input} != output {self.output} + dropped {sum(self.dropped.values())}")
+        return self
+
+
 class SourceTotals(Totals):
     languages: dict[str, NonNegativeInt] = Field(default_factory=dict)
+    declared_languages: dict[str, LanguageTotals] = Field(
+        default_factory=dict,
+        description="mining runs: per declared language ('und' for none), records in, out and dropped per reason",
+    )
     lengths: dict[str, SideLengths] = Field(
         default_factory=dict, description="per query language: query and passage lengths"
     )
@@ -156,6 +177,16 @@ class SourceTotals(Totals):
         description="hardnegatives runs: per reason, candidates inside the rank window skipped as likely false"
         " negatives; candidates, not records, so outside input = output + dropped + dead_letter",
     )
+
+    @model_validator(mode="after")
+    def _every_record_has_a_language(self):
+        if self.declared_languages:
+            counted = sum(lang.input for lang in self.declared_languages.values())
+            if counted != self.input - self.dead_letter:
+                raise ValueError(
+                    f"declared_languages count {counted} records, not input {self.input} - dead_letter {self.dead_letter}"
+                )
+        return self
 
     @field_validator("consistency_ranks")
     @classmethod

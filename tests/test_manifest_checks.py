@@ -79,6 +79,20 @@ def _drop_moved_to_dead_letter(document):
     reason = next(iter(nllb["dropped"]))
     nllb["dropped"][reason] -= 1
     nllb["dead_letter"] += 1
+    # A dead letter has no language: the drop leaves its language's counts too, which stay consistent.
+    lang = next(lang for lang, counts in nllb["declared_languages"].items() if counts["dropped"].get(reason))
+    nllb["declared_languages"][lang]["dropped"][reason] -= 1
+    nllb["declared_languages"][lang]["input"] -= 1
+
+
+def _language_input_inflated(document):
+    counts = document["sources"]["nllb"]["declared_languages"]["fr"]
+    counts["input"] += 1
+    counts["output"] += 1
+
+
+def _language_not_conserved(document):
+    document["sources"]["nllb"]["declared_languages"]["fr"]["output"] += 1
 
 
 def _totals_drop_reason_renamed(document):
@@ -147,6 +161,10 @@ CORRUPTIONS = {
     "totals != sum over sources": (_totals_output_and_input, r"totals\.output \d+ != \d+ summed over the sources"),
     "source not conserved": (_source_not_conserved, r"sources\.nllb: records not conserved"),
     "per-source drops != totals": (_drop_moved_to_dead_letter, r"totals\.dead_letter \d+ != \d+ summed"),
+    "language counts != the source's": (
+        _language_input_inflated, r"sources\.nllb: declared_languages count \d+ records, not input \d+ - dead_letter"
+    ),
+    "language not conserved": (_language_not_conserved, r"declared_languages\.fr: input \d+ != output \d+ \+ dropped"),
     "drop reason only in the totals": (_totals_drop_reason_renamed, r"totals\.dropped\.renamed \d+ != 0 summed"),
     "negative count": (_negative_dead_letter, r"sources\.nllb\.dead_letter: Input should be greater than or equal"),
     "negative shard language": (_negative_shard_language, r"shards\.0\.languages\.en: Input should be greater"),

@@ -41,6 +41,7 @@ BAD_OPTIONS = [
     (["--shard-compression=gzip"], "--shard-compression"),
     (["--lid-model=/nope/lid.176.bin"], "--lid-model"),
     (["--lid-model=/tmp"], "--lid-model"),
+    ([f"--lid-model={REPO / 'pyproject.toml'}"], "pyproject.toml: not a fastText model"),
     (["--shard-size-mb=0"], "--shard-size-mb"),
     (["--shard_size_mb=-1"], "--shard-size-mb"),
     (["--shard-size-mb=nan"], "--shard-size-mb"),

@@ -10,6 +10,8 @@ import pyarrow as pa
 import pytest
 
 import beam_runner
+from inspection.html_report import report_html
+from inspection.summary import format_summary
 from mining.sources import get_reader
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
@@ -195,6 +197,24 @@ def test_tatoeba_translations_are_kept_with_their_languages(tatoeba_dir, tmp_pat
     assert len(rows) >= 980, manifest.totals.dropped
     (pair,) = {(row["query_lang"], row["passage_lang"]) for row in rows}
     assert pair[1] == "en" and pair[0] == {"fra": "fr", "rus": "ru", "cmn": "zh", "kor": "ko", "ell": "el", "heb": "he"}[code]
+
+
+def test_a_language_without_a_model_label_is_kept_and_counted_unverified(tatoeba_dir, tmp_path):
+    """Kabyle, which lid.176 has no label for: kept, each pair counted unverified under its language."""
+    output = tmp_path / "kab"
+    assert beam_runner.main([f"--source=nllb={tatoeba_dir}/tatoeba.kab-eng", f"--output={output}"]) == 0
+    manifest = Manifest.model_validate_json((output / "manifest.json").read_text("utf-8"))
+    kabyle = manifest.sources["nllb"].declared_languages["kab"]
+    assert kabyle.input == 1000 and kabyle.output >= 950 and kabyle.unverified >= 900
+    assert kabyle.output == manifest.totals.output and "kab" not in manifest.options["lid_labels"]
+    rows = _rows(output, manifest)
+    assert {row["query_lang"] for row in rows} == {"kab"}
+    assert all(row["query_lang_score"] is None for row in rows)
+    summary = format_summary(manifest, str(output)).splitlines()
+    header = next(index for index, line in enumerate(summary) if line.startswith("declared"))
+    assert summary[header + 1].split()[:5] == ["kab", "1000", str(kabyle.output), f"{kabyle.output / 1000:.1%}",
+                                               str(kabyle.unverified)]
+    assert "Declared languages (fewest kept first)" in report_html(manifest, "kab")
 
 
 def test_default_run_mines_the_bundled_samples(default_pretrain_run, tmp_path):
