@@ -28,10 +28,12 @@ def dataset_card(manifest: Manifest) -> str:
         f"({sum(totals.dropped.values())} dropped by named reason, {totals.dead_letter} dead-lettered); "
         f"`manifest.json` is the contract: every shard with its rows, bytes and sha256, the counts per source, "
         "language and reason, and the options.", "",
-        "```python", "from datasets import load_dataset", "",
-        'rows = load_dataset("path/to/this/run", split="train")            # every source',
-        *([f'rows = load_dataset("path/to/this/run", "{sources[0]}", split="train")  # one source'] if sources else []),
-        "```", "",
+        *(
+            ["```python", "from datasets import load_dataset", "",
+             'rows = load_dataset("path/to/this/run", split="train")            # every source',
+             f'rows = load_dataset("path/to/this/run", "{sources[0]}", split="train")  # one source', "```", ""]
+            if sources else ["No rows: there is nothing to load.", ""]
+        ),
         "| source | rows | sampling weight | languages |", "|---|---|---|---|",
         *(
             f"| {name} | {manifest.sources[name].output} | {manifest.sources[name].sampling_weight:.4f} | "

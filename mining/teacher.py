@@ -47,7 +47,12 @@ def score_rows(score, records: list[dict], pairs_per_call: int) -> list[list[flo
     flat: list[float] = []
     for start in range(0, len(queries), pairs_per_call):
         called = queries[start : start + pairs_per_call]
-        scores = np.asarray(score(called, texts[start : start + pairs_per_call]), dtype=np.float64)
+        returned = score(called, texts[start : start + pairs_per_call])
+        try:
+            # A torch tensor (on any device, with or without its graph) as well as anything numpy reads.
+            scores = np.asarray(returned.detach().cpu() if hasattr(returned, "detach") else returned, dtype=np.float32)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise TeacherOutputError(f"the teacher gave {type(returned).__name__}, not numbers ({error})") from None
         if scores.ndim == 2 and scores.shape[1] == 1:
             scores = scores[:, 0]
         if scores.shape != (len(called),):
@@ -58,7 +63,8 @@ def score_rows(score, records: list[dict], pairs_per_call: int) -> list[list[flo
 
 
 def attach(record: dict, scores: list[float]) -> dict | Drop:
-    """The row with its teacher scores; a Drop where one is NaN or infinite (no target to distil)."""
+    """The row with its teacher scores; a Drop where one is NaN or infinite as the float32 it is stored as (no
+    target to distil)."""
     if not all(map(math.isfinite, scores)):
         return Drop(record, NONFINITE_TEACHER_SCORE, f"scores {scores}")
     return {**record, f.TEACHER_SCORES: scores}

@@ -12,11 +12,11 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from mining import consistency, dedup
 from mining.records import Drop
 from pipelines import io, reporting, stages
-from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
+from pipelines.derived import EncoderHandler, FinishedRun, check_options, parent_schema, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
 from schemas import reasons
-from schemas.pairs import SCHEMA_BY_PIPELINE, with_consistency_rank
+from schemas.pairs import with_consistency_rank
 
 
 def plan(options: MiningOptions) -> FinishedRun:
@@ -79,7 +79,7 @@ def build(
     pipeline: beam.Pipeline, options: MiningOptions, plan: FinishedRun, destination: io.Destination
 ) -> None:
     parent_pipeline = plan.manifest.pipeline
-    schema = with_consistency_rank(SCHEMA_BY_PIPELINE[parent_pipeline])
+    schema = with_consistency_rank(parent_schema(plan))
     settings, run = options.consistency_options(), options.run_context()
     seed = settings.seed
     handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.encode_batch_size))
@@ -109,5 +109,5 @@ def build(
     shard_entries = ranked.kept | "WriteShards" >> stages.WriteShards.for_options(options, schema, destination)
     (shard_entries, ranked[reporting.REPORT]) | "Manifest" >> stages.WriteManifest(
         destination, parent_pipeline, schema, recorded_options(options), options.sampling_alpha, run,
-        parent=plan.parent,
+        parent=plan.parent, teacher=plan.manifest.teacher,
     )

@@ -6,6 +6,7 @@ from io import BytesIO
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
@@ -13,6 +14,9 @@ from mining import run_store
 from pipelines import io
 from pipelines.options import MiningOptions
 from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard
+from schemas.pairs import (
+    CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, TEACHER_SCORES, with_consistency_rank, with_teacher_scores,
+)
 
 # An example for the encoder: (kind, text) pieces, each embedded with its E5 prefix.
 Texts = tuple[tuple[str, str], ...]
@@ -88,6 +92,16 @@ def read_run(directory: str, option: str) -> FinishedRun:
         more = f" (and {len(problems) - 1} more damaged shards)" if len(problems) > 1 else ""
         raise DamagedShardError(f"{option} {directory}: {problems[0]}{more}")
     return run
+
+
+def parent_schema(run: FinishedRun) -> pa.Schema:
+    """The Arrow schema of a finished run's shards: its pipeline's, with the columns derived runs add where it has them."""
+    schema = SCHEMA_BY_PIPELINE[run.manifest.pipeline]
+    if CONSISTENCY_RANK in run.manifest.schema_:
+        schema = with_consistency_rank(schema)
+    if TEACHER_SCORES in run.manifest.schema_:
+        schema = with_teacher_scores(schema)
+    return schema
 
 
 def check_options(options: MiningOptions) -> None:

@@ -17,7 +17,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from mining import dedup, hard_negatives
+from mining import dedup, hard_negatives, teacher
 from pipelines import io, reporting, stages
 from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
 from pipelines.options import MiningOptions
@@ -113,6 +113,9 @@ def rescored(result, window: tuple[int, int]):
     """Scored window rows -> (id, joined group) with the window's candidates and the positive scored as the
     cross-encoder scores them; ranks stay the encoder's."""
     for row, (positive, *window_scores) in zip(result.example, result.inference, strict=True):
+        if not all(map(math.isfinite, (positive, *window_scores))):
+            # A NaN compares false with every threshold: the filters would pass everything, unseen.
+            raise teacher.TeacherOutputError(f"the cross-encoder scored {row[f.QUERY]!r} and its window NaN or infinite")
         group = row["group"]
         candidates = list(next(iter(group["candidates"]), []))
         start = window[0] - 1
@@ -161,6 +164,7 @@ def recorded_options(options: MiningOptions, plan: HardNegativePlan) -> dict:
         "relative_margin": options.relative_margin,
         "cross_encoder": options.cross_encoder,
         "cross_encoder_weights_sha256": plan.cross_encoder and plan.cross_encoder.weights_sha256,
+        "cross_encoder_revision": plan.cross_encoder and plan.cross_encoder.revision,
         **options.recorded_output_options(),
     }
 

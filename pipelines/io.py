@@ -307,6 +307,9 @@ def prepare_output(output: str, overwrite: bool) -> None:
         raise FileExistsError(f"--output {output} is a file; name a directory")
     present = _top_level_entries(output)
     strangers = sorted(name for name in present if not _written_by_a_run(name))
+    # A card with no run beside it (no manifest, nor the staging of a publish that was cut short) is the user's.
+    if DATASET_CARD in present and not any(name == MANIFEST_NAME or name.startswith(STAGING_PREFIX) for name in present):
+        strangers.insert(0, DATASET_CARD)
     if strangers:
         raise FileExistsError(
             f"--output {output} holds files a mining run did not write ({', '.join(strangers[:5])}); "

@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import os
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -298,6 +299,8 @@ class MiningOptions(PipelineOptions):
                 _check_model_spec(option, spec)
         if self.cross_encoder and self.pipeline != "hardnegatives":
             raise ValueError("--cross-encoder is an option of --pipeline hardnegatives")
+        if self.cross_encoder and self.max_score is None and self.relative_margin is None:
+            raise ValueError("--cross-encoder scores for --max-score and --relative-margin: give either")
 
     def read_paths(self) -> list[tuple[str, str]]:
         """(option, path or glob) of what a run reads besides its --source files."""
@@ -379,5 +382,5 @@ def _check_model_spec(option: str, text: str) -> None:
         raise ValueError(f"{option} {text}: {error}") from None
     if spec.module is not None and importlib.util.find_spec(spec.module) is None:
         raise ValueError(f"{option} {text}: python:MODULE:CALLABLE needs an importable module and a callable name")
-    if spec.names_a_file and not io.match_files(spec.path.rstrip("/")):
+    if spec.names_a_file and not io.match_files(os.path.expanduser(spec.path).rstrip("/")):
         raise ValueError(f"{option} {text}: no such file or directory")

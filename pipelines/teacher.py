@@ -14,12 +14,12 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from mining import teacher
 from mining.records import Drop
 from pipelines import io, reporting, stages
-from pipelines.derived import FinishedRun, check_options, read_records, read_run
+from pipelines.derived import FinishedRun, check_options, parent_schema, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
 from schemas import reasons
 from schemas.manifest import Teacher
-from schemas.pairs import CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, with_consistency_rank, with_teacher_scores
+from schemas.pairs import with_teacher_scores
 
 
 @dataclass(frozen=True)
@@ -119,10 +119,7 @@ def recorded_options(options: MiningOptions) -> dict:
 def build(pipeline: beam.Pipeline, options: MiningOptions, plan: TeacherPlan, destination: io.Destination) -> None:
     run = plan.run
     parent_pipeline = run.manifest.pipeline
-    schema = SCHEMA_BY_PIPELINE[parent_pipeline]
-    if CONSISTENCY_RANK in run.manifest.schema_:
-        schema = with_consistency_rank(schema)
-    schema = with_teacher_scores(schema)
+    schema = with_teacher_scores(parent_schema(run))
     context = options.run_context()
     handler = CrossEncoderHandler(plan.teacher, options.device, options.encode_batch_size)
     scored = (

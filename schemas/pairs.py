@@ -48,6 +48,7 @@ PAIR_SCHEMA = pa.schema(
 )
 
 TEACHER_SCORES_FIELD = pa.field(TEACHER_SCORES, pa.list_(pa.float32()), nullable=True)
+TEACHER_SCORE_LIMIT = 3.4028234663852886e38  # float32's largest: a larger score would be stored as infinity
 
 # Fine-tuning rows also say which task they teach (an instruction), and may carry teacher scores.
 _TASK_FIELD = pa.field(TASK, pa.string(), nullable=False)

@@ -171,7 +171,13 @@ def test_rerun_needs_overwrite_and_never_touches_foreign_files(corpus, tatoeba_d
     assert sorted(str(p.relative_to(output)) for p in (output / "shards").rglob("*.arrow")) == sorted(
         s.path for s in manifest.shards
     )
-    assert sorted(path.name for path in output.iterdir()) == ["dead_letter", "manifest.json", "rejected", "shards"]
+    assert sorted(path.name for path in output.iterdir()) == [
+        "README.md", "dead_letter", "manifest.json", "rejected", "shards"
+    ]
+    # A README.md with no run beside it is the user's: never replaced, --overwrite or not.
+    (output / "manifest.json").unlink()
+    with pytest.raises(SystemExit, match="README.md"):
+        run(corpus, output, tatoeba_dir, "--overwrite")
 
 
 def test_bad_options_fail_fast_with_one_line(tmp_path):

@@ -23,6 +23,7 @@ from mining.sources import get_reader
 from schemas.manifest import Manifest
 from schemas.pairs import TEACHER_SCORES
 from training.cli import main as training_main
+from training.holdout import split_output
 from training.tiny import train_tokenizer
 
 CALLABLES = "python:tests.test_teacher"
@@ -40,6 +41,18 @@ def nan_for_german(queries, passages):
 def length_probability(queries, passages):
     """A cross-encoder stand-in for the false-negative filters: longer texts score higher, in [0, 1]."""
     return np.array([min(1.0, len(passage) / 1000) for passage in passages])
+
+
+def nan_for_long_texts(queries, passages):
+    return np.array([math.nan if len(passage) > 200 else 0.1 for passage in passages])
+
+
+def words_not_scores(queries, passages):
+    return ["high"] * len(queries)
+
+
+def tensor_with_its_graph(queries, passages):
+    return torch.ones(len(queries), requires_grad=True) * 2
 
 
 def two_scores_per_pair(queries, passages):
@@ -118,6 +131,7 @@ def test_bge_scores_become_each_positives_teacher_scores():
         ({"query": "q", "pos": ["a"], "neg": [], "pos_scores": [True], "neg_scores": []}, "wrong_type"),
         ({"query": "q", "pos": ["a"], "neg": [], "pos_scores": 3.0, "neg_scores": []}, "wrong_type"),
         ({"query": "q", "pos": ["a"], "neg": [], "pos_scores": [math.inf], "neg_scores": []}, "wrong_type"),
+        ({"query": "q", "pos": ["a"], "neg": [], "pos_scores": [1e39], "neg_scores": []}, "wrong_type"),  # float32: inf
     ],
 )
 def test_scores_that_do_not_fit_their_texts_are_dead_letters(line, reason):
@@ -204,6 +218,7 @@ def test_rows_the_teacher_cannot_score_are_dropped_and_counted(finetune_run, tmp
     ("model", "message"),
     [
         (f"{CALLABLES}:two_scores_per_pair", "scores of shape (2, 2) for 2 pairs, not one each"),
+        (f"{CALLABLES}:words_not_scores", "the teacher gave list, not numbers"),
     ],
 )
 def test_a_teacher_that_breaks_its_contract_stops_the_run_in_one_line(finetune_run, tmp_path, model, message):
@@ -225,6 +240,7 @@ def test_teacher_options_are_checked_before_any_work(finetune_run, cross_encoder
         ([f"--input={finetune_run}", "--model=nobody/no-such-cross-encoder"], "the hub has none to give"),
         ([f"--input={finetune_run}", f"--model={cross_encoder / 'config.json'}"], "a teacher checkpoint is a directory"),
         ([f"--input={tmp_path}", f"--model={cross_encoder}"], "holds no manifest.json"),
+        ([f"--input={finetune_run}", f"--model={CALLABLES}:no_such_teacher"], "has no callable no_such_teacher"),
     ]
     for arguments, message in cases:
         with pytest.raises(SystemExit) as stopped:
@@ -263,10 +279,32 @@ def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetu
         assert row["negatives"] == [text for text in plain[row_id]["negatives"] if len(text) / 1000 <= 0.5 * positive]
 
 
-def test_the_cross_encoder_option_belongs_to_hardnegatives(finetune_run, tmp_path):
+def test_the_cross_encoder_option_belongs_to_hardnegatives_filters(finetune_run, tmp_path):
     with pytest.raises(SystemExit) as stopped:
         _teacher(finetune_run, tmp_path / "out", f"{CALLABLES}:label_teacher", f"--cross-encoder={CALLABLES}:label_teacher")
     assert str(stopped.value) == "--cross-encoder is an option of --pipeline hardnegatives"
+    mine = ["--pipeline=hardnegatives", f"--input={finetune_run}", f"--output={tmp_path / 'out'}",
+            "--model=python:tests.test_consistency:trigram_vectors", f"--cross-encoder={CALLABLES}:nan_for_long_texts"]
+    with pytest.raises(SystemExit) as stopped:
+        beam_runner.main(mine)
+    assert str(stopped.value) == "--cross-encoder scores for --max-score and --relative-margin: give either"
+    # A NaN would compare false with every threshold and switch the filter off unseen: the run stops instead.
+    with pytest.raises(SystemExit) as stopped:
+        beam_runner.main([*mine, "--max-score=0.5"])
+    assert "the cross-encoder scored" in str(stopped.value) and "NaN or infinite" in str(stopped.value)
+    assert "\n" not in str(stopped.value) and not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_scores_survive_a_consistency_filter_and_a_split(finetune_run, tmp_path):
+    scored, ranked = tmp_path / "scored", tmp_path / "ranked"
+    assert _teacher(finetune_run, scored, f"{CALLABLES}:tensor_with_its_graph") == 0
+    assert beam_runner.main(["--pipeline=consistency", f"--input={scored}", f"--output={ranked}", "--top-k=1000",
+                             "--model=python:tests.test_consistency:trigram_vectors"]) == 0  # fmt: skip
+    teacher_of = lambda run: Manifest.model_validate_json((run / "manifest.json").read_text()).teacher  # noqa: E731
+    assert teacher_of(ranked) == teacher_of(scored) and teacher_of(scored).name.endswith(":tensor_with_its_graph")
+    assert all(row[TEACHER_SCORES] == [2.0] * (1 + len(row["negatives"])) for row in _rows(ranked))
+    split_output(str(ranked), str(tmp_path / "train"), str(tmp_path / "heldout"), 0.3, 0)
+    assert teacher_of(tmp_path / "train") == teacher_of(scored) and (tmp_path / "heldout" / "README.md").exists()
 
 
 # --- end to end ---------------------------------------------------------------------------------------
@@ -300,7 +338,7 @@ def test_every_kind_mined_given_hard_negatives_teacher_scored_and_distilled(fine
     # The checkpoint's card says what it learned from, and how.
     card = (model / "README.md").read_text()
     digest = hashlib.sha256((scored / "manifest.json").read_bytes()).hexdigest()
-    assert f"| `{scored}` | `{digest}` |" in card and "distillation weight 1.0" in card
+    assert f"| `{scored}` | `{digest}` |" in card and "distilled from teacher scores with weight 1.0" in card
     assert "passages of up to 48 tokens" in card and f"| retrieval | {sum(r['source'] == 'retrieval' for r in rows)} |" in card
     assert SentenceTransformer(str(model)).model_card_data is not None
 

@@ -213,6 +213,7 @@ def model_card(
     """A sentence-transformers-style README.md: how to load the model with its prompts, the data it was trained on
     (each --data manifest's sha256, rows per source), the options, the last training metrics and evaluation."""
     trained = [record for record in metrics if "loss" in record]
+    distilled = sum(record.get("distilled_rows", 0) for record in trained)
     evaluated = [record for record in metrics if "loss" not in record and len(record) > 1]
     prompts = encoder.prompts
     lines = [
@@ -222,7 +223,7 @@ def model_card(
         f"Trained with embedmill from `{config['model']}` for {step} steps of {config['batch_size']} pairs "
         f"(InfoNCE, temperature {config['temperature']}"
         + (f", up to {config['max_negatives']} hard negatives per row" if config["max_negatives"] else "")
-        + (f", distillation weight {config['distill_weight']}" if config["distill_weight"] else "") + "), "
+        + (f", distilled from teacher scores with weight {config['distill_weight']}" if distilled else "") + "), "
         f"trained on queries of up to {config['max_query_length']} and passages of up to "
         f"{config['max_passage_length']} tokens; it encodes up to {encoder.max_length}.", "",
         "```python", "from sentence_transformers import SentenceTransformer", "",

@@ -1,8 +1,8 @@
 """The teacher of ``--pipeline teacher``: a cross-encoder scoring (query, passage) pairs, named by a spec as
 ``schemas.encoder_spec`` parses it:
 
-- a sentence-transformers ``CrossEncoder`` checkpoint, by local path or Hugging Face hub id (``st:`` is allowed and
-  changes nothing); its weights load from safetensors only;
+- a sentence-transformers ``CrossEncoder`` checkpoint, by local path (``st:PATH`` too, as for encoders) or Hugging
+  Face hub id; its weights load from safetensors only;
 - ``python:MODULE:CALLABLE``: a callable ``(queries, passages) -> one score per pair`` (another engine, an API).
 
 Teacher scores are logits (no sigmoid), what distillation's softmax over a row's group expects; the
@@ -58,6 +58,8 @@ def teacher_identity(text: str) -> Teacher:
     (of a python: callable, of its module's source). ValueError where there are no safetensors weights."""
     spec = EncoderSpec.parse(text)
     if spec.module is not None:
+        if not callable(getattr(importlib.import_module(spec.module), spec.callable_name, None)):
+            raise ValueError(f"module {spec.module} has no callable {spec.callable_name}")
         origin = importlib.util.find_spec(spec.module).origin
         if origin is None or not Path(origin).is_file():
             raise ValueError(f"module {spec.module} has no source file to hash")

@@ -19,9 +19,10 @@ import pyarrow as pa
 from fsspec.implementations.local import LocalFileSystem
 
 from mining import run_store, shards
+from mining.dataset_card import dataset_card
 from mining.report import FunnelReport, build_manifest
 from schemas import pairs as f
-from schemas.manifest import Manifest
+from schemas.manifest import DATASET_CARD, Manifest
 from training.shard_store import STORAGE, ShardRef, ShardStore, join, read_manifest
 
 _PARTS = {"train": "held_out", "heldout": "kept_for_training"}  # part -> why the other part's rows are missing
@@ -97,8 +98,9 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         }
         manifests[part] = build_manifest(
             manifest.pipeline, manifest.schema_, options, reports[part], written[part], sampling_alpha=None,
-            weights=weights,
+            weights=weights, teacher=manifest.teacher,
         )
+        STORAGE.write_atomically(join(targets[part], DATASET_CARD), dataset_card(manifests[part]).encode("utf-8"))
         run_store.write_manifest(STORAGE, targets[part], manifests[part])
     return manifests
 

@@ -333,10 +333,11 @@ class Trainer:
         return {"loss": 0.0, "steps": 0, "pairs": 0, "distilled_rows": 0, "since": time.perf_counter()}
 
     def _distilled_rows(self, batch) -> int:
-        """Rows of the batch, on every rank, whose group the loss distilled from teacher scores."""
+        """Rows of the batch, on every rank, whose group the loss distilled from teacher scores (a row without
+        negatives has a group of one, where teacher and student always agree)."""
         scored = 0
-        if batch.teacher_scores is not None and self.loss_fn.distill_weight:
-            scored = int((~batch.teacher_scores[:, 0].isnan()).sum())
+        if batch.teacher_scores is not None and batch.negative_counts is not None and self.loss_fn.distill_weight:
+            scored = int(((~batch.teacher_scores[:, 0].isnan()) & (batch.negative_counts > 0)).sum())
         return int(distributed.all_sum(torch.tensor(scored, device=self.encoder.device)).item())
 
     def _evaluate(self) -> dict:

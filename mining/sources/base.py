@@ -3,7 +3,6 @@
 import codecs
 import json
 import lzma
-import math
 import re
 import zlib
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import zstandard
 from mining import languages
 from mining.lines import CHUNK_BYTES, KEPT_PREFIX_BYTES, iter_lines
 from mining.records import DeadLetter, Drop, new_pair
+from schemas.pairs import TEACHER_SCORE_LIMIT
 from schemas.reasons import (
     INVALID_JSON, INVALID_LANGUAGE, INVALID_UTF8, LINE_TOO_LONG, MISSING_FIELD, READER_ERROR, TRUNCATED_JSON,
     UNREADABLE, WRONG_TYPE,
@@ -416,9 +416,10 @@ def optional_score_list(obj: dict, key: str, length: int) -> list[float] | None:
     if items is None:
         return None
     if not isinstance(items, list) or not all(
-        isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item) for item in items
+        isinstance(item, (int, float)) and not isinstance(item, bool) and abs(item) <= TEACHER_SCORE_LIMIT
+        for item in items
     ):
-        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of finite numbers")
+        raise Malformed(WRONG_TYPE, f"{key!r} must be a list of numbers a float32 holds")
     if len(items) != length:
         raise Malformed(MISSING_FIELD, f"{key!r} has {len(items)} score(s) for {length} text(s)")
     return [float(item) for item in items]
