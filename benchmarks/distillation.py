@@ -3,10 +3,11 @@
     python benchmarks/distillation.py [--seeds 3] [--steps 80] [--noise 1.0]
 
 The whole flow runs through the real pipelines: XQuAD de and es (the shared data) are mined with
-``--pipeline finetune``; ``--pipeline hardnegatives`` gives every row 7 negatives from both languages'
-contexts (a lexical encoder, ranks 1-20). XQuAD is parallel, so a German question's "negatives" include the
-Spanish translation of its own context whenever names and numbers rank it high: a false negative, the kind
-multilingual mining is full of. ``--pipeline teacher`` scores the rows with a teacher that knows the answer:
+``--pipeline finetune``, each language a run; ``--pipeline hardnegatives`` gives every row 7 negatives from
+the other language's contexts (``--corpus``, a lexical encoder, ranks 1-7), as cross-lingual mining over a
+multilingual corpus does. XQuAD is parallel, so a German question's best-ranked Spanish "negative" is often
+the translation of its own context (names and numbers match): a false negative, the kind multilingual mining
+is full of, which plain InfoNCE pushes away. ``--pipeline teacher`` scores the rows with a teacher that knows the answer:
 ``label_teacher`` below, the true label (is this passage the question's paragraph, in either language?) times
 ``TEACHER_MARGIN`` plus Gaussian noise of ``--noise``, seeded per pair. A tiny model pre-trained on the
 bundled samples is fine-tuned from the same start with ``--distill-weight 1`` and ``0`` (same data, order and
@@ -31,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
-TEACHER_MARGIN = 4.0  # logits: the positive's lead over a negative, before noise
+TEACHER_MARGIN = 8.0  # logits: a relevant passage's lead over an irrelevant one, before noise
 NOISE_ENV = "EMBEDMILL_TEACHER_NOISE"
 
 
@@ -106,15 +107,19 @@ def main() -> None:
     os.environ[NOISE_ENV] = str(args.noise)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        sources = [f"--source=squad:{lang}={XQUAD / f'xquad.{lang}.json'}" for lang in ("de", "es")]
-        _beam("--pipeline=finetune", *sources, f"--output={work / 'mined'}")
-        _beam(
-            "--pipeline=hardnegatives", f"--input={work / 'mined'}", f"--output={work / 'negatives'}",
-            "--model=python:benchmarks.distillation:trigram_vectors", "--rank-window=1:20", "--num-negatives=7",
-        )  # fmt: skip
-        _beam("--pipeline=teacher", f"--input={work / 'negatives'}", f"--output={work / 'scored'}",
-              "--model=python:benchmarks.distillation:label_teacher")
-        rows, false_negatives = _rows_and_false_negatives(work / "scored")
+        runs = {}
+        for lang in ("de", "es"):
+            _beam("--pipeline=finetune", f"--source=squad:{lang}={XQUAD / f'xquad.{lang}.json'}", f"--output={work / lang}")
+        for lang, other in (("de", "es"), ("es", "de")):
+            _beam(
+                "--pipeline=hardnegatives", f"--input={work / lang}", f"--corpus={work / other}",
+                f"--output={work / f'{lang}-negatives'}", "--model=python:benchmarks.distillation:trigram_vectors",
+                "--rank-window=1:7", "--num-negatives=7",
+            )  # fmt: skip
+            _beam("--pipeline=teacher", f"--input={work / f'{lang}-negatives'}", f"--output={work / f'{lang}-scored'}",
+                  "--model=python:benchmarks.distillation:label_teacher")
+            runs[lang] = work / f"{lang}-scored"
+        rows, false_negatives = map(sum, zip(*(_rows_and_false_negatives(run) for run in runs.values())))
         pretrained = work / "pretrained"
         _pretrain(work, pretrained)
         print(f"fine-tuning rows: {rows} (XQuAD de + es), 7 mined negatives each, {false_negatives} of them the row's "
@@ -125,7 +130,8 @@ def main() -> None:
             for weight in results:
                 output = work / f"finetuned-{seed}-{weight}"
                 _train(
-                    "finetune", "--data", str(work / "scored"), "--model", str(pretrained), "--output", str(output),
+                    "finetune", *(argument for run in runs.values() for argument in ("--data", str(run))),
+                    "--model", str(pretrained), "--output", str(output),
                     "--negatives", "7", "--batch-size", "32", "--max-steps", str(args.steps), "--lr", "5e-4",
                     "--max-query-length", "64", "--max-passage-length", "128", "--num-workers", "0",
                     "--seed", str(seed), "--distill-weight", str(weight), "--save-every", "100000", "--no-progress",
