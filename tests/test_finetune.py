@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import beam_runner
+from mining.sources import get_reader
 from schemas.pairs import FINETUNE_SCHEMA, TEACHER_SCORES
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, write_mined_output
 from training import evaluation
@@ -23,7 +24,7 @@ from training.stream import PairStream
 from training.trainer import PretrainConfig, pretrain, steps_in_epochs
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
-TASK = "Given a question, retrieve Wikipedia passages that answer the question"
+TASK = get_reader("squad").task  # the XQuAD rows' own, so evaluation asks what fine-tuning taught
 
 
 @pytest.fixture(scope="module", autouse=True)
