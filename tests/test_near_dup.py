@@ -149,19 +149,21 @@ def planted_corpus(root: Path) -> dict:
     a near-copy of a question; returns how many of each kind were planted."""
     articles, planted = [], {"near_duplicate": 0, "duplicate_passage": 0}
     added = {"en": " Officials confirmed it.", "de": " Das wurde bestätigt.", "zh": "官员证实了这一点。"}
+    # Titles in the article's script: a Latin title declared Chinese is a language mismatch at any length.
+    label = {"en": "en", "de": "de", "zh": "中文"}
     for code in ("en", "de", "zh"):
         for index, paragraph in enumerate(_paragraphs(code, 24)):
             text = paragraph["context"]
-            articles.append({"title": f"{code} article {index}", "text": text, "language": code})
+            articles.append({"title": f"{label[code]} article {index}", "text": text, "language": code})
             if index % 3 == 0:
                 copies = [_edit_one_word(text, code), text + added[code]]
                 articles += [
-                    {"title": f"{code} copy {index}.{n}", "text": copy, "language": code}
+                    {"title": f"{label[code]} copy {index}.{n}", "text": copy, "language": code}
                     for n, copy in enumerate(copies)
                 ]
                 # Case and punctuation alone make an exact duplicate passage, found before near-dup.
                 shout = text.upper().replace(",", ";")
-                articles.append({"title": f"{code} shout {index}", "text": shout, "language": code})
+                articles.append({"title": f"{label[code]} shout {index}", "text": shout, "language": code})
                 planted["near_duplicate"] += len(copies)
                 planted["duplicate_passage"] += 1
     write_lines(root / "ccnews" / "news.jsonl", articles)
