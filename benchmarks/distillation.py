@@ -1,6 +1,6 @@
 """Does distillation from teacher scores help? Fine-tuning with and without it, side by side, on a tiny model.
 
-    python benchmarks/distillation.py [--seeds 3] [--steps 80] [--noise 1.0]
+    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0]
 
 The whole flow runs through the real pipelines: XQuAD de and es (the shared data) are mined with
 ``--pipeline finetune``, each language a run; ``--pipeline hardnegatives`` gives every row 7 negatives from
@@ -100,8 +100,8 @@ def _xquad_en_ndcg(checkpoint: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--noise", type=float, default=1.0, help="standard deviation of the teacher's noise")
     args = parser.parse_args()
     os.environ[NOISE_ENV] = str(args.noise)
