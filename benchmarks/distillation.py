@@ -1,6 +1,6 @@
 """Does distillation from teacher scores help? Fine-tuning with and without it, side by side, on a tiny model.
 
-    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0]
+    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0] [--weight 1.0]
 
 The whole flow runs through the real pipelines: XQuAD de and es (the shared data) are mined with
 ``--pipeline finetune``, each language a run; ``--pipeline hardnegatives`` gives every row 7 negatives from
@@ -103,6 +103,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--noise", type=float, default=1.0, help="standard deviation of the teacher's noise")
+    parser.add_argument("--weight", type=float, default=1.0, help="the --distill-weight set against none")
     args = parser.parse_args()
     os.environ[NOISE_ENV] = str(args.noise)
     with tempfile.TemporaryDirectory() as scratch:
@@ -125,7 +126,7 @@ def main() -> None:
         print(f"fine-tuning rows: {rows} (XQuAD de + es), 7 mined negatives each, {false_negatives} of them the row's "
               f"own context in the other language; teacher noise {args.noise}")
         print(f"pre-trained, XQuAD en nDCG@10: {_xquad_en_ndcg(pretrained):.4f}")
-        results: dict[float, list[float]] = {1.0: [], 0.0: []}
+        results: dict[float, list[float]] = {args.weight: [], 0.0: []}
         for seed in range(args.seeds):
             for weight in results:
                 output = work / f"finetuned-{seed}-{weight}"
@@ -138,7 +139,7 @@ def main() -> None:
                 )  # fmt: skip
                 results[weight].append(_xquad_en_ndcg(output))
                 print(f"seed {seed}, --distill-weight {weight}: XQuAD en nDCG@10 {results[weight][-1]:.4f}", flush=True)
-        with_teacher, without = results[1.0], results[0.0]
+        with_teacher, without = results[args.weight], results[0.0]
         gains = [a - b for a, b in zip(with_teacher, without, strict=True)]
         print(
             f"\nmean nDCG@10 over {args.seeds} seeds: distilled {statistics.mean(with_teacher):.4f}, "
