@@ -259,10 +259,12 @@ def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetu
         return {row["id"]: row for row in _rows(output)}, Manifest.model_validate_json((output / "manifest.json").read_text())
 
     plain, _ = mine("plain")
+    # The filters compare the scores as the float32 a model gives: 200 characters score float32(0.2) > 0.2.
+    score = lambda text: float(np.float32(min(1.0, len(text) / 1000)))  # noqa: E731
     ceiling, manifest = mine("ceiling", f"--cross-encoder={CALLABLES}:length_probability", "--max-score=0.2")
-    # The window's candidates over 200 characters score above 0.2 and are skipped; the ranks are the encoder's.
+    # The window's candidates scoring above 0.2 (from 200 characters) are skipped; the ranks are the encoder's.
     for row_id, row in ceiling.items():
-        assert row["negatives"] == [text for text in plain[row_id]["negatives"] if len(text) <= 200]
+        assert row["negatives"] == [text for text in plain[row_id]["negatives"] if score(text) <= 0.2]
     skipped = sum(len(row["negatives"]) for row in plain.values()) - sum(len(row["negatives"]) for row in ceiling.values())
     counted = Counter()
     for source in manifest.sources.values():
@@ -275,8 +277,8 @@ def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetu
 
     margin, _ = mine("margin", f"--cross-encoder={CALLABLES}:length_probability", "--relative-margin=0.5")
     for row_id, row in margin.items():
-        positive = min(1.0, len(row["passage"]) / 1000)
-        assert row["negatives"] == [text for text in plain[row_id]["negatives"] if len(text) / 1000 <= 0.5 * positive]
+        kept = [text for text in plain[row_id]["negatives"] if score(text) <= (1 - 0.5) * score(row["passage"])]
+        assert row["negatives"] == kept
 
 
 def test_the_cross_encoder_option_belongs_to_hardnegatives_filters(finetune_run, tmp_path):
