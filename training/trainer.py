@@ -304,13 +304,14 @@ class Trainer:
             progress.update(1)
             if self.step % config.log_every == 0 or self.step == config.max_steps:
                 elapsed = time.perf_counter() - window["since"]
+                distilled = torch.tensor(window["distilled_rows"], device=self.encoder.device)
                 record = {
                     "step": self.step,
                     "loss": window["loss"] / window["steps"],
                     "lr": lr,
                     "grad_norm": float(grad_norm),
                     "pairs_per_s": window["pairs"] / elapsed,
-                    "distilled_rows": window["distilled_rows"],
+                    "distilled_rows": int(distributed.all_sum(distilled).item()),
                 }
                 progress.set_postfix(
                     loss=f"{record['loss']:.4f}", lr=f"{lr:.2e}", pairs_s=f"{record['pairs_per_s']:.0f}"
@@ -333,12 +334,11 @@ class Trainer:
         return {"loss": 0.0, "steps": 0, "pairs": 0, "distilled_rows": 0, "since": time.perf_counter()}
 
     def _distilled_rows(self, batch) -> int:
-        """Rows of the batch, on every rank, whose group the loss distilled from teacher scores (a row without
-        negatives has a group of one, where teacher and student always agree)."""
-        scored = 0
-        if batch.teacher_scores is not None and batch.negative_counts is not None and self.loss_fn.distill_weight:
-            scored = int(((~batch.teacher_scores[:, 0].isnan()) & (batch.negative_counts > 0)).sum())
-        return int(distributed.all_sum(torch.tensor(scored, device=self.encoder.device)).item())
+        """Rows of this rank's batch whose group the loss distilled from teacher scores (a row without negatives
+        has a group of one, where teacher and student always agree); summed over the ranks when logged."""
+        if batch.teacher_scores is None or batch.negative_counts is None or not self.loss_fn.distill_weight:
+            return 0
+        return int(((~batch.teacher_scores[:, 0].isnan()) & (batch.negative_counts > 0)).sum())
 
     def _evaluate(self) -> dict:
         record = {"step": self.step}
