@@ -111,10 +111,15 @@ def _unknown_options(options: PipelineOptions) -> list[str]:
     return sorted(set(options.get_all_options(retain_unknown_options=True)) - set(known))
 
 
+def _runs_locally(options: PipelineOptions) -> bool:
+    """No --runner, or the DirectRunner: the run's workers are this machine."""
+    runner = options.view_as(StandardOptions).runner
+    return runner is None or runner.lower() in ("directrunner", "direct")
+
+
 def _local_runner(options: PipelineOptions):
     """The FnApiRunner for local runs: DirectRunner would first try to download Prism."""
-    runner = options.view_as(StandardOptions).runner
-    if runner is not None and runner.lower() not in ("directrunner", "direct"):
+    if not _runs_locally(options):
         return None
     direct = options.view_as(DirectOptions)
     if direct.direct_num_workers != 1 and direct.direct_running_mode == "in_memory":
@@ -136,8 +141,7 @@ def _check_cloud_options(options: PipelineOptions) -> None:
 
 def _check_local_device(options: PipelineOptions, device: str | None) -> None:
     """A local run's workers are this machine: --device cuda without CUDA here would fail on the first batch."""
-    runner = (options.view_as(StandardOptions).runner or "direct").lower()
-    if device == "cuda" and runner in ("directrunner", "direct"):
+    if device == "cuda" and _runs_locally(options):
         import torch  # only runs that name a device need it
 
         if not torch.cuda.is_available():
