@@ -218,11 +218,9 @@ class SourceReader:
             origin = f"{path}:{line.number}"
             yield from self.record_items(lambda: parse(row, origin), path, line.number, line.data)
 
-    def json_array_items(
-        self, path: str, open_file: OpenFile, limits: ReadLimits
-    ) -> Iterator["tuple[int, Any] | DeadLetter"]:
-        """(index, value) of each element of a file that is one JSON array, decoded one element at
-        a time, so that a file of gigabytes (DPR's) never sits in memory whole. An element over
+    def array_records(self, path: str, open_file: OpenFile, limits: ReadLimits, parse: Callable[[Any, str], Any]):
+        """What ``parse(element, origin)`` makes of each element of a file that is one JSON array, decoded one
+        element at a time, so that a file of gigabytes (DPR's) never sits in memory whole. An element over
         ``limits.max_line_bytes`` characters is a dead letter. Bad JSON, a corrupt archive or an
         element that does not end within the limit ends the file: an array cannot be picked up
         again mid-way, so its remainder is one dead letter (what was read stays)."""
@@ -234,7 +232,8 @@ class SourceReader:
                         detail = f"element {count}: {value.error.detail}"
                         yield self.dead_letter(value.error.reason, detail, path, None, value.text)
                     else:
-                        yield count, value
+                        origin = f"{path}:[{count}]"
+                        yield from self.record_items(lambda: parse(value, origin), path, None, value)
                     count += 1
         except Malformed as error:
             yield self.dead_letter(error.reason, f"at element {count}: {error.detail}", path, None, b"")

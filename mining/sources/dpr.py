@@ -11,13 +11,14 @@ and are left out. A question without a positive context is dropped as ``no_posit
 import posixpath
 
 from mining.formats import titled_passage
-from mining.records import DeadLetter, Drop
+from mining.records import Drop
 from mining.sources import register
 from mining.sources.base import SourceReader, require_list, require_object, require_text
+from mining.sources.squad import SquadReader
 from schemas.reasons import NO_POSITIVE
 
-# E5-mistral's instruction for TriviaQA; DPR names its files after the set (biencoder-trivia-*).
-TRIVIAQA_TASK = "Retrieve Wikipedia passages that answer the question"
+# E5-mistral gives TriviaQA SQuAD's instruction; DPR names its files after the set (biencoder-trivia-*).
+TRIVIAQA_TASK = SquadReader.task
 
 
 @register
@@ -29,15 +30,9 @@ class DprReader(SourceReader):
     def read(self, task, open_file, limits):
         for path in task.paths:
             instruction = TRIVIAQA_TASK if "trivia" in posixpath.basename(path).lower() else None
-            for item in self.json_array_items(path, open_file, limits):
-                if isinstance(item, DeadLetter):
-                    yield item
-                    continue
-                index, value = item
-                origin = f"{path}:[{index}]"
-                yield from self.record_items(
-                    lambda: self._question(value, task.lang, origin, instruction), path, None, value
-                )
+            yield from self.array_records(
+                path, open_file, limits, lambda value, origin: self._question(value, task.lang, origin, instruction)
+            )
 
     def _question(self, value, lang: str | None, origin: str, instruction: str | None) -> list | Drop:
         question = require_text(require_object(value), "question")

@@ -16,7 +16,7 @@ from schemas.reasons import UNANSWERABLE, UNREADABLE
 class SquadReader(SourceReader):
     kind = "squad"
     passage_dedup = False
-    task = "Retrieve Wikipedia passages that answer the question"  # E5-mistral Table 14: SQuAD and TriviaQA
+    task = "Retrieve Wikipedia passages that answer the question"  # E5-mistral Table 14, for SQuAD and TriviaQA
 
     def read(self, task, open_file, limits):
         for path in task.paths:
