@@ -28,6 +28,21 @@ def declared_language(record: dict) -> str | None:
     return record[f.DECLARED_QUERY_LANG] or record[f.DECLARED_PASSAGE_LANG] or UNDETERMINED
 
 
+def reached_languages(record: dict) -> set[str]:
+    """The languages a record reaching language ID is counted under, each once: those language ID gave it
+    (``query_lang``, ``passage_lang``), or for one it dropped, those declared for its sides (a monolingual
+    pair's passage language judges both), ``und`` for none."""
+    if f.QUERY_LANG in record:
+        return {record[f.QUERY_LANG], record[f.PASSAGE_LANG]}
+    declared = {record[f.DECLARED_PASSAGE_LANG]}
+    if record[f.BILINGUAL]:
+        declared.add(record[f.DECLARED_QUERY_LANG])
+    return (declared - {None, ""}) or {UNDETERMINED}
+
+
+_UNSCORED = "unscored"
+
+
 class FunnelReport:
     """Counts per (source, event) and a bounded, deterministic sample of drops.
 
@@ -47,9 +62,40 @@ class FunnelReport:
         self.skipped: Counter[tuple[str, str]] = Counter()
         # Mining runs: per (source, declared language, event) records in, dropped per reason, kept unverified.
         self.languages: Counter[tuple[str, str, str]] = Counter()
+        # Mining runs: rows reaching language ID per (source, language), and the kept sides' scores per
+        # (source, side, score bin or "unscored").
+        self.language_input: Counter[tuple[str, str]] = Counter()
+        self.lid_scores: Counter[tuple[str, str, int | str]] = Counter()
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.ranks or self.instructions or self.skipped or self.languages)
+        return bool(self.counts or self.ranks or self.instructions or self.skipped or self.languages
+                    or self.language_input)
+
+    def count_language_id(self, kept: list[dict], dropped: list[dict]) -> None:
+        """The records language ID kept and dropped: under each of their languages, and the kept sides' scores."""
+        for record in (*kept, *dropped):
+            for lang in reached_languages(record):
+                self.language_input[record[f.SOURCE], lang] += 1
+        for record in kept:
+            for side, score in ((f.QUERY, record[f.QUERY_LANG_SCORE]), (f.PASSAGE, record[f.PASSAGE_LANG_SCORE])):
+                self.lid_scores[record[f.SOURCE], side, _UNSCORED if score is None else m.lid_score_bin(score)] += 1
+
+    def language_input_for(self, source: str) -> dict[str, int]:
+        return dict(sorted((lang, n) for (counted, lang), n in self.language_input.items() if counted == source))
+
+    def lid_scores_for(self, source: str) -> m.LidScores | None:
+        """The source's kept pairs' scores; None for a source that never reached language ID."""
+        if not any(counted == source for counted, _ in self.language_input):
+            return None
+        scores = m.LidScores()
+        for (counted, side, score_bin), n in self.lid_scores.items():
+            if counted == source:
+                histogram = getattr(scores, side)
+                if score_bin == _UNSCORED:
+                    histogram.unscored += n
+                else:
+                    histogram.bins[score_bin] += n
+        return scores
 
     def count_language_input(self, record: dict) -> None:
         """A mined record in, under its declared language (``count_input`` counts it under its source)."""
@@ -121,6 +167,8 @@ class FunnelReport:
         self.ranks.update(other.ranks)
         self.skipped.update(other.skipped)
         self.languages.update(other.languages)
+        self.language_input.update(other.language_input)
+        self.lid_scores.update(other.lid_scores)
         for source, digests in other.instructions.items():
             self.instructions.setdefault(source, set()).update(digests)
         for reason, sample in other.samples.items():
@@ -199,6 +247,8 @@ def build_manifest(
             consistency_ranks=report.rank_histograms(source),
             skipped_negatives=report.skipped_for(source),
             declared_languages=report.language_totals(source),
+            language_input=report.language_input_for(source),
+            lid_scores=report.lid_scores_for(source),
             instructions=len(report.instructions[source]) if source in report.instructions else None,
         )
     # Validated as one document, so that an error names its place in it (sources.<name>.input, ...).

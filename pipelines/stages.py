@@ -135,6 +135,7 @@ class IdentifyLanguages(ReportingDoFn):
 
     def process(self, batch):
         kept, drops = langid.identify_batch(batch, self._identifier, self._options)
+        self._report.count_language_id(kept, [drop.record for drop in drops])
         self._drop_all(drops)
         for record in kept:
             if record.pop(langid.UNVERIFIED, None):

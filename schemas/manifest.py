@@ -25,6 +25,8 @@ LLM_CACHE_DIR = "llm_cache"
 # Consistency ranks: bins 1, 2, 3-4, 5-8, ... up to 2^RANK_BINS_LOG2, then "beyond".
 RANK_BINS_LOG2 = 16
 RANK_BIN_LABELS = ("1", "2", *(f"{2 ** (i - 1) + 1}-{2 ** i}" for i in range(2, RANK_BINS_LOG2 + 1)), "beyond")
+# Language-ID scores: bin i holds probabilities in [i/10, (i+1)/10), the last one 1.0 too.
+LID_SCORE_BINS = 10
 # A refused manifest's message names this many problems at most: one line, however broken the file.
 _PROBLEMS_SHOWN = 5
 
@@ -68,6 +70,31 @@ class LengthStats(_Strict):
         self.count += other.count
         self.sum += other.sum
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
+
+
+def lid_score_bin(score: float) -> int:
+    return min(int(score * LID_SCORE_BINS), LID_SCORE_BINS - 1)
+
+
+class ScoreHistogram(_Strict):
+    """One side's language-ID scores: a count per tenth of probability, and the sides left unscored."""
+
+    bins: list[NonNegativeInt] = Field(default_factory=lambda: [0] * LID_SCORE_BINS)
+    unscored: NonNegativeInt = Field(default=0, description="sides too short to identify, or kept unverified")
+
+    @field_validator("bins")
+    @classmethod
+    def _bins(cls, bins: list[int]) -> list[int]:
+        if len(bins) != LID_SCORE_BINS:
+            raise ValueError(f"a score histogram has {LID_SCORE_BINS} bins, not {len(bins)}")
+        return bins
+
+
+class LidScores(_Strict):
+    """The pairs language ID kept: fastText's probability of each side's recorded language."""
+
+    query: ScoreHistogram = Field(default_factory=ScoreHistogram)
+    passage: ScoreHistogram = Field(default_factory=ScoreHistogram)
 
 
 class SideLengths(_Strict):
@@ -161,6 +188,13 @@ class SourceTotals(Totals):
     lengths: dict[str, SideLengths] = Field(
         default_factory=dict, description="per query language: query and passage lengths"
     )
+    language_input: dict[str, NonNegativeInt] = Field(
+        default_factory=dict,
+        description="mining runs: rows reaching language ID with this language on either side, each row once per "
+        "language (a kept row under the languages it was given, a dropped one under its declared ones, 'und' for "
+        "none); ``languages`` counts the written rows alike",
+    )
+    lid_scores: LidScores | None = Field(default=None, description="mining runs: the kept pairs' language-ID scores")
     sampling_weight: float = Field(
         ge=0, le=1, description="share of training batches: output^alpha / sum over sources"
     )
@@ -186,6 +220,16 @@ class SourceTotals(Totals):
                 raise ValueError(
                     f"declared_languages count {counted} records, not input {self.input} - dead_letter {self.dead_letter}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _written_languages_reached_language_id(self):
+        if self.language_input:
+            for lang, rows in self.languages.items():
+                if rows > self.language_input.get(lang, 0):
+                    raise ValueError(
+                        f"languages.{lang} {rows} > language_input.{lang} {self.language_input.get(lang, 0)}"
+                    )
         return self
 
     @field_validator("consistency_ranks")
