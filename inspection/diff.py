@@ -1,6 +1,6 @@
 """``inspect diff``: what changed from one run to another."""
 
-from inspection.summary import rows_per_language
+from inspection.summary import language_flow
 from schemas.manifest import Manifest
 
 
@@ -17,9 +17,14 @@ def diff(old: Manifest, new: Manifest) -> list[str]:
     for name in sorted(set(old.sources) | set(new.sources)):
         before, after = old.sources.get(name), new.sources.get(name)
         _changed(lines, f"source {name} output", before.output if before else 0, after.output if after else 0)
-    old_languages, new_languages = rows_per_language(old), rows_per_language(new)
+    old_languages = {row["language"]: row for row in language_flow(old)}
+    new_languages = {row["language"]: row for row in language_flow(new)}
+    absent = {"input": 0, "output": 0}
     for lang in sorted(set(old_languages) | set(new_languages)):
-        _changed(lines, f"language {lang} rows", old_languages.get(lang, 0), new_languages.get(lang, 0))
+        before, after = old_languages.get(lang, absent), new_languages.get(lang, absent)
+        if before["input"] is not None and after["input"] is not None:
+            _changed(lines, f"language {lang} input", before["input"], after["input"])
+        _changed(lines, f"language {lang} rows", before["output"], after["output"])
     old_shards = {shard.path: shard.sha256 for shard in old.shards}
     new_shards = {shard.path: shard.sha256 for shard in new.shards}
     lines += [f"shard removed {path}" for path in sorted(set(old_shards) - set(new_shards))]

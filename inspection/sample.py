@@ -75,6 +75,30 @@ def sample_rows(
     return reservoir.chosen
 
 
+def first_rows(
+    manifest: Manifest, open_file: OpenFile, join: Callable[..., str], present: Collection[str], per_source: int,
+) -> list[dict]:
+    """The first ``per_source`` rows of each source's smallest shard, read whole and checked as
+    ``run_store.verify`` checks it: a few rows to show without reading the whole run."""
+    smallest = {}
+    for shard in sorted(manifest.shards, key=lambda shard: (shard.bytes, shard.path)):
+        if shard.rows:
+            smallest.setdefault(shard.source, shard)
+    rows = []
+    for _, shard in sorted(smallest.items()):
+        taken = []
+
+        def take(batch: pa.RecordBatch) -> None:
+            if len(taken) < per_source:
+                taken.extend(batch.slice(0, per_source - len(taken)).to_pylist())
+
+        problems = run_store.shard_problems(shard, open_file, join(shard.path), present, manifest.schema_, take)
+        if problems:
+            raise InspectionError(f"{problems[0]}; `inspect verify` checks every shard")
+        rows += taken
+    return rows
+
+
 def sample_removed(
     manifest: Manifest, reason: str, open_file: OpenFile, join: Callable[..., str],
     rejected_files: list[str], dead_letter_files: list[str], n: int, seed: int,

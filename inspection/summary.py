@@ -6,7 +6,7 @@ from collections import Counter
 
 from inspection.terminal import terminal_safe
 from schemas import reasons
-from schemas.manifest import LENGTH_BINS, LengthStats, Manifest
+from schemas.manifest import LENGTH_BINS, LengthStats, Manifest, SideLengths
 
 def percentile(stats: LengthStats, q: float) -> int:
     """Approximate q-th percentile (0-1) of a power-of-two length histogram, interpolated within a bin."""
@@ -42,7 +42,7 @@ def summarize(manifest: Manifest) -> dict:
             entry["dead_letter"] = totals.dead_letter
         funnel.append(entry)
 
-    sources, languages = [], {}
+    sources, lengths_by_query_lang = [], {}
     for name, source in sorted(manifest.sources.items()):
         merged = merged_lengths(source.lengths.values())
         sources.append({
@@ -52,14 +52,14 @@ def summarize(manifest: Manifest) -> dict:
             "query_chars": _length_summary(merged[0]), "passage_chars": _length_summary(merged[1]),
         })
         for lang, sides in source.lengths.items():
-            query, passage = languages.setdefault(lang, (LengthStats(), LengthStats()))
-            query.merge(sides.query)
-            passage.merge(sides.passage)
-    language_rows = [
-        {"language": lang, "rows": query.count, "share": _share(query.count, totals.output),
-         "query_chars": _length_summary(query), "passage_chars": _length_summary(passage)}
-        for lang, (query, passage) in sorted(languages.items(), key=lambda item: (-item[1][0].count, item[0]))
-    ]
+            lengths_by_query_lang.setdefault(lang, SideLengths()).merge(sides)
+    language_rows = []
+    for row in language_flow(manifest):
+        sides = lengths_by_query_lang.get(row["language"], SideLengths())
+        language_rows.append({
+            **row, "share": _share(row["output"], totals.output),
+            "query_chars": _length_summary(sides.query), "passage_chars": _length_summary(sides.passage),
+        })
     sizes = [shard.bytes for shard in manifest.shards]
     generation = {"generation": manifest.generation.model_dump()} if manifest.generation else {}
     teacher = {"teacher": manifest.teacher.model_dump()} if manifest.teacher else {}
@@ -105,6 +105,23 @@ def rows_per_language(manifest: Manifest) -> Counter:
     for source in manifest.sources.values():
         languages.update(source.languages)
     return languages
+
+
+def language_flow(manifest: Manifest) -> list[dict]:
+    """Per language, rows in and out, both sides counted once per row (a de-en row once for de and once for
+    en, an en-en row once for en): ``input`` the rows reaching language ID (the stages before it decide on no
+    language), ``output`` the rows written, ``kept`` their ratio. ``input`` is None for a run that did not
+    record it (a derived run, or one of an older version). Most rows written first."""
+    recorded = any(source.language_input for source in manifest.sources.values())
+    inputs = Counter()
+    for source in manifest.sources.values():
+        inputs.update(source.language_input)
+    outputs = rows_per_language(manifest)
+    return [
+        {"language": lang, "input": inputs[lang] if recorded else None, "output": outputs[lang],
+         "kept": _share(outputs[lang], inputs[lang]) if recorded else None}
+        for lang in sorted(set(inputs) | set(outputs), key=lambda lang: (-outputs[lang], -inputs[lang], lang))
+    ]
 
 
 def _share(n: int, total: int) -> float:
@@ -219,17 +236,20 @@ def format_summary(manifest: Manifest, location: str) -> str:
         lines.append("")
 
         def rows_in(source: str, lang: str):
-            sides = manifest.sources[source].lengths.get(lang)
-            return sides.query.count if sides else "."
+            return manifest.sources[source].languages.get(lang) or "."
 
         lines += table(
-            ["language", "rows", "share", "query chars", "passage chars", *sources],
+            ["language", "input", "output", "kept", "share", "query chars", "passage chars", *sources],
             [
-                [row["language"], row["rows"], f"{row['share']:.1%}", _lengths_cell(row["query_chars"]),
-                 _lengths_cell(row["passage_chars"]), *(rows_in(source, row["language"]) for source in sources)]
+                [row["language"], "?" if row["input"] is None else row["input"], row["output"],
+                 "?" if row["kept"] is None else f"{row['kept']:.1%}", f"{row['share']:.1%}",
+                 _lengths_cell(row["query_chars"]), _lengths_cell(row["passage_chars"]),
+                 *(rows_in(source, row["language"]) for source in sources)]
                 for row in data["languages"]
             ],
         )
+        lines.append("languages: rows with it on either side, once per row (input: reaching language ID); "
+                     "chars: of the rows whose query is in it")
     if data["declared_languages"]:
         lines.append("")
         lines += table(

@@ -72,9 +72,13 @@ def shard_lengths(records: list[dict]) -> dict[str, SideLengths]:
 
 
 def shard_entry(path: str, source: str, records: list[dict], data: bytes) -> Shard:
-    languages = Counter()
+    languages, pairs = Counter(), Counter()
     for record in records:
         languages.update({record[f.QUERY_LANG], record[f.PASSAGE_LANG]})
+        pairs[record[f.QUERY_LANG], record[f.PASSAGE_LANG]] += 1
+    language_pairs: dict[str, dict[str, int]] = {}
+    for (query_lang, passage_lang), n in sorted(pairs.items()):
+        language_pairs.setdefault(query_lang, {})[passage_lang] = n
     return Shard(
         path=path,
         rows=len(records),
@@ -82,4 +86,5 @@ def shard_entry(path: str, source: str, records: list[dict], data: bytes) -> Sha
         sha256=hashlib.sha256(data).hexdigest(),
         source=source,
         languages=dict(sorted(languages.items())),
+        language_pairs=language_pairs,
     )

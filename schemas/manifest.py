@@ -129,6 +129,9 @@ class Shard(_Strict):
     languages: dict[str, NonNegativeInt] = Field(
         description="rows with this language on either side"
     )
+    language_pairs: dict[str, dict[str, NonNegativeInt]] = Field(
+        default_factory=dict, description="rows per query language, then per passage language"
+    )
 
     @field_validator("path")
     @classmethod
@@ -140,6 +143,16 @@ class Shard(_Strict):
         for lang, rows in self.languages.items():
             if rows > self.rows:
                 raise ValueError(f"languages.{lang} {rows} > rows {self.rows}")
+        if self.language_pairs:
+            paired, either_side = 0, Counter()
+            for query_lang, by_passage in self.language_pairs.items():
+                for passage_lang, rows in by_passage.items():
+                    paired += rows
+                    either_side.update(dict.fromkeys({query_lang, passage_lang}, rows))
+            if paired != self.rows:
+                raise ValueError(f"language_pairs count {paired} rows, not rows {self.rows}")
+            if +either_side != +Counter(self.languages):
+                raise ValueError("languages are not those of language_pairs, each row once per language")
         return self
 
 
