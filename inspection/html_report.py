@@ -29,6 +29,7 @@ h1{font-size:1.4rem;margin:0 0 .3rem} h2{font-size:1.15rem;margin:1.6rem 0 .4rem
 p.note{color:#555;margin:.2rem 0 .6rem;font-size:.9rem}
 table{border-collapse:collapse;margin-bottom:.5rem;font-size:.9rem}
 td,th{padding:.15rem .5rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
+table.wide th{text-align:left}
 th{background:#f0f3f7} td.l,th.l{text-align:left}
 tr.stage td{background:#f7f7f7;font-weight:600;text-align:left}
 table.wide{width:100%;table-layout:fixed} table.wide td{overflow-wrap:anywhere;white-space:pre-wrap;text-align:left}
@@ -83,8 +84,8 @@ def report_html(
 <style>{_STYLE}</style></head><body>
 <h1>{_e(title)}</h1>
 <p>{_e(manifest.pipeline)} run of {_e(manifest.created)}:
- input <b>{totals.input}</b> = written <b>{totals.output}</b>
- + dropped <b>{dropped}</b> + dead-lettered <b>{totals.dead_letter}</b>;
+ input <strong>{totals.input}</strong> = written <strong>{totals.output}</strong>
+ + dropped <strong>{dropped}</strong> + dead-lettered <strong>{totals.dead_letter}</strong>;
  {len(manifest.shards)} shards, {sum(shard.bytes for shard in manifest.shards)} bytes.</p>
 {"".join(sections)}
 </body></html>
@@ -351,7 +352,7 @@ def _rows(heading: str, rows: list[dict], removed: bool) -> str:
             + ('<col style="width:14%">' if removed else "") + "<col><col>")
     body = "".join(
         f"<tr><td>{_e(row.get(f.SOURCE))}</td><td>{_e(row.get(f.ID))}</td>"
-        f"<td>{_e(row.get(f.QUERY_LANG))} &rarr; {_e(row.get(f.PASSAGE_LANG))}</td>"
+        f"<td>{_e(row.get(f.QUERY_LANG) or '?')} &rarr; {_e(row.get(f.PASSAGE_LANG) or '?')}</td>"
         + (f"<td>{_e(row.get(r.REASON))}: {_clipped(row.get(r.DETAIL))}</td>" if removed else "")
         + f"<td>{_clipped(row.get(f.QUERY))}</td><td>{_clipped(row.get(f.PASSAGE))}</td></tr>"
         for row in rows

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -52,7 +51,7 @@ def test_summary_text_and_json(run_dir, capsys):
     assert data["funnel"][0]["remaining"] == manifest.totals.input
     assert data["funnel"][-1]["remaining"] == manifest.totals.output
     french = next(row for row in data["languages"] if row["language"] == "fr")
-    assert french["rows"] >= 990 and 5 < french["query_chars"]["p50"] < french["query_chars"]["p90"] < 200
+    assert french["output"] >= 990 and 5 < french["query_chars"]["p50"] < french["query_chars"]["p90"] < 200
     assert data["shards"]["count"] == len(manifest.shards) > 1
 
 
@@ -115,23 +114,11 @@ def test_diff_of_two_runs(run_dir, tmp_path, tatoeba_dir, capsys):
     assert same.strip() == "no differences"
 
 
-def test_report_is_self_contained_and_renders(run_dir, tmp_path, capsys):
+def test_report_is_self_contained(run_dir, tmp_path, capsys):
+    """Rendered in Chromium by tests/test_html_report.py."""
     page = tmp_path / "report.html"
     code, _ = inspect(capsys, "report", run_dir, "--html", page)
     html = page.read_text()
     assert code == 0 and html.count("<svg") >= 4 and "Funnel" in html
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
-    assert "<script" not in html
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("Chromium is not installed (Debian package 'chromium'): the page was checked but not rendered")
-    screenshot = tmp_path / "report.png"
-    subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={screenshot}", "--window-size=1000,1600",
-         page.as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )
-    png = screenshot.read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 20_000, "a blank page compresses to a few KB"
+    assert "<script" not in html and "<link" not in html and "<img" not in html
