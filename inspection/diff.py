@@ -19,10 +19,14 @@ def diff(old: Manifest, new: Manifest) -> list[str]:
         _changed(lines, f"source {name} output", before.output if before else 0, after.output if after else 0)
     old_languages = {row["language"]: row for row in language_flow(old)}
     new_languages = {row["language"]: row for row in language_flow(new)}
+    # A run that did not record language input (a derived run, an older version) is compared on rows written.
+    both_recorded = all(
+        any(row["input"] is not None for row in rows.values()) for rows in (old_languages, new_languages)
+    )
     absent = {"input": 0, "output": 0}
     for lang in sorted(set(old_languages) | set(new_languages)):
         before, after = old_languages.get(lang, absent), new_languages.get(lang, absent)
-        if before["input"] is not None and after["input"] is not None:
+        if both_recorded:
             _changed(lines, f"language {lang} input", before["input"], after["input"])
         _changed(lines, f"language {lang} rows", before["output"], after["output"])
     old_shards = {shard.path: shard.sha256 for shard in old.shards}
