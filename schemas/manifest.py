@@ -143,17 +143,21 @@ class Shard(_Strict):
         for lang, rows in self.languages.items():
             if rows > self.rows:
                 raise ValueError(f"languages.{lang} {rows} > rows {self.rows}")
-        if self.language_pairs:
-            paired, either_side = 0, Counter()
-            for query_lang, by_passage in self.language_pairs.items():
-                for passage_lang, rows in by_passage.items():
-                    paired += rows
-                    either_side.update(dict.fromkeys({query_lang, passage_lang}, rows))
-            if paired != self.rows:
-                raise ValueError(f"language_pairs count {paired} rows, not rows {self.rows}")
-            if +either_side != +Counter(self.languages):
-                raise ValueError("languages are not those of language_pairs, each row once per language")
         return self
+
+    def pair_problems(self) -> list[str]:
+        """Where ``language_pairs`` (when recorded) disagrees with the shard's rows or its ``languages``."""
+        if not self.language_pairs:
+            return []
+        paired, either_side = 0, Counter()
+        for query_lang, by_passage in self.language_pairs.items():
+            for passage_lang, rows in by_passage.items():
+                paired += rows
+                either_side.update(dict.fromkeys({query_lang, passage_lang}, rows))
+        problems = [f"language_pairs count {paired} rows, not rows {self.rows}"] if paired != self.rows else []
+        if +either_side != +Counter(self.languages):
+            problems.append("languages are not those of language_pairs, each row once per language")
+        return problems
 
 
 class Totals(_Strict):
@@ -393,6 +397,7 @@ class Manifest(_Strict):
                 continue
             rows[shard.source] += shard.rows
             languages[shard.source].update(shard.languages)
+            problems += [f"shards.{index}: {problem}" for problem in shard.pair_problems()]
         for name, source in self.sources.items():
             if source.output != rows[name]:
                 problems.append(f"sources.{name}.output {source.output} != {rows[name]} rows in its shards")
