@@ -24,12 +24,13 @@ ROWS_PER_SOURCE = 3
 ROWS_PER_REASON = 2
 
 _STYLE = """
-*{box-sizing:border-box} body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;max-width:100%}
+*{box-sizing:border-box} body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222;overflow-wrap:break-word}
 h1{font-size:1.4rem;margin:0 0 .3rem} h2{font-size:1.15rem;margin:1.6rem 0 .4rem;border-bottom:2px solid #4878a8}
 p.note{color:#555;margin:.2rem 0 .6rem;font-size:.9rem}
 table{border-collapse:collapse;margin-bottom:.5rem;font-size:.9rem}
 td,th{padding:.15rem .5rem;border-bottom:1px solid #ddd;text-align:right;vertical-align:top}
 table.wide th{text-align:left}
+.scroll{max-width:100%;overflow-x:auto}
 th{background:#f0f3f7} td.l,th.l{text-align:left}
 tr.stage td{background:#f7f7f7;font-weight:600;text-align:left}
 table.wide{width:100%;table-layout:fixed} table.wide td{overflow-wrap:anywhere;white-space:pre-wrap;text-align:left}
@@ -122,12 +123,12 @@ def _funnel(funnel: list[dict], written: int) -> str:
     return (
         "<h2>Funnel</h2><p class=\"note\">Records after each stage, in pipeline order; removed: dropped for a"
         " reason, or dead-lettered at read.</p>"
-        '<table style="width:100%"><tr><th class="l">stage</th><th>in</th><th>removed</th><th>of the stage\'s in</th>'
+        '<div class="scroll"><table style="width:100%"><tr><th class="l">stage</th><th>in</th><th>removed</th><th>of the stage\'s in</th>'
         '<th>of all input</th><th>out</th><th class="l">kept / removed, of all input</th></tr>'
         f'<tr><td class="l">input</td><td></td><td></td><td></td><td></td><td>{records_in}</td><td></td></tr>'
         f'{"".join(rows)}'
         f'<tr class="stage"><td>written</td><td></td><td></td><td></td><td></td><td style="text-align:right">'
-        f'{written}</td><td></td></tr></table>'
+        f'{written}</td><td></td></tr></table></div>'
     )
 
 
@@ -151,7 +152,7 @@ def _reasons(manifest: Manifest, funnel: list[dict]) -> str:
             body.append(f'<tr><td class="l">{_e(reason)}</td><td>{n}</td>'
                         f"<td>{_pct(n, manifest.totals.input)}</td>{cells}</tr>")
     return ("<h2>Drop reasons, by stage and source</h2>"
-            f'<table><tr><th class="l">reason</th><th>all</th><th>of input</th>{head}</tr>{"".join(body)}</table>')
+            f'<div class="scroll"><table><tr><th class="l">reason</th><th>all</th><th>of input</th>{head}</tr>{"".join(body)}</table></div>')
 
 
 def _sources(sources: list[dict]) -> str:
@@ -162,9 +163,9 @@ def _sources(sources: list[dict]) -> str:
         f'{_bar(s["output"], s["input"] - s["output"], s["input"])}</td></tr>'
         for s in sources
     )
-    return ('<h2>Sources</h2><table style="width:100%"><tr><th class="l">source</th><th>input</th><th>written</th>'
+    return ('<h2>Sources</h2><div class="scroll"><table style="width:100%"><tr><th class="l">source</th><th>input</th><th>written</th>'
             '<th>kept</th><th>dropped</th><th>dead letters</th><th>weight</th><th class="l">kept / removed</th></tr>'
-            f"{rows}</table>")
+            f"{rows}</table></div>")
 
 
 def _languages(manifest: Manifest) -> str:
@@ -188,7 +189,7 @@ def _languages(manifest: Manifest) -> str:
             if recorded else "Rows written with the language on either side, once per row; this run recorded no"
             " language input (a derived run, or one of an older version).")
     return (f'<h2>Languages, input &rarr; written</h2><p class="note">{note}</p>'
-            f'<table style="width:100%"><tr><th class="l">language</th>{head}</tr>{rows}</table>')
+            f'<div class="scroll"><table style="width:100%"><tr><th class="l">language</th>{head}</tr>{rows}</table></div>')
 
 
 def _declared(declared: list[dict]) -> str:
@@ -202,8 +203,8 @@ def _declared(declared: list[dict]) -> str:
     )
     return ('<h2>Declared languages (fewest kept first)</h2><p class="note">Records read, under the language their'
             f" source declared ({UNDETERMINED}: none), and where they ended.</p>"
-            '<table><tr><th class="l">language</th><th>input</th><th>written</th><th>kept</th><th>unverified</th>'
-            f'<th class="l">dropped</th></tr>{rows}</table>')
+            '<div class="scroll"><table><tr><th class="l">language</th><th>input</th><th>written</th><th>kept</th><th>unverified</th>'
+            f'<th class="l">dropped</th></tr>{rows}</table></div>')
 
 
 def _language_pairs(manifest: Manifest) -> str:
@@ -237,8 +238,8 @@ def _language_pairs(manifest: Manifest) -> str:
     return ("<h2>Query language &times; passage language (written rows)</h2>"
             f'<p class="note">Rows: query language; columns: passage language; the {TOP_LANGUAGES} languages'
             f" with most rows, the rest as {OTHER}.</p>"
-            f'<table><tr><th class="l">query \\ passage</th>{head}<th>all</th></tr>{"".join(body)}'
-            f'<tr><th class="l">all</th>{totals}<td>{sum(folded.values())}</td></tr></table>')
+            f'<div class="scroll"><table><tr><th class="l">query \\ passage</th>{head}<th>all</th></tr>{"".join(body)}'
+            f'<tr><th class="l">all</th>{totals}<td>{sum(folded.values())}</td></tr></table></div>')
 
 
 def _columns(values: list[int], total: int, top: float, labels: list[str], column: int = 18) -> str:
@@ -358,8 +359,8 @@ def _rows(heading: str, rows: list[dict], removed: bool) -> str:
         for row in rows
     )
     reason = "<th>reason</th>" if removed else ""
-    return (f'<h2>{_e(heading)}</h2><table class="wide">{head}<tr><th>source</th><th>id</th><th>languages</th>'
-            f"{reason}<th>query</th><th>passage</th></tr>{body}</table>")
+    return (f'<h2>{_e(heading)}</h2><div class="scroll"><table class="wide">{head}<tr><th>source</th><th>id</th><th>langs</th>'
+            f"{reason}<th>query</th><th>passage</th></tr>{body}</table></div>")
 
 
 def _options(options: dict) -> str:
@@ -367,5 +368,5 @@ def _options(options: dict) -> str:
         f"<tr><td>{_e(key)}</td><td><code>{_e(json.dumps(value, ensure_ascii=False))}</code></td></tr>"
         for key, value in sorted(options.items())
     )
-    return ('<h2>Options</h2><table class="wide"><col style="width:16%"><col>'
-            f"<tr><th>option</th><th>value</th></tr>{rows}</table>")
+    return ('<h2>Options</h2><div class="scroll"><table class="wide"><col style="width:16%"><col>'
+            f"<tr><th>option</th><th>value</th></tr>{rows}</table></div>")

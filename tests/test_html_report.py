@@ -95,6 +95,13 @@ def test_languages_count_both_sides_once_per_row_everywhere(run_dir, manifest, t
     changes = capsys.readouterr().out
     assert f"language en input: {flow['en']['input']} -> {flow['en']['input'] + 5} (+5)" in changes
 
+    # A run of an older version recorded no language input: compared on rows written only.
+    for source in document["sources"].values():
+        del source["language_input"], source["lid_scores"]
+    (other / "manifest.json").write_text(json.dumps(document))
+    assert beam_runner.main(["inspect", "diff", str(run_dir), str(other)]) == 0
+    assert "input" not in capsys.readouterr().out
+
 
 def test_report_figures_parse_back_to_the_run(run_dir, manifest, page):
     tree = lxml.html.fromstring(page.read_bytes())
