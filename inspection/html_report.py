@@ -352,8 +352,8 @@ def _rows(heading: str, rows: list[dict], removed: bool) -> str:
     head = ('<col style="width:10%"><col style="width:12%"><col style="width:7%">'
             + ('<col style="width:14%">' if removed else "") + "<col><col>")
     body = "".join(
-        f"<tr><td>{_e(row.get(f.SOURCE))}</td><td>{_e(row.get(f.ID))}</td>"
-        f"<td>{_e(row.get(f.QUERY_LANG) or '?')} &rarr; {_e(row.get(f.PASSAGE_LANG) or '?')}</td>"
+        f"<tr><td>{_e(row.get(f.SOURCE))}</td><td>{_e(row.get(f.ID) or '-')}</td>"
+        f"<td>{_e(row.get(f.QUERY_LANG) or '-')} &rarr; {_e(row.get(f.PASSAGE_LANG) or '-')}</td>"
         + (f"<td>{_e(row.get(r.REASON))}: {_clipped(row.get(r.DETAIL))}</td>" if removed else "")
         + f"<td>{_clipped(row.get(f.QUERY))}</td><td>{_clipped(row.get(f.PASSAGE))}</td></tr>"
         for row in rows
