@@ -160,6 +160,7 @@ def run_pipeline(argv: list[str]) -> int:
     planned = PLANNED_PIPELINES.get(mining.pipeline)
     derived = importlib.import_module(planned) if planned else None
     try:
+        mining.anchor_local_paths()
         mining.validate()
         plan = derived.plan(mining) if derived else mine.plan_sources(mining)
         sources = [] if derived else [("--source", spec.pattern) for spec in plan.specs]

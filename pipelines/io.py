@@ -205,6 +205,13 @@ def write_atomically(path: str, data: bytes) -> None:
     FileSystems.rename([temporary], [path])
 
 
+def anchored(path: str) -> str:
+    """A local path made absolute against this process's directory; a URL (gs://, file://) as it is."""
+    if FileSystems.get_scheme(path) is None:
+        return os.path.abspath(os.path.expanduser(path))
+    return path
+
+
 def exists(path: str) -> bool:
     return FileSystems.exists(path)
 

@@ -1,5 +1,6 @@
 """Command-line options of the mining pipelines, beside Beam's own."""
 
+import dataclasses
 import importlib.util
 import math
 import os
@@ -15,7 +16,7 @@ from mining.minhash import Shingling
 from mining.near_dup import NearDupOptions
 from mining.run_store import SHARD_EXTENSIONS
 from mining.shards import COMPRESSIONS, ShardOptions
-from mining.sources import ReadLimits
+from mining.sources import ReadLimits, SourceSpec
 from pipelines import io
 from pipelines.reporting import RunContext
 from schemas.encoder_spec import EncoderSpec
@@ -301,6 +302,24 @@ class MiningOptions(PipelineOptions):
             raise ValueError("--cross-encoder is an option of --pipeline hardnegatives")
         if self.cross_encoder and self.max_score is None and self.relative_margin is None:
             raise ValueError("--cross-encoder scores for --max-score and --relative-margin: give either")
+
+    def anchor_local_paths(self) -> None:
+        """Every local path made absolute here, in the launching process: workers started in another directory
+        (a worker pool, a job server's) would resolve a relative one, ./output above all, in theirs."""
+        self.output = io.anchored(self.output)
+        for name in ("input", "corpus", "lid_model"):
+            if getattr(self, name):
+                setattr(self, name, io.anchored(getattr(self, name)))
+        self.exclude = self.exclude and [io.anchored(pattern) for pattern in self.exclude]
+        if self.source:
+            specs = [SourceSpec.parse(text) for text in self.source]
+            self.source = [str(dataclasses.replace(spec, pattern=io.anchored(spec.pattern))) for spec in specs]
+        for name in ("model", "cross_encoder"):
+            spec = getattr(self, name) and EncoderSpec.parse(getattr(self, name))
+            # Only a path that exists here: anything else is a hub id, or an error the checks report as given.
+            if spec and spec.path and os.path.exists(os.path.expanduser(spec.path)):
+                prefix = spec.text.removesuffix(spec.path)
+                setattr(self, name, prefix + io.anchored(spec.path))
 
     def read_paths(self) -> list[tuple[str, str]]:
         """(option, path or glob) of what a run reads besides its --source files."""

@@ -128,15 +128,17 @@ def assert_same_on_both(args: list[str], portable_options: list[str], tmp_path: 
 
 def test_default_pretrain_run_through_an_external_worker_pool(default_pretrain_run, job_endpoint, worker_pool,
                                                               tmp_path):
-    """A user's submission, ``python beam_runner.py --runner PortableRunner --job_endpoint ...``."""
+    """A user's submission, ``python beam_runner.py --runner PortableRunner --job_endpoint ...``, from a
+    directory other than the pool's, with a relative --output: the run lands where the user said."""
     local, _ = default_pretrain_run
     started = workers_started(worker_pool)
     done = subprocess.run(
-        [sys.executable, "beam_runner.py", f"--output={tmp_path}", *external(job_endpoint, worker_pool)],
-        cwd=REPO, env=_environ(), capture_output=True, text=True, timeout=300,
+        [sys.executable, str(REPO / "beam_runner.py"), "--output=run", *external(job_endpoint, worker_pool)],
+        cwd=tmp_path, env=_environ(), capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_same_run(tmp_path, local)
+    assert not (REPO / "run").exists(), "the pool's workers wrote into their own directory"
+    assert_same_run(tmp_path / "run", local)
     assert workers_started(worker_pool) > started, "the pool's workers ran it"
 
 
