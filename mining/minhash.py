@@ -58,9 +58,12 @@ class Shingling:
         A text shorter than n is one shingle; a text with nothing left after
         normalising has none.
         """
-        items = batch.characters() if self.kind == "char" else batch.words()
-        first, stop, counts = ngrams(items, self.n, whole_if_short=True)
-        return items.starts[first], items.ends[stop - 1], counts
+        if self.kind == "char":
+            # A character is its own span, so an n-gram of characters is one already.
+            return ngrams(batch.characters(), self.n, whole_if_short=True)
+        words = batch.words()
+        first, stop, counts = ngrams(words, self.n, whole_if_short=True)
+        return words.starts[first], words.ends[stop - 1], counts
 
 
 def shingles(text: str, shingling: Shingling = Shingling()) -> list[str]:

@@ -29,6 +29,7 @@ _UNSPACED_RANGES = (
     (0x20000, 0x323AF),  # CJK extensions B to H, compatibility supplement
 )
 _SPACE = ord(" ")
+_TEXT_BOUND = "\x00"
 
 _MASK64 = (1 << 64) - 1
 # Odd, so invertible modulo 2**64: a span's hash is cut out of prefix sums.
@@ -36,6 +37,8 @@ _BASE = 0x9E3779B97F4A7C15
 _BASE_INVERSE = pow(_BASE, -1, 1 << 64)
 _LENGTH_SALT = 0xC2B2AE3D27D4EB4F
 _FMIX64 = (33, 0xFF51AFD7ED558CCD, 33, 0xC4CEB9FE1A85EC53, 33)
+# Powers of the base (and of its inverse) are kept for batches of up to this many code points: 8 MiB each.
+_CACHED_POWERS = 1 << 20
 
 
 @functools.cache
@@ -46,8 +49,37 @@ def _unspaced_table() -> np.ndarray:
     return table
 
 
-def _folded(text: str) -> str:
-    return text.casefold() if text.isascii() else unicodedata.normalize("NFKC", text).casefold()
+@functools.cache
+def _codepoint_map() -> np.ndarray:
+    """Every code point to what it becomes: a space if it separates words, else itself."""
+    table = np.arange(sys.maxunicode + 1, dtype=np.uint32)
+    table[ignored_characters()] = _SPACE
+    return table
+
+
+def _folded(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The code points of the texts NFKC normalised, then case folded, end to end, and each text's offset and length.
+
+    ASCII is NFKC already. Case folding maps each character on its own, so the
+    batch is folded at once, each text after the one before and a NUL: a
+    separator, leading the text, which normalising then drops. Only a batch
+    with a NUL of its own is folded text by text.
+    """
+    normalized = [text if text.isascii() else unicodedata.normalize("NFKC", text) for text in texts]
+    bounded = _TEXT_BOUND.join(normalized)
+    if bounded.count(_TEXT_BOUND) == max(len(texts) - 1, 0):
+        codepoints = _utf32(bounded.casefold())
+        offsets = np.flatnonzero(codepoints == ord(_TEXT_BOUND))
+        offsets = np.concatenate(([0], offsets)) if texts else offsets
+    else:
+        folded = [text.casefold() for text in normalized]
+        codepoints = _utf32("".join(folded))
+        offsets = _starts_of(np.fromiter(map(len, folded), dtype=np.int64, count=len(folded)))
+    return codepoints, offsets, np.diff(offsets, append=len(codepoints))
+
+
+def _utf32(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 @dataclass(frozen=True)
@@ -63,22 +95,23 @@ class NormalizedBatch:
     """The normalised texts end to end: ``codepoints``, with each text's ``offsets`` and ``lengths``."""
 
     def __init__(self, texts: list[str]):
-        folded = [_folded(text) for text in texts]
-        raw = np.frombuffer("".join(folded).encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        raw_lengths = np.fromiter(map(len, folded), dtype=np.int64, count=len(folded))
-        raw_offsets = _starts_of(raw_lengths)
-        text_of = np.repeat(np.arange(len(texts)), raw_lengths)
-        separator = ignored_characters()[raw]
-        word_char = ~separator
-        word_chars_before = np.cumsum(word_char) - word_char
-        in_text_before = word_chars_before - word_chars_before[raw_offsets[text_of]]
-        word_follows = np.zeros(len(raw), dtype=bool)
-        word_follows[:-1] = word_char[1:]
-        word_follows[(raw_offsets + raw_lengths - 1)[raw_lengths > 0]] = False
-        # A run of separators inside a text becomes its last character, as a space; at either end it goes.
-        keep = word_char | (word_follows & (in_text_before > 0))
-        self.codepoints = np.where(separator, np.uint32(_SPACE), raw.astype(np.uint32))[keep]
-        self.lengths = np.bincount(text_of[keep], minlength=len(texts)).astype(np.int64)
+        raw, raw_offsets, raw_lengths = _folded(texts)
+        mapped = _codepoint_map()[raw]
+        word_char = mapped != _SPACE
+        word_positions = np.flatnonzero(word_char)
+        first_words = np.searchsorted(word_positions, raw_offsets)
+        first_words = word_positions[first_words[first_words < len(word_positions)]]
+        # A run of separators becomes one space before the word that follows it, except before the
+        # first word of a text: so runs at either end of a text go, and texts never run together.
+        space_kept = np.zeros(len(raw), dtype=bool)
+        space_kept[:-1] = word_char[1:]
+        space_kept &= ~word_char
+        space_kept[first_words[first_words > 0] - 1] = False
+        keep = word_char | space_kept
+        self.codepoints = mapped[keep]
+        kept_before = np.zeros(len(raw) + 1, dtype=np.int64)
+        np.cumsum(keep, out=kept_before[1:])
+        self.lengths = kept_before[raw_offsets + raw_lengths] - kept_before[raw_offsets]
         self.offsets = _starts_of(self.lengths)
 
     def __len__(self) -> int:
@@ -133,8 +166,7 @@ def _starts_of(lengths: np.ndarray) -> np.ndarray:
 
 def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """starts[i], starts[i] + 1, ... (counts[i] values each), end to end."""
-    within = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
-    return np.repeat(starts, counts) + within
+    return np.arange(int(counts.sum())) + np.repeat(starts - _starts_of(counts), counts)
 
 
 def ngrams(items: Items, n: int, whole_if_short: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -147,7 +179,9 @@ def ngrams(items: Items, n: int, whole_if_short: bool) -> tuple[np.ndarray, np.n
     short = np.minimum(items.per_text, 1) if whole_if_short else 0
     counts = np.where(items.per_text >= n, items.per_text - n + 1, short)
     first = _ranges(first_item, counts)
-    stop = np.minimum(first + n, np.repeat(first_item + items.per_text, counts))
+    stop = first + n
+    short = (items.per_text < n) & (counts > 0)
+    stop[_starts_of(counts)[short]] = first_item[short] + items.per_text[short]
     return first, stop, counts
 
 
@@ -161,6 +195,22 @@ def same_spans(
     return bool(np.array_equal(symbols[_ranges(starts, lengths)], symbols[_ranges(other_starts, lengths)]))
 
 
+@functools.cache
+def _cached_powers(base: int) -> np.ndarray:
+    return _computed_powers(base, _CACHED_POWERS)
+
+
+def _computed_powers(base: int, count: int) -> np.ndarray:
+    powers = np.full(count, base, dtype=np.uint64)
+    powers[0] = 1
+    return np.cumprod(powers, out=powers)
+
+
+def _powers(base: int, count: int) -> np.ndarray:
+    """base**0, base**1, ... modulo 2**64 (count values)."""
+    return _cached_powers(base)[:count] if count <= _CACHED_POWERS else _computed_powers(base, count)
+
+
 def polynomial_hashes64(symbols: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """A 64-bit hash of each ``symbols[start:end]``, all at once (``polynomial_hash64`` for one).
 
@@ -168,12 +218,7 @@ def polynomial_hashes64(symbols: np.ndarray, starts: np.ndarray, ends: np.ndarra
     with the length through the MurmurHash3 finaliser.
     """
     symbols = symbols.astype(np.uint64)
-    powers = np.full(len(symbols) + 1, _BASE, dtype=np.uint64)
-    powers[0] = 1
-    np.cumprod(powers, out=powers)
-    inverse_powers = np.full(len(symbols) + 1, _BASE_INVERSE, dtype=np.uint64)
-    inverse_powers[0] = 1
-    np.cumprod(inverse_powers, out=inverse_powers)
+    powers, inverse_powers = _powers(_BASE, len(symbols) + 1), _powers(_BASE_INVERSE, len(symbols) + 1)
     prefix = np.zeros(len(symbols) + 1, dtype=np.uint64)
     np.cumsum(symbols * powers[:-1], out=prefix[1:])
     values = (prefix[ends] - prefix[starts]) * inverse_powers[starts]

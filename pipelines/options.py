@@ -99,7 +99,8 @@ class MiningOptions(PipelineOptions):
         )
         group.add_argument(
             "--near-dup-hash", dest="near_dup_hash", choices=("sha1", "fast"), default=NearDupOptions.hash,
-            help="shingle hash: sha1 is datasketch's default, fast is numpy's (datasketch with hashfunc=fast_hash32)",
+            help="shingle hash: fast is numpy's (datasketch's with hashfunc=mining.minhash.fast_hash32), "
+            "sha1 is datasketch's default hash function",
         )
         group.add_argument(
             "--near-dup-text", dest="near_dup_text", choices=("passage", "pair"), default=NearDupOptions.text,

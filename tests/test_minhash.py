@@ -1,6 +1,8 @@
 """MinHash signatures against datasketch itself, shingling, and the LSH parameters."""
 
 import json
+import random
+import unicodedata
 
 import numpy as np
 import pytest
@@ -8,7 +10,9 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 from datasketch.lsh import _optimal_param
 
 from mining import minhash
+from mining.dedup import ignored_characters
 from mining.minhash import MinHasher, Shingling
+from mining.near_dup import NearDupOptions
 from mining.shingles import NormalizedBatch
 from tests.conftest import SHARED_DATA
 
@@ -48,6 +52,75 @@ def test_signatures_equal_datasketch(texts, scheme, hash_name, shingling):
     for text, signature in zip(texts, signatures, strict=True):
         expected = datasketch_signature(text, hasher)
         assert signature.dtype == expected.dtype and np.array_equal(signature, expected), text
+
+
+# Code points that normalising treats apart: combining marks (one after a text's start, next to the text before),
+# Hangul jamo that NFKC composes, ß and İ that case folding lengthens, fullwidth and ligature forms, NUL (the
+# bound between texts when a batch is folded at once), separators of every kind, CJK and astral characters.
+_TRICKY = "aAzZ \t\n\x00.,-_éE\u0301\u0327\u0323ßẞİıΣσςﬁﬀ①ｆＡ　\u00a0\u200b\u200c\u1100\u1161\u11a8가ก่ไ中文😀𝐀\U0002a6a5"
+
+
+def _random_texts(count: int, rng: random.Random) -> list[str]:
+    return ["".join(rng.choice(_TRICKY) for _ in range(rng.choice([0, 1, 2, 4, 5, 6, 9, 30]))) for _ in range(count)]
+
+
+def _normalized_alone(text: str) -> str:
+    """The normalising as documented, one text and one character at a time."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    return " ".join("".join(" " if ignored_characters()[ord(c)] else c for c in folded).split())
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "fast"])
+def test_random_unicode_signatures_equal_datasketch(hash_name):
+    """Whatever a batch holds, each text is normalised as alone, and its signature is datasketch's."""
+    rng = random.Random(18)
+    hasher = MinHasher(num_perm=32, hash=hash_name)
+    for size in (1, 7, 60):
+        texts = _random_texts(size, rng)
+        batch = NormalizedBatch(texts)
+        assert [batch.text(i) for i in range(size)] == [_normalized_alone(text) for text in texts]
+        for text, signature in zip(texts, hasher.signatures(texts), strict=True):
+            assert np.array_equal(signature, datasketch_signature(text, hasher)), ascii(text)
+
+
+@pytest.mark.parametrize("hash_name", ["sha1", "fast"])
+def test_empty_one_character_and_shorter_than_a_shingle(hash_name):
+    hasher = MinHasher(hash=hash_name)
+    texts = ["", "a", "ab", "abcd", "?!", " A! ", "abcde"]
+    signatures = hasher.signatures(texts)
+    for text, signature in zip(texts, signatures, strict=True):
+        assert np.array_equal(signature, datasketch_signature(text, hasher)), text
+    # Nothing left after normalising: datasketch's initial maximum; shorter than n: the whole text is the shingle.
+    assert (signatures[0] == np.iinfo(np.uint32).max).all() and np.array_equal(signatures[0], signatures[4])
+    assert np.array_equal(signatures[1], signatures[5]) and not np.array_equal(signatures[1], signatures[2])
+
+
+def test_the_default_near_dup_signatures_are_datasketchs_with_fast_hash32(texts):
+    """The pipeline's default signatures: datasketch's MinHash(num_perm, seed, hashfunc=fast_hash32) on the same
+    shingles gives the same hashvalues, and MinHashLSH over either finds the same candidates."""
+    options = NearDupOptions()
+    hasher = options.hasher()
+    rng = random.Random(5)
+    # Near-copies: a few characters of each text changed, so that some are found and others missed.
+    edited = ["".join(rng.choice("xyz") if rng.random() < 0.03 else c for c in text) for text in texts]
+    ours = hasher.signatures(texts + edited)
+    theirs = []
+    for text in texts + edited:
+        sketch = MinHash(options.num_perm, options.seed, hashfunc=minhash.fast_hash32)
+        sketch.update_batch([shingle.encode("utf-8") for shingle in minhash.shingles(text, options.shingling)])
+        theirs.append(sketch)
+    assert all(np.array_equal(signature, sketch.hashvalues) for signature, sketch in zip(ours, theirs, strict=True))
+    bands, rows = options.bands
+    candidates = []
+    leans = [LeanMinHash(seed=options.seed, hashvalues=signature, scheme="affine32") for signature in ours]
+    for sketches in (leans, theirs):
+        lsh = MinHashLSH(num_perm=options.num_perm, params=(bands, rows))
+        for index, sketch in enumerate(sketches[: len(texts)]):
+            lsh.insert(index, sketch)
+        candidates.append([sorted(lsh.query(sketch)) for sketch in sketches[len(texts) :]])
+    assert candidates[0] == candidates[1]
+    found = sum(index in found for index, found in enumerate(candidates[0]))
+    assert 0 < found < len(texts)
 
 
 def test_the_defaults_are_datasketchs_defaults(texts):

@@ -13,7 +13,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.util import assert_that, equal_to
 
 import beam_runner
-from mining import near_dup
+from mining import minhash, near_dup
 from mining.minhash import Shingling
 from mining.records import new_pair
 from pipelines.near_dup import ResolveClusters
@@ -128,7 +128,10 @@ def test_bucket_keys_follow_scope_text_and_languages():
 def test_word_shingles_and_pair_text():
     options = near_dup.NearDupOptions(shingling=Shingling("word", 3), text="pair")
     assert _keys(_record("1", "Title", PASSAGE), options) == _keys(_record("2", "title!", PASSAGE + " "), options)
-    assert not _keys(_record("1", "Title", PASSAGE), options) & _keys(_record("2", "Another", PASSAGE), options)
+    # A question of its own makes the pair text another (word 3-gram Jaccard 0.52; one word, "Another" for
+    # "Title", leaves it at 0.89, above the threshold, a near-copy that only chance keeps out of a bucket).
+    question = "Which team gave up the fewest points that season, and who led the league?"
+    assert not _keys(_record("1", "Title", PASSAGE), options) & _keys(_record("2", question, PASSAGE), options)
 
 
 def _paragraphs(code: str, count: int) -> list[dict]:
@@ -144,9 +147,19 @@ def _edit_one_word(text: str, code: str) -> str:
     return " ".join(words)
 
 
+def _jaccard(text: str, other: str) -> float:
+    shingles, other_shingles = set(minhash.shingles(text)), set(minhash.shingles(other))
+    return len(shingles & other_shingles) / len(shingles | other_shingles)
+
+
 def planted_corpus(root: Path) -> dict:
     """News in three languages where every third article has near-copies, and QA pairs with
-    a near-copy of a question; returns how many of each kind were planted."""
+    a near-copy of a question; returns how many of each kind were planted.
+
+    Copies are planted where their shingles' Jaccard similarity is at least 0.93, where 9 bands of
+    13 rows miss about one pair in a hundred; nearer the 0.8 threshold, whether a pair shares a
+    band is chance (at 0.85, three pairs in ten do not), so the count would depend on the hash.
+    """
     articles, planted = [], {"near_duplicate": 0, "duplicate_passage": 0}
     added = {"en": " Officials confirmed it.", "de": " Das wurde bestätigt.", "zh": "官员证实了这一点。"}
     # Titles in the article's script: a Latin title declared Chinese is a language mismatch at any length.
@@ -155,8 +168,8 @@ def planted_corpus(root: Path) -> dict:
         for index, paragraph in enumerate(_paragraphs(code, 24)):
             text = paragraph["context"]
             articles.append({"title": f"{label[code]} article {index}", "text": text, "language": code})
-            if index % 3 == 0:
-                copies = [_edit_one_word(text, code), text + added[code]]
+            copies = [_edit_one_word(text, code), text + added[code]]
+            if index % 3 == 0 and min(_jaccard(text, copy) for copy in copies) >= 0.93:
                 articles += [
                     {"title": f"{label[code]} copy {index}.{n}", "text": copy, "language": code}
                     for n, copy in enumerate(copies)
