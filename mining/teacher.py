@@ -1,12 +1,10 @@
 """Teacher scores: a cross-encoder's score of each row's (query, passage) and (query, negative) pairs, aligned
 with ``[passage, *negatives]``, the target of distillation in fine-tuning (``training.loss``).
 
-Rows are scored in groups fixed by their ids, not in whatever batches a runner forms: a model's score of a
-pair may differ in its last bits with the batch it is padded into, and the shards must not differ with the
-worker count. Pure functions; the model is ``training.cross_encoder``'s.
+Rows are scored in groups fixed by their ids (``pipelines.derived.FixedGroups``), not in whatever batches a
+runner forms. Pure functions; the model is ``training.cross_encoder``'s.
 """
 
-import hashlib
 import math
 
 import numpy as np
@@ -18,15 +16,6 @@ from schemas.reasons import NONFINITE_TEACHER_SCORE
 
 class TeacherOutputError(ValueError):
     """A teacher gave other than one score per pair: its code's problem, told in one line."""
-
-
-def group_count(rows: int, rows_per_group: int) -> int:
-    return max(1, math.ceil(rows / rows_per_group))
-
-
-def group_of(record_id: str, groups: int) -> int:
-    """The scoring group of a row: a hash of its id, so the same rows meet in the same group on every run."""
-    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little") % groups
 
 
 def scored_pairs(records: list[dict]) -> tuple[list[str], list[str], list[int]]:

@@ -1,6 +1,14 @@
-"""What the pipelines that read a finished run (--input) share: the run's manifest and shards, and
-the encoder as RunInference's model."""
+"""What the pipelines that read a finished run (--input) share: the run's manifest and shards, rows in groups
+fixed by their ids, and the encoder as RunInference's model, a group an example.
 
+A model's output for a text may differ in its last bits with the batch it is padded into, and a ranking call
+costs a scan of the whole pool or corpus block: so models and rankings see groups of about --batch-size rows
+fixed by a hash of their ids, never the batches a runner forms, and the shards do not differ with the worker count.
+"""
+
+import hashlib
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -8,11 +16,13 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+from threadpoolctl import threadpool_limits
 
 from mining import run_store
 from pipelines import io
 from pipelines.options import MiningOptions
+from schemas import pairs as f
 from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard
 from schemas.pairs import (
     CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, TEACHER_SCORES, with_consistency_rank, with_teacher_scores,
@@ -22,41 +32,102 @@ from schemas.pairs import (
 Texts = tuple[tuple[str, str], ...]
 
 
-class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
-    """RunInference's model: ``training.evaluation.load_encoder(spec)``, loaded once per worker.
+# BLAS threads of a ranking call: one per worker process, whose runner starts one process per core. Measured on
+# 2 shared cores (passage_ranks, 2,048 queries x 10,000 pool rows, median of 3): 1.19 s with one thread, 2.00 s
+# with two; entering the limit costs ~4 ms a call, one call a group.
+BLAS_THREADS = 1
 
-    An example is a tuple of (kind, text); its inference is one normalised row per text. A
-    batch is encoded with one call per kind, whatever mix of pairs and pool passages it holds.
+
+def ranking_threads():
+    """The context a ranking call runs in: BLAS limited to ``BLAS_THREADS``, whatever the worker's default."""
+    return threadpool_limits(limits=BLAS_THREADS, user_api="blas")
+
+
+def group_count(rows: int, rows_per_group: int) -> int:
+    return max(1, math.ceil(rows / rows_per_group))
+
+
+def group_of(key: str, groups: int) -> int:
+    """The group of a row: a hash of its key, so the same rows meet in the same group on every run."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "little") % groups
+
+
+class FixedGroups(beam.PTransform):
+    """Rows -> tuples of about ``rows_per_group`` rows in key order, fixed by their keys (``key``: a row's id)."""
+
+    def __init__(self, rows: int, rows_per_group: int, key: Callable[[object], str] = lambda record: record[f.ID]):
+        super().__init__()
+        self._groups = group_count(rows, rows_per_group)
+        self._key = key
+
+    def expand(self, rows):
+        groups, key = self._groups, self._key
+        return (
+            rows
+            | "ByGroup" >> beam.Map(lambda row: (group_of(key(row), groups), row))
+            | "Groups" >> beam.GroupByKey()
+            | "InKeyOrder" >> beam.MapTuple(lambda _, grouped: tuple(sorted(grouped, key=key)))
+        )
+
+
+class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
+    """RunInference's model: ``training.evaluation.load_encoder(spec)``, loaded once per worker, embedding
+    ``encode_batch_size`` texts per model call.
+
+    An example is the texts of one group of rows (``EmbedGroups``), a tuple of (kind, text); its inference is one
+    normalised row per text, each kind embedded with one ``encode`` call.
     """
 
-    def __init__(self, spec: str, device: str | None, max_batch_size: int):
+    def __init__(self, spec: str, device: str | None, encode_batch_size: int):
         super().__init__()
         self._spec = spec
         self._device = device
-        self._max_batch_size = max_batch_size
+        self._encode_batch_size = encode_batch_size
 
     def load_model(self):
         # Imported here: torch is heavy, and only workers that embed need it.
         from training.evaluation import load_encoder
 
-        return load_encoder(self._spec, self._device, self._max_batch_size)
+        return load_encoder(self._spec, self._device, self._encode_batch_size)
 
     def run_inference(self, batch, model, inference_args=None):
-        texts: dict[str, list[str]] = {}
+        results = []
         for example in batch:
+            texts: dict[str, list[str]] = {}
             for kind, text in example:
                 texts.setdefault(kind, []).append(text)
-        embedded = {kind: iter(model.encode(kind_texts, kind)) for kind, kind_texts in texts.items()}
-        return [
-            PredictionResult(example, np.stack([next(embedded[kind]) for kind, _ in example])) for example in batch
-        ]
+            embedded = {kind: iter(model.encode(kind_texts, kind)) for kind, kind_texts in texts.items()}
+            results.append(PredictionResult(example, np.stack([next(embedded[kind]) for kind, _ in example])))
+        return results
 
     def share_model_across_processes(self) -> bool:
         # One copy per GPU is what memory allows; on CPU each process keeps its own.
         return self._device == "cuda"
 
     def batch_elements_kwargs(self):
-        return {"max_batch_size": self._max_batch_size}
+        # A group is already the batch: merging groups would make what a call sees depend on the runner.
+        return {"min_batch_size": 1, "max_batch_size": 1}
+
+
+class EmbedGroups(beam.PTransform):
+    """Groups of rows (tuples) -> (group, embeddings): the ``texts_of`` each row, the same number for every row,
+    embedded by the encoder, as an array of rows x texts x width."""
+
+    def __init__(self, handler: EncoderHandler, texts_of: Callable[[object], Texts]):
+        super().__init__()
+        self._handler = handler
+        self._texts_of = texts_of
+
+    def expand(self, groups):
+        texts_of = self._texts_of
+        return (
+            groups
+            | "Texts" >> beam.Map(lambda group: (group, tuple(text for row in group for text in texts_of(row))))
+            | "Embed" >> RunInference(KeyedModelHandler(self._handler))
+            | "PerRow" >> beam.MapTuple(
+                lambda group, result: (group, result.inference.reshape(len(group), -1, result.inference.shape[-1]))
+            )
+        )
 
 
 @dataclass(frozen=True)

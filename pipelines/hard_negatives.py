@@ -1,8 +1,9 @@
 """``--pipeline hardnegatives``: fine-tuning rows whose ``negatives`` are mined with an encoder.
 
 Exact search, distributed: the corpus (``--corpus``, else the input's own passages, one per
-normalised text) is embedded and hashed into blocks; every batch of embedded queries meets every
-block in a shuffle, each meeting keeps its queries' best candidates, and a combiner merges them
+normalised text) is embedded and hashed into blocks; the queries are embedded in groups of about
+--batch-size fixed by their row ids, and every group meets every block in a shuffle, each meeting
+keeps its queries' best candidates (one scan of the block a group), and a combiner merges them
 per query down to the end of the rank window. The rows are first grouped by normalised query, so
 that each query leaves out the positives of every row that asks it, not only its own. With
 ``--relative-margin`` each row's positive is embedded beside its query, for the positive's score. With
@@ -15,13 +16,15 @@ from dataclasses import dataclass
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.ml.inference.base import RunInference
 
 from mining import dedup, hard_negatives, teacher
 from pipelines import io, reporting, stages
-from pipelines.derived import EncoderHandler, FinishedRun, check_options, read_records, read_run
+from pipelines.derived import (
+    EmbedGroups, EncoderHandler, FinishedRun, FixedGroups, check_options, ranking_threads, read_records, read_run,
+)
 from pipelines.options import MiningOptions
-from pipelines.teacher import CrossEncoderHandler, ScoringGroups, cross_encoder_identity
+from pipelines.teacher import CrossEncoderHandler, cross_encoder_identity
 from schemas import pairs as f
 from schemas import reasons
 from schemas.manifest import Teacher
@@ -48,7 +51,7 @@ def plan(options: MiningOptions) -> HardNegativePlan:
 
 
 class SearchBlock(beam.DoFn):
-    """One corpus block and the query batches that meet it -> (query id, best candidates)."""
+    """One corpus block and the query groups that meet it -> (query id, best candidates)."""
 
     def __init__(self, depth: int):
         self._depth = depth
@@ -65,7 +68,8 @@ class SearchBlock(beam.DoFn):
             ids = [record_id for record_id, _, _ in batch]
             queries = np.stack([row for _, _, row in batch])
             excluded = [np.array(excluded_keys, dtype=np.uint64) for _, excluded_keys, _ in batch]
-            found = hard_negatives.block_candidates(queries, excluded, matrix, keys, texts, self._depth)
+            with ranking_threads():
+                found = hard_negatives.block_candidates(queries, excluded, matrix, keys, texts, self._depth)
             yield from zip(ids, found, strict=True)
 
 
@@ -184,7 +188,7 @@ def build(
     depth = window[1]
     corpus_size = (corpus_run or run).manifest.totals.output
     blocks = max(1, math.ceil(corpus_size / CORPUS_BLOCK_ROWS))
-    handler = KeyedModelHandler(EncoderHandler(options.model, options.device, options.encode_batch_size))
+    handler = EncoderHandler(options.model, options.device, options.encode_batch_size)
     context = options.run_context()
 
     records = read_records(pipeline, run, "Input")
@@ -193,15 +197,19 @@ def build(
         corpus_records
         | "CorpusKey" >> beam.Map(lambda record: (dedup.normalized_passage_key(record[f.PASSAGE]), record[f.PASSAGE]))
         | "OnePerText" >> beam.CombinePerKey(min)
-        | "CorpusTexts" >> beam.MapTuple(lambda key, text: ((key, text), (("passage", text),)))
-        | "EmbedCorpus" >> RunInference(handler)
-        | "CorpusBlock" >> beam.MapTuple(lambda key_text, result: (key_text[0] % blocks, (*key_text, result.inference[0])))
+        | "CorpusGroups" >> FixedGroups(corpus_size, options.batch_size, key=lambda key_text: str(key_text[0]))
+        | "EmbedCorpus" >> EmbedGroups(handler, lambda key_text: (("passage", key_text[1]),))
+        | "CorpusBlock" >> beam.FlatMapTuple(
+            lambda entries, embeddings: [
+                (key % blocks, (key, text, row[0])) for (key, text), row in zip(entries, embeddings, strict=True)
+            ]
+        )
         | "CorpusBlocks" >> beam.GroupByKey()
         | "BlockLists" >> beam.MapTuple(lambda block, entries: (block, list(entries)))
     )
     # The positive's score for --relative-margin: the encoder's, unless a cross-encoder scores the window.
     with_positive = settings.relative_margin is not None and plan.cross_encoder is None
-    embedded_queries = (
+    query_groups = (
         records
         | "ByQuery" >> beam.Map(
             lambda record: (
@@ -210,12 +218,16 @@ def build(
         )
         | "RowsPerQuery" >> beam.GroupByKey()
         | "QueryTexts" >> beam.FlatMapTuple(lambda _, rows: query_texts(rows, with_positive))
-        | "EmbedQueries" >> RunInference(handler)
+        | "QueryGroups" >> FixedGroups(run.manifest.totals.output, options.batch_size, key=lambda item: item[0][0])
+        | "EmbedQueries" >> EmbedGroups(handler, lambda item: item[1])
     )
     query_batches = (
-        embedded_queries
-        | "QueryRows" >> beam.MapTuple(lambda id_excluded, result: (*id_excluded, result.inference[0]))
-        | "QueryBatches" >> beam.BatchElements(max_batch_size=options.batch_size)
+        query_groups
+        | "QueryRows" >> beam.MapTuple(
+            lambda items, embeddings: [
+                (*id_excluded, row[0]) for (id_excluded, _), row in zip(items, embeddings, strict=True)
+            ]
+        )
         | "EveryBlock" >> beam.FlatMap(lambda batch: [(block, batch) for block in range(blocks)])
     )
     candidates = (
@@ -226,15 +238,18 @@ def build(
     )
     joined = {"record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)), "candidates": candidates}
     if with_positive:
-        joined["positive_score"] = embedded_queries | "PositiveScores" >> beam.MapTuple(
-            lambda id_excluded, result: (id_excluded[0], hard_negatives.positive_score(*result.inference))
+        joined["positive_score"] = query_groups | "PositiveScores" >> beam.FlatMapTuple(
+            lambda items, embeddings: [
+                (id_excluded[0], hard_negatives.positive_score(*row))
+                for (id_excluded, _), row in zip(items, embeddings, strict=True)
+            ]
         )
     joined = joined | "Join" >> beam.CoGroupByKey()
     if plan.cross_encoder is not None:
         joined = (
             joined
             | "WindowRows" >> beam.MapTuple(lambda record_id, group: window_rows(record_id, group, window))
-            | "WindowGroups" >> ScoringGroups(run.manifest.totals.output, options.batch_size)
+            | "WindowGroups" >> FixedGroups(run.manifest.totals.output, options.batch_size)
             | "CrossEncode" >> RunInference(
                 CrossEncoderHandler(plan.cross_encoder, options.device, options.encode_batch_size, logits=False)
             )

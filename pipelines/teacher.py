@@ -1,7 +1,7 @@
 """``--pipeline teacher``: a finished run's rows with ``teacher_scores``, a cross-encoder's logits of each row's
 (query, passage) and (query, negative) pairs, aligned with ``[passage, *negatives]``, for distillation.
 
-shards -> groups of about --batch-size rows fixed by their ids (``mining.teacher``) -> RunInference, a group an
+shards -> groups of about --batch-size rows fixed by their ids (``derived.FixedGroups``) -> RunInference, a group an
 example, scored --encode-batch-size pairs per model call -> rows with their scores -> shards + manifest, which
 records the teacher's name and a hash of its weights.
 """
@@ -14,7 +14,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from mining import teacher
 from mining.records import Drop
 from pipelines import io, reporting, stages
-from pipelines.derived import FinishedRun, check_options, parent_schema, read_records, read_run
+from pipelines.derived import FinishedRun, FixedGroups, check_options, parent_schema, read_records, read_run
 from pipelines.options import MiningOptions
 from schemas import pairs as f
 from schemas import reasons
@@ -44,26 +44,9 @@ def plan(options: MiningOptions) -> TeacherPlan:
     return TeacherPlan(run, cross_encoder_identity("--model", options.model))
 
 
-class ScoringGroups(beam.PTransform):
-    """Rows -> tuples of about ``rows_per_group`` rows in id order, fixed by their ids (``mining.teacher``)."""
-
-    def __init__(self, rows: int, rows_per_group: int):
-        super().__init__()
-        self._groups = teacher.group_count(rows, rows_per_group)
-
-    def expand(self, records):
-        groups = self._groups
-        return (
-            records
-            | "ByGroup" >> beam.Map(lambda record: (teacher.group_of(record[f.ID], groups), record))
-            | "Groups" >> beam.GroupByKey()
-            | "InIdOrder" >> beam.MapTuple(lambda _, rows: tuple(sorted(rows, key=lambda record: record[f.ID])))
-        )
-
-
 class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, object]):
     """RunInference's model: ``training.cross_encoder.load_cross_encoder``, loaded once per worker. An example is
-    one scoring group of rows (``ScoringGroups``); its inference, each row's scores of [passage, *negatives]."""
+    one group of rows (``FixedGroups``); its inference, each row's scores of [passage, *negatives]."""
 
     def __init__(self, identity: Teacher, device: str | None, encode_batch_size: int, logits: bool = True):
         super().__init__()
@@ -124,7 +107,7 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: TeacherPlan, de
     handler = CrossEncoderHandler(plan.teacher, options.device, options.encode_batch_size)
     scored = (
         read_records(pipeline, run, "Input")
-        | "Group" >> ScoringGroups(run.manifest.totals.output, options.batch_size)
+        | "Group" >> FixedGroups(run.manifest.totals.output, options.batch_size)
         | "Score" >> RunInference(handler)
         | "Attach" >> beam.ParDo(AttachScores(context)).with_outputs(reporting.REPORT, main="rows")
     )

@@ -18,7 +18,7 @@ from mining.search import pair_scores
 from pipelines import hard_negatives
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
-from tests.test_consistency import ENCODER, trigram_vectors, xquad_pairs
+from tests.test_consistency import ENCODER, PADDED_ENCODER, trigram_vectors, xquad_pairs
 
 
 def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
@@ -171,3 +171,14 @@ def test_max_score_and_relative_margin_skip_the_window_candidates_they_name(mine
     skip_lines = [line.split() for line in summary.splitlines() if line.startswith("within_relative_margin")]
     assert skip_lines == [["within_relative_margin", *[str(expected_skips["within_relative_margin"])] * 2]]
     assert "skipped negatives" not in format_summary(every_manifest, str(every))
+
+
+def test_shards_do_not_depend_on_the_worker_count_with_a_batch_dependent_encoder(mined, tmp_path):
+    def mine(output: Path, *extra: str) -> list[str]:
+        args = ["--pipeline=hardnegatives", f"--input={mined}", f"--output={output}", "--rank-window=1:5",
+                f"--model={PADDED_ENCODER}", "--batch-size=64", *extra]
+        assert beam_runner.main(args) == 0
+        return [shard.sha256 for shard in Manifest.model_validate_json((output / "manifest.json").read_text()).shards]
+
+    one = mine(tmp_path / "one")
+    assert mine(tmp_path / "two", "--direct_num_workers=2", "--direct_running_mode=multi_threading") == one
