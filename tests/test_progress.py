@@ -1,4 +1,4 @@
-"""Progress of local runs: on a terminal only, never with --quiet, and never changing what a run writes."""
+"""Progress of local runs and of evaluation: on a terminal only, never with --quiet, and never changing results."""
 
 import collections
 import contextlib
@@ -12,8 +12,11 @@ import struct
 import termios
 import threading
 
+import numpy as np
+
 import beam_runner
 from schemas import reasons
+from training.cli import main as training_main
 
 
 def _shards(output) -> list[tuple[str, str]]:
@@ -76,3 +79,27 @@ def test_progress_on_a_terminal_only_and_the_same_shards_either_way(tatoeba_dir,
 
     assert _shards(tmp_path / "terminal") == _shards(tmp_path / "quiet") == _shards(tmp_path / "piped")
     assert _shards(tmp_path / "terminal")
+
+
+def letter_counts(texts: list[str], kind: str) -> np.ndarray:
+    return np.array([[text.lower().count(c) for c in "abcdefghijklmnopqrstuvwxyz"] + [1] for text in texts], float)
+
+
+def test_evaluation_counts_the_texts_encoded_on_a_terminal_only(tatoeba_dir, tmp_path):
+    def evaluate(name: str, stderr, *extra: str) -> dict:
+        scores = tmp_path / f"{name}.json"
+        with contextlib.redirect_stderr(stderr):
+            training_main(["evaluate", "tatoeba", "--model", f"python:{__name__}:letter_counts", "--data",
+                           str(tatoeba_dir), "--languages", "fra", "kab", "--json", str(scores), *extra])  # fmt: skip
+        return json.loads(scores.read_text())
+
+    with _Terminal() as shown:
+        shown_scores = evaluate("terminal", shown.stream)
+    # Both sides of 1000 sentence pairs in each of the two languages.
+    assert re.search(r"\rtatoeba: texts encoded: +\d+%.* [1-9]\d*/4000 ", shown.text), shown.text[-500:]
+    with _Terminal() as quiet:
+        quiet_scores = evaluate("quiet", quiet.stream, "--quiet")
+    assert quiet.text == ""
+    piped = io.StringIO()
+    assert evaluate("piped", piped) == quiet_scores == shown_scores
+    assert piped.getvalue() == ""
