@@ -13,6 +13,9 @@ Under torchrun, ``pretrain`` runs one process per GPU (``torchrun --nproc-per-no
 import argparse
 import json
 import re
+import sys
+
+import transformers
 
 from training import distributed, evaluation
 from training.holdout import split_output
@@ -277,6 +280,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> Non
     _evaluate_parser(commands)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
+    if args.get("quiet") or not args.get("progress", True) or not sys.stderr.isatty():
+        transformers.utils.logging.disable_progress_bar()  # its bars of loading and saving weights
     if command == "evaluate":
         _evaluate(args)
         return

@@ -223,7 +223,7 @@ class Trainer:
 
         torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
         self.encoder = self._encoder(shards, store, resume=resume_from is not None).to(self.context.device)
-        self.encoder.max_length = self._export_max_length()
+        self.encoder.max_length = self._export_max_length(self.encoder)
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
@@ -275,14 +275,16 @@ class Trainer:
                 raise ValueError(f"cannot load --model {self.config.model}: {str(error).splitlines()[0]}") from None
         # Built once and read back by every rank, so all start from the same weights and vocabulary.
         if self.context.is_main:
+            tiny = build_tiny_encoder(shards, store=store, seed=self.config.seed)
+            self._export_max_length(tiny)  # refused before anything is written
             self.output.mkdir(parents=True, exist_ok=True)
-            checkpoint.export(build_tiny_encoder(shards, store=store, seed=self.config.seed), self.output)
+            checkpoint.export(tiny, self.output)
         distributed.barrier()
         return Encoder.from_pretrained(self.output)
 
-    def _export_max_length(self) -> int:
+    def _export_max_length(self, encoder: Encoder) -> int:
         length = self.config.export_max_length or max(self.config.max_query_length, self.config.max_passage_length)
-        positions = getattr(self.encoder.model.config, "max_position_embeddings", None)
+        positions = getattr(encoder.model.config, "max_position_embeddings", None)
         if self.config.export_max_length and positions and length > positions:
             raise ValueError(f"--export-max-length {length}: the model has {positions} positions")
         return length
