@@ -80,7 +80,7 @@ from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sam
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
 from mining import run_store  # noqa: E402
-from pipelines import io, mine  # noqa: E402
+from pipelines import io, mine, progress  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 from schemas.manifest import (  # noqa: E402
     DEAD_LETTER_DIR,
@@ -117,14 +117,14 @@ def _runs_locally(options: PipelineOptions) -> bool:
     return runner is None or runner.lower() in ("directrunner", "direct")
 
 
-def _local_runner(options: PipelineOptions):
-    """The FnApiRunner for local runs: DirectRunner would first try to download Prism."""
+def _local_runner(options: PipelineOptions, quiet: bool):
+    """The FnApiRunner for local runs (DirectRunner would first try to download Prism); with progress on a terminal."""
     if not _runs_locally(options):
         return None
     direct = options.view_as(DirectOptions)
     if direct.direct_num_workers != 1 and direct.direct_running_mode == "in_memory":
         direct.direct_running_mode = "multi_processing"
-    return FnApiRunner()
+    return progress.ProgressRunner() if progress.shows_progress(quiet) else FnApiRunner()
 
 
 def _check_cloud_options(options: PipelineOptions) -> None:
@@ -168,7 +168,7 @@ def run_pipeline(argv: list[str]) -> int:
         io.prepare_output(mining.output, mining.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(str(error)) from None
-    pipeline = beam.Pipeline(runner=_local_runner(options), options=options)
+    pipeline = beam.Pipeline(runner=_local_runner(options, mining.quiet), options=options)
     (derived.build if derived else mine.build)(pipeline, mining, plan, io.Destination.for_output(mining.output))
     try:
         result = pipeline.run()

@@ -59,6 +59,10 @@ class MiningOptions(PipelineOptions):
             "--overwrite", action="store_true", help="replace an earlier run in --output (never other files)"
         )
         group.add_argument(
+            "--quiet", action="store_true",
+            help="no progress on stderr during a local run (none either when stderr is not a terminal)",
+        )
+        group.add_argument(
             "--lid-model", dest="lid_model", default=None,
             help="fastText language-ID model, local or gs:// (lid.176.bin or .ftz, GlotLID, OpenLID); "
             "default: the bundled lid.176.ftz",

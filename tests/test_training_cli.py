@@ -20,7 +20,7 @@ from mining import run_store
 from schemas.manifest import rank_bin_label
 from schemas.pairs import INSTRUCT_SCHEMA, with_consistency_rank
 from tests.training_fixtures import REPO, mine_samples, one_thread, pair_rows, tiny_encoder, write_mined_output
-from training.checkpoint import stored_run
+from training.checkpoint import state_dir, stored_run
 from training.cli import main
 from training.encoder import Encoder
 from training.holdout import split_output
@@ -185,7 +185,7 @@ def test_killed_run_resumes_to_bitwise_identical_weights(split, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    pointer = interrupted / "training_state" / "latest"
+    pointer = state_dir(interrupted) / "latest"
     while not pointer.exists() and process.poll() is None:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
@@ -310,6 +310,7 @@ def test_data_that_is_no_mined_output_is_one_line_before_any_work(small, tmp_pat
         ("--seed", str(2**63), f"--seed must be below 2**63, not {2**63}"),
         ("--alpha", "nan", "--alpha must be at least 0, not nan"),
         ("--max-query-length", "0", "--max-query-length must be at least 1, not 0"),
+        ("--export-max-length", "0", "--export-max-length must be at least 1, not 0"),
         ("--max-negatives", "-1", "--max-negatives must be at least 0, not -1"),
         ("--num-workers", "-2", "--num-workers must be at least 0, not -2"),
         ("--log-every", "0", "--log-every must be at least 1, not 0"),

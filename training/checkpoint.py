@@ -1,14 +1,17 @@
-"""Checkpoint directories: a Hugging Face / sentence-transformers model at the
-top, the state ``--resume`` needs under ``training_state/``.
+"""Checkpoint directories: a Hugging Face / sentence-transformers model in
+``--output`` (the folder a user uploads or loads with ``SentenceTransformer``),
+the state ``--resume`` needs beside it, in ``OUTPUT.training_state/``.
 
-``training_state/latest`` names the newest complete state and the sha256 of
-its ``files.json``, which records the size and sha256 of every other file of
+``OUTPUT.training_state/latest`` names the newest complete state and the sha256
+of its ``files.json``, which records the size and sha256 of every other file of
 the state. A state directory is renamed into place only after every rank wrote
 its part and the record was written, and ``latest`` is replaced atomically
 after that, so a run killed at any moment resumes from the last complete state.
 ``--resume`` checks every file against the record before reading any, so a
 damaged state is refused instead of resumed from. The state holds its own copy
-of the weights, so the exported model at the top may run ahead of it without harm.
+of the weights, so the exported model may run ahead of it without harm.
+Earlier versions kept the state in ``OUTPUT/training_state/``: it is resumed
+from, and removed once the first state beside the model is complete.
 """
 
 import hashlib
@@ -27,7 +30,9 @@ from mining import run_store
 from training.distributed import Context, barrier
 from training.encoder import Encoder
 
-STATE_DIR = "training_state"
+# The state's folder: ``OUTPUT`` + this, beside the model; an earlier version's inside it, as ``OUTPUT/training_state``.
+STATE_SUFFIX = ".training_state"
+_LEGACY_STATE_DIR = "training_state"
 METRICS = "metrics.jsonl"
 _LATEST = "latest"
 _WEIGHTS = "model.safetensors"
@@ -64,9 +69,21 @@ class StoredRun:
     data: dict
 
 
+def state_dir(output: Path) -> Path:
+    """Where the training state of the checkpoint ``output`` is kept: beside it, out of the folder a user uploads
+    (it holds the weights again and the optimizer's two moments: three times the model's size)."""
+    output = output.resolve()
+    return output.with_name(output.name + STATE_SUFFIX)
+
+
+def _states_to_resume(output: Path) -> Path:
+    states, legacy = state_dir(output), output / _LEGACY_STATE_DIR
+    return legacy if legacy.is_dir() and not states.exists() else states
+
+
 def stored_run(output: Path) -> StoredRun | None:
     """The state ``latest`` names, every file checked against its record; None if there is none."""
-    states = output / STATE_DIR
+    states = _states_to_resume(output)
     pointer = states / _LATEST
     if not pointer.exists():
         saved = sorted(path.name for path in states.glob("step-*"))
@@ -142,7 +159,7 @@ def save_state(
     output: Path, context: Context, *, step: int, config: dict, data: dict, encoder: Encoder, optimizer, scheduler
 ) -> None:
     """Every rank calls this together: each writes its random state, the first rank the rest."""
-    states = output / STATE_DIR
+    states = state_dir(output)
     name = f"step-{step:08d}"
     partial = states / f".{name}.partial"
     if context.is_main:
@@ -167,6 +184,7 @@ def save_state(
         for earlier in states.glob("step-*"):
             if earlier.name != name:
                 shutil.rmtree(earlier)
+        shutil.rmtree(output / _LEGACY_STATE_DIR, ignore_errors=True)  # the state it was resumed from is superseded
     barrier()
 
 
@@ -225,7 +243,10 @@ def model_card(
         + (f", up to {config['max_negatives']} hard negatives per row" if config["max_negatives"] else "")
         + (f", distilled from teacher scores with weight {config['distill_weight']}" if distilled else "") + "), "
         f"trained on queries of up to {config['max_query_length']} and passages of up to "
-        f"{config['max_passage_length']} tokens; it encodes up to {encoder.max_length}.", "",
+        f"{config['max_passage_length']} tokens; it encodes up to {encoder.max_length} (its `max_seq_length`: "
+        + ("--export-max-length" if config.get("export_max_length") else "the length trained at, the larger of the two")
+        + "). Its training state (`--resume`) is kept beside this folder, in "
+        f"`{Path(config['output']).name}{STATE_SUFFIX}/`: upload this folder alone.", "",
         "```python", "from sentence_transformers import SentenceTransformer", "",
         f'model = SentenceTransformer("{Path(config["output"]).name}")',
         'queries = model.encode_query(["..."])      # prompt "query": ' + json.dumps(prompts.query),

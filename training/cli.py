@@ -13,6 +13,9 @@ Under torchrun, ``pretrain`` runs one process per GPU (``torchrun --nproc-per-no
 import argparse
 import json
 import re
+import sys
+
+import transformers
 
 from training import distributed, evaluation
 from training.holdout import split_output
@@ -105,6 +108,13 @@ def _pretrain_parser(commands, command: str = "pretrain") -> None:
     option("--alpha", "a batch's source is drawn with probability rows^alpha / sum", type=float, metavar="X")
     option("--max-query-length", "query tokens kept", type=int, metavar="N")
     option("--max-passage-length", "passage and negative tokens kept", type=int, metavar="N")
+    option(
+        "--export-max-length",
+        "the exported model's max_seq_length, what SentenceTransformer truncates to (default: the length trained"
+        " at, the larger of --max-query-length and --max-passage-length)",
+        type=int,
+        metavar="N",
+    )
     if finetune:
         option(
             "--negatives",
@@ -159,7 +169,8 @@ def _pretrain_parser(commands, command: str = "pretrain") -> None:
     option("--cache-dir", "where remote shards are fetched to", metavar="DIR")
     option("--device", "cpu, cuda, cuda:1, ... (default: the local rank's GPU, else the CPU)", metavar="DEVICE")
     parser.add_argument(
-        "--no-progress", dest="progress", action="store_false", default=argparse.SUPPRESS, help="no progress bar"
+        "--no-progress", "--quiet", dest="progress", action="store_false", default=argparse.SUPPRESS,
+        help="no progress bars (none either when stderr is not a terminal)",
     )
     parser.add_argument("--resume", action="store_true", default=False, help="continue the run stored in --output")
 
@@ -193,6 +204,9 @@ def _evaluate_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", metavar="DEVICE")
     parser.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)"
+    )
 
 
 def _evaluate(args: dict) -> None:
@@ -204,13 +218,15 @@ def _evaluate(args: dict) -> None:
         raise SystemExit(f"evaluate: cannot load --model {args['model']}: {str(error).splitlines()[0]}") from None
     try:
         if args["task"] == "tatoeba":
-            report = evaluation.evaluate_tatoeba(encoder, args["data"][0], args["languages"])
+            report = evaluation.evaluate_tatoeba(encoder, args["data"][0], args["languages"], not args["quiet"])
         else:
             sets = {}
             for item in args["data"]:
                 lang, _, path = item.rpartition("=")
                 sets[lang or evaluation.language_of(path)] = evaluation.retrieval_set(path)
-            report = evaluation.evaluate_retrieval(encoder, sets, args["corpus_language"], args["pooled"])
+            report = evaluation.evaluate_retrieval(
+                encoder, sets, args["corpus_language"], args["pooled"], not args["quiet"]
+            )
     except evaluation.EvaluationDataError as error:
         raise SystemExit(f"evaluate: {error}") from None
     report["model"] = args["model"]
@@ -264,6 +280,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m training") -> Non
     _evaluate_parser(commands)
     args = vars(parser.parse_args(argv))
     command = args.pop("command")
+    if args.get("quiet") or not args.get("progress", True) or not sys.stderr.isatty():
+        transformers.utils.logging.disable_progress_bar()  # its bars of loading and saving weights
     if command == "evaluate":
         _evaluate(args)
         return

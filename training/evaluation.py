@@ -6,6 +6,7 @@ done in blocks of the corpus so no full query-by-corpus matrix is ever held.
 Ties go to the lower corpus index, so results never depend on the hardware.
 """
 
+import contextlib
 import importlib
 import math
 import re
@@ -18,6 +19,7 @@ import fsspec
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from mining import formats
 from mining import search as exact_search
@@ -313,20 +315,54 @@ def beir_set(directory: str) -> RetrievalSet:
 # --- tasks ------------------------------------------------------------------------------------
 
 
-def evaluate_tatoeba(encoder: TextEncoder, directory: str, languages: Sequence[str] | None = None) -> dict:
-    """For each language, every sentence's nearest English neighbour by cosine, scored against the gold line."""
+@dataclass
+class _Counted:
+    """An encoder whose texts are counted on a progress bar as each call returns: the calls are those of an
+    evaluation without one, so its scores do not depend on whether progress is shown."""
+
+    encoder: TextEncoder
+    bar: tqdm
+
+    def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
+        embeddings = self.encoder.encode(texts, kind)
+        self.bar.update(len(texts))
+        return embeddings
+
+
+@contextlib.contextmanager
+def _progress(encoder: TextEncoder, task: str, texts: int, shown: bool) -> Iterator[_Counted]:
+    """``encoder``, counting the ``texts`` it encodes on stderr, if ``shown`` and stderr is a terminal."""
+    with tqdm(total=texts, desc=f"{task}: texts encoded", unit="text", disable=None if shown else True,
+              leave=False, dynamic_ncols=True) as bar:
+        yield _Counted(encoder, bar)
+
+
+def evaluate_tatoeba(
+    encoder: TextEncoder, directory: str, languages: Sequence[str] | None = None, progress: bool = False
+) -> dict:
+    """For each language, every sentence's nearest English neighbour by cosine, scored against the gold line.
+    ``progress``: the sentences encoded so far on a terminal's stderr."""
     per_language = {}
-    for lang, (source, english) in tatoeba_pairs(directory, languages).items():
-        retrieved = search(encoder.encode(source, "query"), encoder.encode(english, "query"), k=1)[:, 0]
-        per_language[lang] = bitext_scores(retrieved, np.arange(len(source)))
+    pairs = tatoeba_pairs(directory, languages)
+    with _progress(encoder, "tatoeba", sum(len(a) + len(b) for a, b in pairs.values()), progress) as counted:
+        for lang, (source, english) in pairs.items():
+            retrieved = search(counted.encode(source, "query"), counted.encode(english, "query"), k=1)[:, 0]
+            per_language[lang] = bitext_scores(retrieved, np.arange(len(source)))
     return _report("tatoeba", per_language)
 
 
 def evaluate_retrieval(
-    encoder: TextEncoder, sets: dict[str, RetrievalSet], corpus_language: str | None = None, pooled: bool = False
+    encoder: TextEncoder, sets: dict[str, RetrievalSet], corpus_language: str | None = None, pooled: bool = False,
+    progress: bool = False,
 ) -> dict:
     """Each language's queries against its own corpus, another language's (``corpus_language``),
-    or all corpora pooled."""
+    or all corpora pooled. ``progress``: the queries and passages encoded so far on a terminal's stderr."""
+    texts = sum(len(data.corpus) + len(data.queries) for data in sets.values())
+    with _progress(encoder, "retrieval", texts, progress) as counted:
+        return _retrieval(counted, sets, corpus_language, pooled)
+
+
+def _retrieval(encoder: TextEncoder, sets: dict[str, RetrievalSet], corpus_language: str | None, pooled: bool) -> dict:
     per_language = {}
     corpora = {lang: encoder.encode(data.corpus, "passage") for lang, data in sets.items()}
     offsets, start = {}, 0
@@ -354,15 +390,15 @@ def _report(task: str, per_language: dict[str, dict[str, float]]) -> dict:
     return {"task": task, "per_language": per_language, "mean": mean}
 
 
-def evaluate_spec(spec: str, encoder, batch_size: int = 64) -> dict[str, float]:
+def evaluate_spec(spec: str, encoder, batch_size: int = 64, progress: bool = False) -> dict[str, float]:
     """Mean scores of ``TASK=PATH`` (``tatoeba=DIR`` or ``retrieval=SQUAD.json|BEIR_DIR``) for our encoder,
     as training logs them."""
     task, _, path = spec.partition("=")
     text_encoder = own_encoder(encoder, batch_size)
     if task == "tatoeba":
-        return evaluate_tatoeba(text_encoder, path)["mean"]
+        return evaluate_tatoeba(text_encoder, path, progress=progress)["mean"]
     if task == "retrieval":
-        return evaluate_retrieval(text_encoder, {"data": retrieval_set(path)})["mean"]
+        return evaluate_retrieval(text_encoder, {"data": retrieval_set(path)}, progress=progress)["mean"]
     raise ValueError(f"evaluation task must be tatoeba=DIR or retrieval=PATH, not {spec!r}")
 
 

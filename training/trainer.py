@@ -50,6 +50,8 @@ class PretrainConfig:
     alpha: float = DEFAULT_SAMPLING_ALPHA
     max_query_length: int = 128
     max_passage_length: int = 256
+    # The exported model's max_seq_length; None: the length trained at, the larger of the two above.
+    export_max_length: int | None = None
     max_negatives: int = 1
     prefixes: dict[str, dict[str, str]] = field(default_factory=dict)  # source -> {"query": ..., "passage": ...}
     # Fine-tuning: queries become "Instruct: {task}\nQuery: {query}", with the row's task, or this one for rows
@@ -105,6 +107,7 @@ _AT_LEAST = {
     "alpha": 0,
     "max_query_length": 1,
     "max_passage_length": 1,
+    "export_max_length": 1,
     "max_negatives": 0,
     "num_workers": 0,
     "log_every": 1,
@@ -137,6 +140,7 @@ MUTABLE_ON_RESUME = frozenset(
         "cache_dir",
         "device",
         "progress",
+        "export_max_length",  # read only when the model is exported
     }
 )
 
@@ -198,10 +202,13 @@ class Trainer:
             fs, located = fsspec.core.url_to_fs(path)
             if not fs.exists(located):
                 raise FileNotFoundError(f"--eval-task {spec}: {path} does not exist")
-        if resume_from is None and self.output.exists() and any(self.output.iterdir()):
-            raise FileExistsError(
-                f"{self.output} is not empty: pass --resume to continue the run it holds, or choose another --output"
-            )
+        if resume_from is None:
+            for directory in (self.output, checkpoint.state_dir(self.output)):
+                if directory.exists() and any(directory.iterdir()):
+                    raise FileExistsError(
+                        f"{directory} is not empty: pass --resume to continue the run it holds, or choose another"
+                        " --output"
+                    )
         if config.epochs is not None:
             config = dataclasses.replace(
                 config, max_steps=steps_in_epochs(shards, config.batch_size, config.epochs)
@@ -216,6 +223,7 @@ class Trainer:
 
         torch.manual_seed(config.seed + self.context.rank)  # dropout; restored from the state on resume
         self.encoder = self._encoder(shards, store, resume=resume_from is not None).to(self.context.device)
+        self.encoder.max_length = self._export_max_length(self.encoder)
         if config.gradient_checkpointing:
             self.encoder.enable_activation_checkpointing()
         self.encoder.train()
@@ -267,10 +275,19 @@ class Trainer:
                 raise ValueError(f"cannot load --model {self.config.model}: {str(error).splitlines()[0]}") from None
         # Built once and read back by every rank, so all start from the same weights and vocabulary.
         if self.context.is_main:
+            tiny = build_tiny_encoder(shards, store=store, seed=self.config.seed)
+            self._export_max_length(tiny)  # refused before anything is written
             self.output.mkdir(parents=True, exist_ok=True)
-            checkpoint.export(build_tiny_encoder(shards, store=store, seed=self.config.seed), self.output)
+            checkpoint.export(tiny, self.output)
         distributed.barrier()
         return Encoder.from_pretrained(self.output)
+
+    def _export_max_length(self, encoder: Encoder) -> int:
+        length = self.config.export_max_length or max(self.config.max_query_length, self.config.max_passage_length)
+        positions = getattr(encoder.model.config, "max_position_embeddings", None)
+        if self.config.export_max_length and positions and length > positions:
+            raise ValueError(f"--export-max-length {length}: the model has {positions} positions")
+        return length
 
     def run(self) -> list[dict]:
         """Trains up to ``max_steps``; returns the metrics logged by this run."""
@@ -282,7 +299,7 @@ class Trainer:
             total=config.max_steps,
             initial=self.step,
             unit="step",
-            disable=not (config.progress and self.context.is_main),
+            disable=True if not (config.progress and self.context.is_main) else None,  # None: a terminal only
             dynamic_ncols=True,
         )
         window = self._new_window()
@@ -356,7 +373,7 @@ class Trainer:
             )
             record.update(metrics)
         for spec in self.config.eval_tasks:
-            scores = evaluate_spec(spec, self.encoder, self.config.eval_batch_size)
+            scores = evaluate_spec(spec, self.encoder, self.config.eval_batch_size, self.config.progress)
             tqdm.write(f"step {self.step}: {spec}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
             record.update({f"{spec.split('=', 1)[0]}/{metric}": value for metric, value in scores.items()})
         return self._log(record)
