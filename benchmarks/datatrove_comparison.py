@@ -36,11 +36,14 @@ LID_THRESHOLD = 0.5  # mining.langid.LidOptions.threshold; this module also runs
 BUCKETS, HASHES_PER_BUCKET = 9, 13  # mining.near_dup.NearDupOptions().bands
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process and of any it waited for (ru_maxrss is in KiB on Linux)."""
-    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(self_kib, children_kib) / 1024
+def resources_used() -> dict:
+    """CPU seconds and peak resident memory of this process and of any it waited for (ru_maxrss: KiB on Linux).
+    CPU seconds move less than wall seconds when other work shares the cores."""
+    usages = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {
+        "cpu_s": sum(usage.ru_utime + usage.ru_stime for usage in usages),
+        "peak_rss_mib": max(usage.ru_maxrss for usage in usages) / 1024,
+    }
 
 
 def run_ours(input_path: Path, output: Path) -> None:
@@ -107,14 +110,15 @@ def ensure_datatrove_venv() -> Path:
     return python
 
 
-def timed_run(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of one fresh process running one chain."""
+def timed_run(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds and peak RSS (MiB) of one fresh process running one chain."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{command[0]} failed: {(done.stderr.strip().splitlines() or ['no message'])[-1]}")
-    return seconds, json.loads(done.stdout.strip().splitlines()[-1])["peak_rss_mib"]
+    used = json.loads(done.stdout.strip().splitlines()[-1])
+    return seconds, used["cpu_s"], used["peak_rss_mib"]
 
 
 def compare(pairs: int, repeats: int) -> None:
@@ -146,13 +150,19 @@ def compare(pairs: int, repeats: int) -> None:
                 "--lid-model", str(lid_model),
             ]))
             for name, runs in results.items():
-                print(f"run {repeat + 1} {name:<10} {runs[-1][0]:6.2f} s  {runs[-1][1]:7.0f} MiB", flush=True)
+                wall, cpu, rss = runs[-1]
+                print(f"run {repeat + 1} {name:<10} {wall:6.2f} s wall  {cpu:6.2f} s CPU  {rss:5.0f} MiB", flush=True)
     print(f"\n{pairs} documents, median of {repeats} interleaved runs, one worker each")
-    medians = {name: (statistics.median(s for s, _ in runs), max(r for _, r in runs)) for name, runs in results.items()}
-    for name, (seconds, rss) in medians.items():
-        print(f"{name:<10} {pairs / seconds:>8,.0f} docs/s  ({seconds:.2f} s)  peak RSS {rss:,.0f} MiB")
-    (ours_s, ours_rss), (theirs_s, theirs_rss) = medians["ours"], medians["datatrove"]
-    print(f"ours / datatrove: {theirs_s / ours_s:.2f}x the docs/s, {ours_rss / theirs_rss:.2f}x the peak RSS")
+    medians = {
+        name: [statistics.median(run[column] for run in runs) for column in range(2)] + [max(run[2] for run in runs)]
+        for name, runs in results.items()
+    }
+    for name, (wall, cpu, rss) in medians.items():
+        print(f"{name:<10} {pairs / wall:>6,.0f} docs/s ({wall:.2f} s)  {pairs / cpu:>6,.0f} docs per CPU second"
+              f"  peak RSS {rss:,.0f} MiB")
+    (ours_wall, ours_cpu, ours_rss), (theirs_wall, theirs_cpu, theirs_rss) = medians["ours"], medians["datatrove"]
+    print(f"ours / datatrove: {theirs_wall / ours_wall:.2f}x the docs/s, {theirs_cpu / ours_cpu:.2f}x the docs per"
+          f" CPU second, {ours_rss / theirs_rss:.2f}x the peak RSS")
 
 
 def main() -> None:
@@ -165,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.run_ours or args.run_datatrove:
         run_ours(*args.run_ours) if args.run_ours else run_datatrove(*args.run_datatrove, args.lid_model)
-        print(json.dumps({"peak_rss_mib": peak_rss_mib()}))
+        print(json.dumps(resources_used()))
     else:
         compare(args.pairs, args.repeats)
 
