@@ -46,6 +46,14 @@ def test_keep_smallest_id_whatever_the_order(seed):
     assert sorted(d.record["id"] for d in out if isinstance(d, Drop)) == [f"{i:032x}" for i in (3, 4, 7, 9)]
 
 
+def test_smallest_last_streams_a_group_of_ids_once():
+    members = ((f"{i:032x}", ("later key",)) for i in (7, 3, 9, 1, 4))  # a generator: one pass only
+    out = list(dedup.smallest_last(members, lambda member: member[0]))
+    assert out[-1] == ((f"{1:032x}", ("later key",)), True)
+    assert sorted(member[0] for member, kept in out[:-1] if not kept) == [f"{i:032x}" for i in (3, 4, 7, 9)]
+    assert list(dedup.smallest_last(iter(()), lambda member: member[0])) == []
+
+
 def test_shard_bytes_do_not_depend_on_row_order():
     records = [_record(f"query {i}", f"passage {i}") for i in range(3000)]
     first = shards.encode_shard(records)
