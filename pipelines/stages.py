@@ -148,24 +148,24 @@ class IdentifyLanguages(ReportingDoFn):
 
 
 class _SmallestIdPerKey(beam.DoFn):
-    """One round of exact dedup on ids: (key, (id, later keys)) groups -> for the smallest id, its next key and
-    the rest; for every other id, (id, (reason, detail)) on ``verdict``. The group streams through once."""
+    """One round of exact dedup on ids: (key, (copy, later keys)) groups -> for the smallest copy, its next key
+    and the rest; for every other copy, (copy, (reason, detail)) on ``verdict``. The group streams through once."""
 
     def __init__(self, reason: str):
         self._reason = reason
 
     def process(self, keyed_group):
         key, members = keyed_group
-        for (record_id, later_keys), kept in dedup.smallest_last(members, lambda member: member[0]):
+        for (copy, later_keys), kept in dedup.smallest_last(members, lambda member: member[0]):
             if not kept:
-                yield beam.pvalue.TaggedOutput(_VERDICT, (record_id, (self._reason, dedup.group_detail(key))))
+                yield beam.pvalue.TaggedOutput(_VERDICT, (copy, (self._reason, dedup.group_detail(key))))
             elif later_keys:
-                yield later_keys[0], (record_id, later_keys[1:])
+                yield later_keys[0], (copy, later_keys[1:])
 
 
 class _DropDuplicates(ReportingDoFn):
-    """(id, tagged records and verdicts) -> the record, unless every copy of it has a verdict. Copies share an
-    id only where they are interchangeable, so one is held whatever their number."""
+    """(copy, tagged records and verdicts) -> the record, unless every one of it has a verdict. Records share an
+    id and an origin only where they are interchangeable, so one is held whatever their number."""
 
     STAGE = reasons.DEDUP
 
@@ -184,12 +184,18 @@ class _DropDuplicates(ReportingDoFn):
             yield record
 
 
+def _copy(record: dict) -> tuple[str, str]:
+    """Which record this is: records with one id are interchangeable in a shard, not in the rejected samples,
+    which name each one's origin; of equal ids, the smallest origin is kept."""
+    return record[f.ID], record.get(f.ORIGIN, "")
+
+
 class DedupExact(beam.PTransform):
     """Keep one record per key (the smallest id), key after key: ``keys`` are (key_fn, reason), a key_fn's None
     meaning never a duplicate, and a later key compares only the records the earlier ones kept.
 
-    Only ids travel through the groupings by key, which may be as large as a passage repeated in every record;
-    the records meet their verdicts once, grouped by id."""
+    Only ids and origins travel through the groupings by key, which may be as large as a passage repeated in every record;
+    the records meet their verdicts once, grouped by id and origin."""
 
     def __init__(self, keys, run: RunContext):
         super().__init__()
@@ -199,11 +205,11 @@ class DedupExact(beam.PTransform):
     def expand(self, records):
         key_fns = [key_fn for key_fn, _ in self._keys]
 
-        def keyed_id(record):
+        def keyed_copy(record):
             keys = tuple(key_fn(record) or record[f.ID] for key_fn in key_fns)
-            return keys[0], (record[f.ID], keys[1:])
+            return keys[0], (_copy(record), keys[1:])
 
-        members = records | "Keys" >> beam.Map(keyed_id)
+        members = records | "Keys" >> beam.Map(keyed_copy)
         verdicts = []
         for _, reason in self._keys:
             picked = (
@@ -216,15 +222,15 @@ class DedupExact(beam.PTransform):
             verdicts.append(picked[_VERDICT])
             members = picked.kept
         tagged = (
-            records | "TagRecords" >> beam.Map(lambda record: (record[f.ID], (_RECORD, record))),
+            records | "TagRecords" >> beam.Map(lambda record: (_copy(record), (_RECORD, record))),
             verdicts | "Verdicts" >> beam.Flatten() | "TagVerdicts" >> beam.MapTuple(
-                lambda record_id, verdict: (record_id, (_VERDICT, verdict))
+                lambda copy, verdict: (copy, (_VERDICT, verdict))
             ),
         )
         return (
             tagged
             | "Tagged" >> beam.Flatten()
-            | "ById" >> beam.GroupByKey()
+            | "ByCopy" >> beam.GroupByKey()
             | "DropDuplicates" >> beam.ParDo(_DropDuplicates(self._run)).with_outputs(REPORT, main="kept")
         )
 
