@@ -4,12 +4,14 @@ import functools
 import hashlib
 import sys
 import unicodedata
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import numpy as np
 
 from mining.records import Drop
 from schemas import pairs as f
+
+T = TypeVar("T")
 
 
 # Punctuation, symbols, separators, controls and format characters: no text differs by them
@@ -82,18 +84,29 @@ def normalized_query_key(query: str) -> int:
     return _key64(_encoded(normalize_for_dedup(query)))
 
 
-def keep_smallest_id(records: Iterable[dict], reason: str, key: bytes) -> Iterator[dict | Drop]:
-    """Yield every record but the one with the smallest id as a Drop, then that one.
+def smallest_last(items: Iterable[T], id_of: Callable[[T], str]) -> Iterator[tuple[T, bool]]:
+    """Yield (item, False) for every item but the one with the smallest id, then (that one, True).
 
     One pass and constant memory, so a group of any size can stream through.
     """
     best = None
-    for record in records:
+    for item in items:
         if best is None:
-            best = record
+            best = item
             continue
-        if record[f.ID] < best[f.ID]:
-            best, record = record, best
-        yield Drop(record, reason, f"group {key.hex()}")
+        if id_of(item) < id_of(best):
+            best, item = item, best
+        yield item, False
     if best is not None:
-        yield best
+        yield best, True
+
+
+def group_detail(key: bytes) -> str:
+    """How a Drop names the duplicate group of ``key``."""
+    return f"group {key.hex()}"
+
+
+def keep_smallest_id(records: Iterable[dict], reason: str, key: bytes) -> Iterator[dict | Drop]:
+    """Yield every record but the one with the smallest id as a Drop, then that one."""
+    for record, kept in smallest_last(records, lambda record: record[f.ID]):
+        yield record if kept else Drop(record, reason, group_detail(key))

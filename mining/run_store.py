@@ -8,7 +8,7 @@ module is one), training passes fsspec; this module imports neither.
 import contextlib
 import hashlib
 import io
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
@@ -66,20 +66,31 @@ _IPC_FILE_MAGIC = b"ARROW1"
 _PARQUET_MAGIC = b"PAR1"
 
 
+def write_tables(
+    sink: BinaryIO, schema: pa.Schema, tables: Iterable[pa.Table], compression: str | None = None,
+    shard_format: str = "stream",
+) -> None:
+    """``tables`` into ``sink`` as they come, in ``shard_format``, in record batches (row groups) of a fixed
+    size; tables of a multiple of that size give the bytes of their concatenation."""
+    if shard_format == "parquet":
+        # Lists keep Arrow's item name (not Parquet's "element"), so the schema reads back as the manifest's.
+        with pq.ParquetWriter(
+            sink, schema, compression=compression or "none", use_compliant_nested_type=False
+        ) as writer:
+            for table in tables:
+                writer.write_table(table, row_group_size=ROWS_PER_RECORD_BATCH)
+        return
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    new_writer = pa.ipc.new_file if shard_format == "file" else pa.ipc.new_stream
+    with new_writer(sink, schema, options=options) as writer:
+        for table in tables:
+            writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
+
+
 def encode_table(table: pa.Table, compression: str | None = None, shard_format: str = "stream") -> bytes:
     """The table in ``shard_format``, in record batches (row groups) of a fixed size."""
     sink = pa.BufferOutputStream()
-    if shard_format == "parquet":
-        # Lists keep Arrow's item name (not Parquet's "element"), so the schema reads back as the manifest's.
-        pq.write_table(
-            table, sink, row_group_size=ROWS_PER_RECORD_BATCH, compression=compression or "none",
-            use_compliant_nested_type=False,
-        )
-        return sink.getvalue().to_pybytes()
-    options = pa.ipc.IpcWriteOptions(compression=compression)
-    new_writer = pa.ipc.new_file if shard_format == "file" else pa.ipc.new_stream
-    with new_writer(sink, table.schema, options=options) as writer:
-        writer.write_table(table, max_chunksize=ROWS_PER_RECORD_BATCH)
+    write_tables(sink, table.schema, [table], compression, shard_format)
     return sink.getvalue().to_pybytes()
 
 

@@ -192,14 +192,30 @@ _ATOMIC_UPLOAD_SCHEMES = ("gs", "s3", "azfs")
 def write_atomically(path: str, data: bytes) -> None:
     """Write so no reader ever sees a partial file: in an object store, one upload;
     on a file system, beside the destination under a hidden name, then a rename."""
+    with create_atomically(path) as stream:
+        stream.write(data)
+
+
+@contextlib.contextmanager
+def create_atomically(path: str) -> Iterator[BinaryIO]:
+    """A stream whose bytes appear at ``path`` all at once when the block ends, and nowhere if it raises: for an
+    object store, spooled in a local temporary file, then one upload; on a file system, written beside the
+    destination under a hidden name, then renamed."""
     if FileSystems.get_scheme(path) in _ATOMIC_UPLOAD_SCHEMES:
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-            stream.write(data)
+        with tempfile.TemporaryFile() as spool:
+            yield spool
+            spool.seek(0)
+            with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+                shutil.copyfileobj(spool, stream)
         return
     directory, name = posixpath.split(path)
     temporary = FileSystems.join(directory, f".{name}.tmp-{uuid.uuid4().hex}")
-    with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
-        stream.write(data)
+    try:
+        with FileSystems.create(temporary, compression_type=CompressionTypes.UNCOMPRESSED) as stream:
+            yield stream
+    except BaseException:
+        FileSystems.delete([temporary])
+        raise
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([temporary], [path])

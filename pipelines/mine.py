@@ -138,13 +138,12 @@ def build(pipeline: beam.Pipeline, options: MiningOptions, plan: SourcePlan, des
     def passage_key(record):
         return dedup.passage_key(record) if passage_dedup_by_source[record[f.SOURCE]] else None
 
-    unique_pairs = reports.add(
+    distinct = reports.add(
         identified.pairs
         | "Unbatch" >> beam.FlatMap(lambda batch: batch)
-        | "DedupPairs" >> stages.DedupExact(dedup.pair_key, reasons.DUPLICATE_PAIR, run)
-    )
-    distinct = reports.add(
-        unique_pairs.kept | "DedupPassages" >> stages.DedupExact(passage_key, reasons.DUPLICATE_PASSAGE, run)
+        | "Dedup" >> stages.DedupExact(
+            [(dedup.pair_key, reasons.DUPLICATE_PAIR), (passage_key, reasons.DUPLICATE_PASSAGE)], run
+        )
     ).kept
     if near_dup_options := options.near_dup_options():
         near_unique = distinct | "NearDedup" >> NearDedup(near_dup_options, passage_dedup_by_source, run)

@@ -6,6 +6,7 @@ reason for the job's UI, and a FunnelReport per bundle for the manifest.
 """
 
 import json
+from collections import Counter
 
 import apache_beam as beam
 from apache_beam.transforms.window import GlobalWindows
@@ -24,6 +25,8 @@ from schemas import reasons
 from schemas.manifest import DATASET_CARD, DEAD_LETTER_DIR, REJECTED_DIR
 
 JOIN = "join"
+_RECORD = "record"
+_VERDICT = "verdict"
 
 
 class _ReaderItems(ReportingDoFn):
@@ -145,40 +148,91 @@ class IdentifyLanguages(ReportingDoFn):
             yield kept
 
 
-class _KeepSmallestId(ReportingDoFn):
-    STAGE = reasons.DEDUP
+class _SmallestIdPerKey(beam.DoFn):
+    """One round of exact dedup on ids: (key, (copy, later keys)) groups -> for the smallest copy, its next key
+    and the rest; for every other copy, (copy, (reason, detail)) on ``verdict``. The group streams through once."""
 
-    def __init__(self, reason: str, run: RunContext):
-        super().__init__(run)
+    def __init__(self, reason: str):
         self._reason = reason
 
     def process(self, keyed_group):
-        key, records = keyed_group
-        for item in dedup.keep_smallest_id(records, self._reason, key):
-            if isinstance(item, Drop):
-                self._drop_all([item])
+        key, members = keyed_group
+        for (copy, later_keys), kept in dedup.smallest_last(members, lambda member: member[0]):
+            if not kept:
+                yield beam.pvalue.TaggedOutput(_VERDICT, (copy, (self._reason, dedup.group_detail(key))))
+            elif later_keys:
+                yield later_keys[0], (copy, later_keys[1:])
+
+
+class _DropDuplicates(ReportingDoFn):
+    """(copy, tagged records and verdicts) -> the record, unless every one of it has a verdict. Records share an
+    id and an origin only where they are interchangeable, so one is held whatever their number."""
+
+    STAGE = reasons.DEDUP
+
+    def process(self, joined):
+        _, tagged = joined
+        record, copies, verdicts = None, 0, Counter()
+        for tag, value in tagged:
+            if tag == _RECORD:
+                record, copies = value, copies + 1
             else:
-                yield item
+                verdicts[value] += 1
+        for (reason, detail), count in sorted(verdicts.items()):
+            for _ in range(count):
+                self._drop_all([Drop(record, reason, detail)])
+        if copies > verdicts.total():
+            yield record
+
+
+def _copy(record: dict) -> tuple[str, str]:
+    """Which record this is: records with one id are interchangeable in a shard, not in the rejected samples,
+    which name each one's origin; of equal ids, the smallest origin is kept."""
+    return record[f.ID], record.get(f.ORIGIN, "")
 
 
 class DedupExact(beam.PTransform):
-    """Keep one record per key (the smallest id); ``key_fn`` None means never a duplicate."""
+    """Keep one record per key (the smallest id), key after key: ``keys`` are (key_fn, reason), a key_fn's None
+    meaning never a duplicate, and a later key compares only the records the earlier ones kept.
 
-    def __init__(self, key_fn, reason: str, run: RunContext):
+    Only ids and origins travel through the groupings by key, which may be as large as a passage repeated in every record;
+    the records meet their verdicts once, grouped by id and origin."""
+
+    def __init__(self, keys, run: RunContext):
         super().__init__()
-        self._key_fn = key_fn
-        self._reason = reason
+        self._keys = keys
         self._run = run
 
     def expand(self, records):
-        key_fn = self._key_fn
-        return (
-            records
-            | "Key" >> beam.Map(lambda record: (key_fn(record) or record[f.ID], record))
-            | "Group" >> beam.GroupByKey()
-            | "KeepSmallestId" >> beam.ParDo(_KeepSmallestId(self._reason, self._run)).with_outputs(
-                REPORT, main="kept"
+        key_fns = [key_fn for key_fn, _ in self._keys]
+
+        def keyed_copy(record):
+            keys = tuple(key_fn(record) or record[f.ID] for key_fn in key_fns)
+            return keys[0], (_copy(record), keys[1:])
+
+        members = records | "Keys" >> beam.Map(keyed_copy)
+        verdicts = []
+        for _, reason in self._keys:
+            picked = (
+                members
+                | f"{reason}/Group" >> beam.GroupByKey()
+                | f"{reason}/SmallestId" >> beam.ParDo(_SmallestIdPerKey(reason))
+                .with_output_types(beam.typehints.KV[beam.typehints.Any, beam.typehints.Any])
+                .with_outputs(_VERDICT, main="kept")
             )
+            verdicts.append(picked[_VERDICT])
+            members = picked.kept
+        tagged = (
+            records | "TagRecords" >> beam.Map(lambda record: (_copy(record), (_RECORD, record))),
+            verdicts | "Verdicts" >> beam.Flatten() | "TagVerdicts" >> beam.MapTuple(
+                lambda copy, verdict: (copy, (_VERDICT, verdict))
+            ),
+        )
+        return (
+            tagged
+            | "Tagged" >> beam.Flatten()
+            | "ByCopy" >> beam.GroupByKey()
+            | "DropDuplicates" >> beam.ParDo(_DropDuplicates(self._run)).with_outputs(REPORT, main="kept")
         )
 
 
@@ -189,12 +243,14 @@ class _WriteShard(beam.DoFn):
         self._options = options
 
     def process(self, keyed_group):
-        (source, index, count), records = keyed_group
-        records = list(records)
+        (source, index, count), packed_rows = keyed_group
         path = shards.shard_path(source, index, count, self._options.format)
-        data = shards.encode_shard(records, self._schema, self._options.arrow_compression, self._options.format)
-        io.write_atomically(io.join(self._output, path), data)
-        yield shards.shard_entry(path, source, records, data), shards.shard_lengths(records)
+        with io.create_atomically(io.join(self._output, path)) as stream:
+            written = shards.write_shard(
+                path, source, packed_rows, stream, self._schema, self._options.arrow_compression,
+                self._options.format,
+            )
+        yield written
 
 
 class WriteShards(beam.PTransform):
@@ -220,10 +276,12 @@ class WriteShards(beam.PTransform):
             | "ShardCount" >> beam.MapTuple(lambda source, size: (source, shards.shard_count(size, target)))
         )
 
+        schema = self._schema
+
         def assign(record, shard_counts):
             source = record[f.SOURCE]
             count = shard_counts[source]
-            return (source, shards.shard_index(record[f.ID], count), count), record
+            return (source, shards.shard_index(record[f.ID], count), count), shards.packed_row(record, schema)
 
         return (
             records

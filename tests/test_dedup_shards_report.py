@@ -1,16 +1,17 @@
 import hashlib
+import io
 import random
 
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
-from mining import dedup, shards
+from mining import dedup, run_store, shards
 from mining.records import Drop, new_pair
 from mining.report import FunnelReport, build_manifest, sampling_weights
 from schemas import reasons
 from schemas.manifest import Totals
-from schemas.pairs import PAIR_SCHEMA
+from schemas.pairs import PAIR_SCHEMA, shard_row
 
 
 def _record(query, passage, source="sbert", lang="en", record_id=None):
@@ -45,6 +46,14 @@ def test_keep_smallest_id_whatever_the_order(seed):
     assert sorted(d.record["id"] for d in out if isinstance(d, Drop)) == [f"{i:032x}" for i in (3, 4, 7, 9)]
 
 
+def test_smallest_last_streams_a_group_of_ids_once():
+    members = ((f"{i:032x}", ("later key",)) for i in (7, 3, 9, 1, 4))  # a generator: one pass only
+    out = list(dedup.smallest_last(members, lambda member: member[0]))
+    assert out[-1] == ((f"{1:032x}", ("later key",)), True)
+    assert sorted(member[0] for member, kept in out[:-1] if not kept) == [f"{i:032x}" for i in (3, 4, 7, 9)]
+    assert list(dedup.smallest_last(iter(()), lambda member: member[0])) == []
+
+
 def test_shard_bytes_do_not_depend_on_row_order():
     records = [_record(f"query {i}", f"passage {i}") for i in range(3000)]
     first = shards.encode_shard(records)
@@ -55,6 +64,29 @@ def test_shard_bytes_do_not_depend_on_row_order():
     assert table.column("id").to_pylist() == sorted(r["id"] for r in records)
     assert len(pa.ipc.open_stream(first).read_all().to_batches()) == 3
     assert pa.ipc.open_stream(shards.encode_shard(records, compression="zstd")).read_all().equals(table)
+
+
+@pytest.mark.parametrize("shard_format", ["stream", "file", "parquet"])
+@pytest.mark.parametrize("compression", [None, "zstd"])
+def test_a_shard_is_written_as_a_stream_of_its_rows_sorted_by_id(shard_format, compression):
+    records = [_record(f"query {i}", f"passage {i}" * (i % 7), lang=("en", "de")[i % 3 == 0]) for i in range(2600)]
+    for record in records[1500:1600]:
+        record["query_lang_score"] = 0.5  # nulls in some record batches only
+    packed = (shards.packed_row(record) for record in reversed(records))  # read once
+    stream = io.BytesIO()
+    entry, lengths = shards.write_shard("p", "sbert", packed, stream, PAIR_SCHEMA, compression, shard_format)
+    data = stream.getvalue()
+    rows = sorted((shard_row(record) for record in records), key=lambda row: row["id"])
+    assert run_store.read_table(pa.BufferReader(data)).equals(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
+    assert data == shards.encode_shard(records, compression=compression, shard_format=shard_format)
+    assert entry == shards.shard_entry("p", "sbert", records, data)
+    assert lengths == shards.shard_lengths(records)
+    # Up to a record batch of rows, the bytes of a table encoded whole, as runs wrote them before streaming.
+    first = sorted(records[:1000], key=lambda record: record["id"])
+    whole = pa.Table.from_pylist([shard_row(record) for record in first], schema=PAIR_SCHEMA)
+    assert shards.encode_shard(first[::-1], PAIR_SCHEMA, compression, shard_format) == run_store.encode_table(
+        whole, compression, shard_format
+    )
 
 
 def test_shard_layout():

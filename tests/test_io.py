@@ -26,6 +26,21 @@ def test_failed_write_never_shows_under_the_final_name(tmp_path, monkeypatch):
     assert all(p.name.startswith(".shard.arrow.tmp-") for p in tmp_path.iterdir())
 
 
+def test_a_stream_that_fails_midway_leaves_the_earlier_file_and_nothing_else(tmp_path):
+    target = tmp_path / "shard.arrow"
+    io.write_atomically(str(target), b"earlier")
+    with pytest.raises(ValueError):
+        with io.create_atomically(str(target)) as stream:
+            stream.write(b"half a shard")
+            raise ValueError("a bad row")
+    assert target.read_bytes() == b"earlier"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    with io.create_atomically(str(target)) as stream:
+        stream.write(b"first half, ")
+        stream.write(b"second half")
+    assert target.read_bytes() == b"first half, second half"
+
+
 def test_open_file_decompresses_by_extension(tmp_path):
     (tmp_path / "a.txt.gz").write_bytes(gzip.compress(b"hello\n"))
     (tmp_path / "b.txt").write_bytes(b"plain\n")
