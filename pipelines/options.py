@@ -320,7 +320,10 @@ class MiningOptions(PipelineOptions):
             specs = [SourceSpec.parse(text) for text in self.source]
             self.source = [str(dataclasses.replace(spec, pattern=io.anchored(spec.pattern))) for spec in specs]
         for name in ("model", "cross_encoder"):
-            spec = getattr(self, name) and EncoderSpec.parse(getattr(self, name))
+            try:
+                spec = getattr(self, name) and EncoderSpec.parse(getattr(self, name))
+            except ValueError:
+                continue  # validate() names the option in its message
             # Only a path that exists here: anything else is a hub id, or an error the checks report as given.
             if spec and spec.path and os.path.exists(os.path.expanduser(spec.path)):
                 prefix = spec.text.removesuffix(spec.path)

@@ -135,8 +135,10 @@ def test_sample_filters_name_what_the_run_has(run_dir, capsys):
 def test_rejected_accepts_only_the_runs_own_reasons(run_dir, capsys):
     for reason in ("../../etc/passwd", "a/b", "duplicate_pairs", ""):
         assert refusal(capsys, "sample", run_dir, "--rejected", reason) == (
-            # lang_declared_mismatch: "Madame Hughes, voici Peter Brown." is English to fastText (0.65, fr 0.05).
-            f"no reason {reason!r} in this run; its reasons: duplicate_pair, invalid_json, lang_declared_mismatch"
+            # lang_declared_mismatch: "Madame Hughes, voici Peter Brown." is English to fastText (0.65, fr 0.05);
+            # near_duplicate: three short Tatoeba sentences near-copies of others ("Tout le monde va-t-il bien ?").
+            f"no reason {reason!r} in this run; its reasons: duplicate_pair, invalid_json, lang_declared_mismatch, "
+            "near_duplicate"
         )
     _, text = inspect(capsys, "sample", run_dir, "--rejected", "duplicate_pair")
     assert "How long is the Thames?" in text
