@@ -6,6 +6,8 @@ needs no download and honours ``--direct_num_workers``.
 """
 
 import argparse
+import copy
+import functools
 import importlib
 import json
 import logging
@@ -191,27 +193,40 @@ def _relative_files(directory: str, folder: str) -> list[str]:
     return [path[len(prefix) :] for path in io.match_files(io.join(directory, folder, "**"))]
 
 
-def inspect_command(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="beam_runner.py inspect", description="Look into finished runs.")
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default, also of those without a help text (argparse shows defaults only in help texts)."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        if action.option_strings and not action.help and action.default is not argparse.SUPPRESS:
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
+
+
+def inspect_command(argv: list[str], prog: str = "beam_runner.py") -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"{prog} inspect", description="Look into finished runs.", formatter_class=_DefaultsHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    summary = commands.add_parser("summary", help="totals, funnel, sources, languages, shards")
+    add_command = functools.partial(commands.add_parser, formatter_class=_DefaultsHelpFormatter)
+    summary = add_command("summary", help="totals, funnel, sources, languages, shards")
     summary.add_argument("directory")
     summary.add_argument("--json", action="store_true", help="machine-readable output")
-    verify = commands.add_parser("verify", help="check every shard against the manifest; exit 1 on any problem")
+    verify = add_command("verify", help="check every shard against the manifest; exit 1 on any problem")
     verify.add_argument("directory")
-    sample = commands.add_parser("sample", help="print rows, or removed records of a reason")
+    sample = add_command("sample", help="print rows, or removed records of a reason")
     sample.add_argument("directory")
     sample.add_argument("--source")
     sample.add_argument("--lang")
     sample.add_argument("--rejected", metavar="REASON", help="a drop or dead-letter reason")
-    sample.add_argument("-n", type=int, default=5)
-    sample.add_argument("--seed", type=int, default=0)
-    compare = commands.add_parser("diff", help="what changed between two runs")
+    sample.add_argument("-n", type=int, default=5, help=f"rows drawn, 1 to {MAX_SAMPLE_ROWS}")
+    sample.add_argument("--seed", type=int, default=0, help="seeds the draw")
+    compare = add_command("diff", help="what changed between two runs")
     compare.add_argument("directory")
     compare.add_argument("other")
-    report = commands.add_parser("report", help="a self-contained HTML page")
+    report = add_command("report", help="a self-contained HTML page")
     report.add_argument("directory")
-    report.add_argument("--html", required=True, metavar="OUT.html")
+    report.add_argument("--html", required=True, metavar="OUT.html", help="the page to write")
     args = parser.parse_args(argv)
     if args.command == "sample" and not 1 <= args.n <= MAX_SAMPLE_ROWS:
         raise SystemExit(f"-n must be between 1 and {MAX_SAMPLE_ROWS}, not {args.n}")
@@ -283,13 +298,12 @@ def _option_classes(base: type) -> list[type]:
     return [cls for sub in base.__subclasses__() for cls in (sub, *_option_classes(sub))]
 
 
-def pipeline_help(beam_options: bool = False) -> str:
+def pipeline_help(beam_options: bool = False, prog: str = "beam_runner.py") -> str:
     """The pipelines' own options (Beam's parser would list only -h); with ``beam_options``, Beam's instead."""
     parser = argparse.ArgumentParser(
-        prog="beam_runner.py", usage="%(prog)s [--pipeline NAME] [options] [Beam options]",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=prog, usage="%(prog)s [--pipeline NAME] [options] [Beam options]", formatter_class=_DefaultsHelpFormatter,
         description="Mine sources (pretrain, finetune, instruct), derive from a finished run (consistency, "
-        "hardnegatives) or generate instruction data (generate). `beam_runner.py inspect --help`: the tools that "
+        f"hardnegatives) or generate instruction data (generate). `{prog.removesuffix(' mine')} inspect --help`: the tools that "
         "read a finished run.",
         epilog="Every option is also accepted spelled with underscores (--shard_size_mb). Any Beam pipeline option "
         "passes through (--runner DataflowRunner --project P --region R --temp_location gs://..., "
@@ -304,17 +318,17 @@ def pipeline_help(beam_options: bool = False) -> str:
     return parser.format_help()
 
 
-def _print_help(argv: list[str]) -> int:
-    print(pipeline_help(beam_options="--help-beam" in argv))
+def _print_help(argv: list[str], prog: str) -> int:
+    print(pipeline_help(beam_options="--help-beam" in argv, prog=prog))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "beam_runner.py") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in COMMANDS:
-        return _quiet_when_the_reader_leaves(COMMANDS[argv[0]], argv[1:])
+        return _quiet_when_the_reader_leaves(functools.partial(COMMANDS[argv[0]], prog=prog), argv[1:])
     if "-h" in argv or "--help" in argv or "--help-beam" in argv:
-        return _quiet_when_the_reader_leaves(_print_help, argv)
+        return _quiet_when_the_reader_leaves(functools.partial(_print_help, prog=prog), argv)
     if argv and not argv[0].startswith("-"):
         raise SystemExit(f"unknown command {argv[0]!r}; commands: {', '.join(COMMANDS)}, or pipeline options")
     return run_pipeline(argv)
@@ -340,9 +354,9 @@ def embedmill(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "mine":
-        return main(rest)
+        return main(rest, prog="embedmill mine")
     if command in COMMANDS:
-        return main(argv)
+        return main(argv, prog="embedmill")
     if command in TRAINING_COMMANDS:
         from training.cli import main as training_main  # torch is imported only by the commands that need it
 

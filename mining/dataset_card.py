@@ -3,8 +3,8 @@
 of guessing a builder from whatever files are most numerous (``rejected/``'s JSON lines)."""
 
 import json
+import posixpath
 
-from mining.run_store import SHARD_EXTENSIONS
 from schemas.manifest import SHARDS_DIR, Manifest
 
 
@@ -14,17 +14,19 @@ def _config(name: str, pattern: str) -> list[str]:
 
 def dataset_card(manifest: Manifest) -> str:
     sources = sorted(name for name, source in manifest.sources.items() if source.output)
-    extension = SHARD_EXTENSIONS[manifest.options.get("shard_format", "stream")]
+    # The shards' own: a split run's options keep its parent's format under ``mined_with``, not as its own.
+    extension = posixpath.splitext(manifest.shards[0].path)[1] if manifest.shards else ""
     configs = []
     if sources:
         configs = ["configs:", *_config("default", f"{SHARDS_DIR}/*/*{extension}")]
         for name in sources:
             configs += _config(name, f"{SHARDS_DIR}/{name}/*{extension}")
     totals = manifest.totals
+    shard_format = manifest.options.get("shard_format") or manifest.options.get("mined_with", {}).get("shard_format", "stream")
     lines = [
         "---", *configs, "tags:", "- embedmill", "- text-pairs", "---", "",
         f"# {manifest.pipeline} pairs mined by embedmill", "",
-        f"{totals.output} rows in {len(manifest.shards)} shards ({manifest.options.get('shard_format', 'stream')}), from {totals.input} input records "
+        f"{totals.output} rows in {len(manifest.shards)} shards ({shard_format}), from {totals.input} input records "
         f"({sum(totals.dropped.values())} dropped by named reason, {totals.dead_letter} dead-lettered); "
         f"`manifest.json` is the contract: every shard with its rows, bytes and sha256, the counts per source, "
         "language and reason, and the options.", "",

@@ -1,6 +1,7 @@
 """Every option is checked before any work starts: one line naming it, and an earlier run in --output untouched."""
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -168,6 +169,25 @@ def test_help_lists_every_pipeline_option_and_runs_nothing(argv, tmp_path, capsy
     assert len(names) > 60 and all(name in shown for name in names)
     assert "(default: 512)" in shown and "--help-beam" in shown
     assert not (tmp_path / "out").exists()
+    assert all(re.search(r"default:\s", block) for block in _option_blocks(shown)), "an option without its default"
+
+
+def _option_blocks(shown: str) -> list[str]:
+    """Each option's lines of a --help, -h itself aside."""
+    blocks = re.split(r"\n  (?=-)", shown.split("\n\n", 2)[-1].split("\nEvery option")[0])
+    return [block for block in blocks if block.startswith("--") or block.startswith("-n")]
+
+
+@pytest.mark.parametrize("command", ["summary", "sample", "report"])
+def test_every_inspect_option_shows_its_default_under_the_name_it_was_called_by(command, capsys):
+    assert beam_runner.main(["--help"], prog="embedmill mine") == 0
+    assert capsys.readouterr().out.startswith("usage: embedmill mine ")
+    with pytest.raises(SystemExit) as done:
+        beam_runner.embedmill(["inspect", command, "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith(f"usage: embedmill inspect {command} ")
+    assert _option_blocks(shown) and all(re.search(r"default:\s", block) for block in _option_blocks(shown))
 
 
 def test_help_beam_lists_beams_own_options(capsys):
@@ -193,3 +213,12 @@ def test_the_embedmill_command_reaches_every_tool(earlier_run, tmp_path):
     assert "--heldout-fraction" in embedmill("split", "--help").stdout
     unknown = embedmill("bogus")
     assert unknown.returncode == 1 and unknown.stderr.strip().startswith("unknown command 'bogus'; commands: mine")
+
+
+def test_training_helps_show_the_defaults_of_split_and_evaluate(capsys):
+    for command, option, default in (("split", "--seed", "0"), ("evaluate", "--batch-size", "64")):
+        with pytest.raises(SystemExit) as done:
+            beam_runner.embedmill([command, "--help"])
+        assert done.value.code == 0
+        block = next(block for block in _option_blocks(capsys.readouterr().out) if block.startswith(option))
+        assert f"(default: {default})" in block

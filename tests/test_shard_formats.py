@@ -64,9 +64,15 @@ def test_the_trainer_split_and_a_derived_pipeline_read_either_format(run, tmp_pa
     assert 0 < len(batch.ids) == batch.global_size <= 8 and batch.queries["input_ids"].shape[0] == len(batch.ids)
     assert sum(ShardStore().table(ref).num_rows for refs in shards.values() for ref in refs) == manifest.totals.output
 
-    split_output(str(output), str(tmp_path / "train"), str(tmp_path / "heldout"), 0.2, 0)
+    parts = split_output(str(output), str(tmp_path / "train"), str(tmp_path / "heldout"), 0.2, 0)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    import datasets
+
     for part in ("train", "heldout"):
         assert beam_runner.main(["inspect", "verify", str(tmp_path / part)]) == 0
+        # The part's dataset card names its shards as they are written, in the parent's format.
+        rows = datasets.load_dataset(str(tmp_path / part), split="train", cache_dir=str(tmp_path / "hf"))
+        assert len(rows) == parts[part].totals.output > 0
 
     scored = tmp_path / "scored"
     assert beam_runner.main(["--pipeline=teacher", f"--input={output}", f"--output={scored}",

@@ -178,10 +178,12 @@ def _pretrain_parser(commands, command: str = "pretrain") -> None:
 def _split_parser(commands) -> None:
     parser = commands.add_parser("split", help="split a mined output into training and held-out outputs")
     parser.add_argument("source", metavar="DIR", help="mined output directory")
-    parser.add_argument("--heldout-fraction", type=float, required=True, metavar="F")
+    parser.add_argument(
+        "--heldout-fraction", type=float, required=True, metavar="F", help="share of rows held out, between 0 and 1"
+    )
     parser.add_argument("--train", required=True, metavar="DIR", help="where the training part is written")
     parser.add_argument("--heldout", required=True, metavar="DIR", help="where the held-out part is written")
-    parser.add_argument("--seed", type=int, default=0, help="keys the hash that picks held-out rows")
+    parser.add_argument("--seed", type=int, default=0, help="keys the hash that picks held-out rows (default: 0)")
 
 
 def _evaluate_parser(commands) -> None:
@@ -201,8 +203,8 @@ def _evaluate_parser(commands) -> None:
     cross = parser.add_mutually_exclusive_group()
     cross.add_argument("--corpus-language", metavar="LANG", help="retrieval: every language's queries against this one's corpus")
     cross.add_argument("--pooled", action="store_true", help="retrieval: queries against all corpora pooled")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--device", metavar="DEVICE")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="texts encoded per call (default: 64)")
+    parser.add_argument("--device", metavar="DEVICE", help="cpu, cuda, cuda:1, ... (default: the GPU, else the CPU)")
     parser.add_argument("--json", metavar="OUT", help="also write the scores as JSON")
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bar (none either when stderr is not a terminal)"
