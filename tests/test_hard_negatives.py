@@ -12,7 +12,7 @@ import beam_runner
 from inspection.summary import format_summary
 from mining.dedup import normalize_for_dedup, normalized_passage_key
 from mining.hard_negatives import (
-    block_candidates, choose_negatives, false_negative_reason, merge_candidates, parse_rank_window,
+    block_candidates, choose_negatives, false_negative_reason, merge_candidates, parse_rank_window, with_texts,
 )
 from mining.search import pair_scores
 from pipelines import hard_negatives
@@ -26,12 +26,12 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
     corpus = rng.normal(size=(50, 8)).astype(np.float32)
     queries = rng.normal(size=(6, 8)).astype(np.float32)
     keys = np.arange(100, 150, dtype=np.uint64)
-    texts = [f"passage {i}" for i in range(50)]
+    texts = {int(key): f"passage {i}" for i, key in enumerate(keys)}
     positives = keys[:6].copy()
-    whole = block_candidates(queries, positives[:, None], corpus, keys, texts, 10)
-    halves = [block_candidates(queries, positives[:, None], corpus[part], keys[part], texts[part], 10)
+    whole = [with_texts(found, texts) for found in block_candidates(queries, positives[:, None], corpus, keys, 10)]
+    halves = [block_candidates(queries, positives[:, None], corpus[part], keys[part], 10)
               for part in (slice(0, 25), slice(25, 50))]
-    merged = [merge_candidates([first, second], 10) for first, second in zip(*halves)]
+    merged = [with_texts(merge_candidates([first, second], 10), texts) for first, second in zip(*halves)]
     assert merged == whole
     for query, candidates in enumerate(whole):
         scores = [score for score, _, _ in candidates]
