@@ -24,7 +24,8 @@ from apache_beam.ml.inference.base import RunInference
 from mining import dedup, hard_negatives, teacher
 from pipelines import io, reporting, stages
 from pipelines.derived import (
-    EmbedGroups, EncoderHandler, FinishedRun, FixedGroups, check_options, ranking_threads, read_records, read_run,
+    EmbedGroups, EncoderHandler, FinishedRun, FixedGroups, check_options, group_count, group_of, ranking_threads,
+    read_records, read_run,
 )
 from pipelines.options import MiningOptions
 from pipelines.teacher import CrossEncoderHandler, cross_encoder_identity
@@ -77,7 +78,8 @@ def block_parts(entries, embeddings, blocks: int):
 
 
 class SearchBlock(beam.DoFn):
-    """One corpus block and the query groups that meet it -> (query id, its best candidates, ``CANDIDATES`` bytes)."""
+    """One corpus block and the query groups that meet it -> (query group, {query id: its best candidates as
+    ``CANDIDATES`` bytes}): one element a group, not one a query, for Beam's cost is per element."""
 
     def __init__(self, depth: int):
         self._depth = depth
@@ -90,11 +92,11 @@ class SearchBlock(beam.DoFn):
         keys = key_array(b"".join(part_keys for part_keys, _ in parts))
         order = np.argsort(keys, kind="stable")
         keys, matrix = keys[order], np.concatenate([matrix for _, matrix in parts])[order]
-        for ids, excluded_keys, queries in group["queries"]:
-            excluded = [np.frombuffer(keys_bytes, dtype=np.uint64) for keys_bytes in excluded_keys]
+        for query_group, ids, excluded_keys, queries in group["queries"]:
+            excluded = [key_array(keys_bytes) for keys_bytes in excluded_keys]
             with ranking_threads():
                 found = hard_negatives.block_candidates(queries, excluded, matrix, keys, self._depth)
-            yield from zip(ids, (candidates.tobytes() for candidates in found), strict=True)
+            yield query_group, {record_id: candidates.tobytes() for record_id, candidates in zip(ids, found, strict=True)}
 
 
 def query_texts(rows, with_positive: bool):
@@ -116,51 +118,60 @@ def candidate_array(candidates: bytes) -> np.ndarray:
 
 
 class MergeCandidates(beam.CombineFn):
-    """``CANDIDATES`` bytes of one query per block -> its ``depth`` best, as bytes."""
+    """{query id: ``CANDIDATES`` bytes} of one query group per block -> each query's ``depth`` best, as bytes."""
 
     def __init__(self, depth: int):
         self._depth = depth
 
     def create_accumulator(self):
-        return b""
+        return {}
 
-    def add_input(self, accumulator, candidates):
-        return self.merge_accumulators([accumulator, candidates])
+    def add_input(self, accumulator, found):
+        return self.merge_accumulators([accumulator, found])
 
     def merge_accumulators(self, accumulators):
-        arrays = [candidate_array(candidates) for candidates in accumulators]
-        return hard_negatives.merge_candidates(arrays, self._depth).tobytes()
+        merged = {}
+        for found in accumulators:
+            for record_id, candidates in found.items():
+                if record_id in merged:
+                    arrays = [candidate_array(merged[record_id]), candidate_array(candidates)]
+                    candidates = hard_negatives.merge_candidates(arrays, self._depth).tobytes()
+                merged[record_id] = candidates
+        return merged
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-def text_requests(record_id: str, candidates: bytes, blocks: int):
-    """A query's merged candidates -> (block, (id, the key bytes of its candidates there))."""
-    keys = candidate_array(candidates)["key"]
+def text_requests(query_group: int, found: dict, blocks: int):
+    """A query group's merged candidates -> (block, (group, the key bytes of its candidates there))."""
+    keys = np.unique(np.concatenate([candidate_array(candidates)["key"] for candidates in found.values()]))
     in_block = keys % np.uint64(blocks)
     for block in np.unique(in_block).tolist():
-        yield block, (record_id, keys[in_block == block].tobytes())
+        yield block, (query_group, keys[in_block == block].tobytes())
 
 
 def look_up_texts(block: int, group: dict):
-    """One corpus block's texts and the requests for them -> (id, (key bytes, their texts)) per request."""
+    """One corpus block's texts and the requests for them -> (query group, (key bytes, their texts)) per request."""
     texts = {
         key: text for keys, block_texts in group["corpus"] for key, text in zip(key_array(keys).tolist(), block_texts)
     }
-    for record_id, keys in group["requests"]:
-        yield record_id, (keys, tuple(texts[key] for key in key_array(keys).tolist()))
+    for query_group, keys in group["requests"]:
+        yield query_group, (keys, tuple(texts[key] for key in key_array(keys).tolist()))
 
 
-def joined_row(group: dict):
-    """A joined group -> (record, its merged candidates best first each with its text, its positive's score or None)."""
-    (record,) = group["record"]
-    candidates = next(iter(group["candidates"]), b"")
+def joined_rows(group: dict):
+    """A joined query group -> (id, (record, its merged candidates best first each with its text, its positive's
+    score or None)) for each of its records."""
+    found = next(iter(group["candidates"]), {})
     texts = {
         key: text for keys, part_texts in group["texts"] for key, text in zip(key_array(keys).tolist(), part_texts)
     }
-    positive = next(iter(group.get("positive_score", ())), None)
-    return record, hard_negatives.with_texts(candidate_array(candidates), texts), positive
+    positives = {record_id: score for scores in group.get("positive_scores", ()) for record_id, score in scores}
+    for record in group["record"]:
+        record_id = record[f.ID]
+        candidates = candidate_array(found.get(record_id, b""))
+        yield record_id, (record, hard_negatives.with_texts(candidates, texts), positives.get(record_id))
 
 
 def window_rows(record_id: str, joined: tuple, window: tuple[int, int]) -> dict:
@@ -279,10 +290,13 @@ def build(
         | "QueryGroups" >> FixedGroups(run.manifest.totals.output, options.batch_size, key=lambda item: item[0][0])
         | "EmbedQueries" >> EmbedGroups(handler, lambda item: item[1])
     )
+    # Records meet their candidates in the groups their queries were embedded and ranked in.
+    groups = group_count(run.manifest.totals.output, options.batch_size)
     query_batches = (
         query_groups
         | "QueryBatch" >> beam.MapTuple(
             lambda items, embeddings: (
+                group_of(items[0][0][0], groups),
                 tuple(record_id for (record_id, _), _ in items),
                 tuple(excluded for (_, excluded), _ in items),
                 np.ascontiguousarray(embeddings[:, 0]),
@@ -305,20 +319,21 @@ def build(
         | "LookUpTexts" >> beam.FlatMapTuple(look_up_texts)
     )
     joined = {
-        "record": records | "ById" >> beam.Map(lambda record: (record[f.ID], record)),
+        "record": records | "ByGroup" >> beam.Map(lambda record: (group_of(record[f.ID], groups), record)),
         "candidates": candidates,
         "texts": texts,
     }
     if with_positive:
-        joined["positive_score"] = query_groups | "PositiveScores" >> beam.FlatMapTuple(
-            lambda items, embeddings: [
-                (id_excluded[0], hard_negatives.positive_score(*row))
-                for (id_excluded, _), row in zip(items, embeddings, strict=True)
-            ]
+        joined["positive_scores"] = query_groups | "PositiveScores" >> beam.MapTuple(
+            lambda items, embeddings: (
+                group_of(items[0][0][0], groups),
+                tuple(
+                    (id_excluded[0], hard_negatives.positive_score(*row))
+                    for (id_excluded, _), row in zip(items, embeddings, strict=True)
+                ),
+            )
         )
-    joined = joined | "Join" >> beam.CoGroupByKey() | "JoinedRows" >> beam.MapTuple(
-        lambda record_id, group: (record_id, joined_row(group))
-    )
+    joined = joined | "Join" >> beam.CoGroupByKey() | "JoinedRows" >> beam.FlatMapTuple(lambda _, group: joined_rows(group))
     if plan.cross_encoder is not None:
         joined = (
             joined
