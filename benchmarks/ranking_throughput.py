@@ -124,11 +124,11 @@ def direct_hard_negatives(run: Path, batch_size: int) -> int:
             np.array(sorted(positives[dedup.normalized_query_key(row[f.QUERY])]), dtype=np.uint64) for row in batch
         ]
         per_block = [
-            hard_negatives.block_candidates(queries, excluded, matrix[chosen], key_array[chosen], window[1])
+            hard_negatives.block_candidate_arrays(queries, excluded, matrix[chosen], key_array[chosen], window[1])
             for chosen in in_block
         ]
         for found in zip(*per_block, strict=True):
-            candidates = hard_negatives.with_texts(hard_negatives.merge_candidates(list(found), window[1]), corpus)
+            candidates = hard_negatives.with_texts(hard_negatives.merge_candidate_arrays(list(found), window[1]), corpus)
             negatives += len(hard_negatives.choose_negatives(candidates, window, NUM_NEGATIVES)[0])
     return negatives
 

@@ -95,7 +95,7 @@ class SearchBlock(beam.DoFn):
         for query_group, ids, excluded_keys, queries in group["queries"]:
             excluded = [key_array(keys_bytes) for keys_bytes in excluded_keys]
             with ranking_threads():
-                found = hard_negatives.block_candidates(queries, excluded, matrix, keys, self._depth)
+                found = hard_negatives.block_candidate_arrays(queries, excluded, matrix, keys, self._depth)
             yield query_group, {record_id: candidates.tobytes() for record_id, candidates in zip(ids, found, strict=True)}
 
 
@@ -135,7 +135,7 @@ class MergeCandidates(beam.CombineFn):
             for record_id, candidates in found.items():
                 if record_id in merged:
                     arrays = [candidate_array(merged[record_id]), candidate_array(candidates)]
-                    candidates = hard_negatives.merge_candidates(arrays, self._depth).tobytes()
+                    candidates = hard_negatives.merge_candidate_arrays(arrays, self._depth).tobytes()
                 merged[record_id] = candidates
         return merged
 
