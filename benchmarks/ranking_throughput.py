@@ -107,8 +107,7 @@ def direct_hard_negatives(run: Path, batch_size: int) -> int:
         key = dedup.normalized_passage_key(row[f.PASSAGE])
         corpus[key] = min(corpus.get(key, row[f.PASSAGE]), row[f.PASSAGE])
     keys = sorted(corpus)
-    texts = [corpus[key] for key in keys]
-    matrix = embed(encoder, texts, "passage", batch_size)
+    matrix = embed(encoder, [corpus[key] for key in keys], "passage", batch_size)
     blocks = max(1, math.ceil(len(keys) / hard_negatives_pipeline.CORPUS_BLOCK_ROWS))
     key_array = np.array(keys, dtype=np.uint64)
     in_block = [np.flatnonzero(key_array % blocks == block) for block in range(blocks)]
@@ -125,13 +124,11 @@ def direct_hard_negatives(run: Path, batch_size: int) -> int:
             np.array(sorted(positives[dedup.normalized_query_key(row[f.QUERY])]), dtype=np.uint64) for row in batch
         ]
         per_block = [
-            hard_negatives.block_candidates(
-                queries, excluded, matrix[chosen], key_array[chosen], [texts[i] for i in chosen], window[1]
-            )
+            hard_negatives.block_candidate_arrays(queries, excluded, matrix[chosen], key_array[chosen], window[1])
             for chosen in in_block
         ]
         for found in zip(*per_block, strict=True):
-            candidates = hard_negatives.merge_candidates(list(found), window[1])
+            candidates = hard_negatives.with_texts(hard_negatives.merge_candidate_arrays(list(found), window[1]), corpus)
             negatives += len(hard_negatives.choose_negatives(candidates, window, NUM_NEGATIVES)[0])
     return negatives
 

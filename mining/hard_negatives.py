@@ -4,7 +4,8 @@ They are taken from a window of ranks below the very top (``10:100``), where pas
 fact answer the query (false negatives) have thinned out; optionally, as sentence-transformers'
 ``mine_hard_negatives`` does, candidates of the window scoring above ``max_score`` or within
 ``relative_margin`` of the positive's score are skipped as likely false negatives. Pure numpy; a candidate is
-``(score, key, text)`` with ``key`` the passage's ``dedup.normalized_passage_key``. A query's
+``(score, key, text)`` with ``key`` the passage's ``dedup.normalized_passage_key``; the search handles a query's
+candidates without their texts, as one ``CANDIDATES`` array, best first. A query's
 excluded keys are the positives of every row with the same normalised query, so neither a passage
 equal to the row's positive nor another positive of its query is ever a candidate.
 """
@@ -19,6 +20,8 @@ from mining import search
 from schemas.reasons import ABOVE_MAX_SCORE, WITHIN_RELATIVE_MARGIN
 
 Candidate = tuple[float, int, str]
+# A query's candidates as the search ranks them: a compact array, so that millions of them cost no Python objects.
+CANDIDATES = np.dtype([("score", "<f8"), ("key", "<u8")])
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,37 @@ def _order(candidate: Candidate) -> tuple[float, int]:
     return -candidate[0], candidate[1]
 
 
+def block_candidate_arrays(
+    queries: np.ndarray, excluded_keys: list[np.ndarray], corpus: np.ndarray, corpus_keys: np.ndarray, depth: int
+) -> list[np.ndarray]:
+    """Each query's ``depth`` best passages of one corpus block as a ``CANDIDATES`` array, best first (ties to the
+    smaller key, so results never depend on the split of the work), its excluded keys left out.
+
+    ``excluded_keys``: one array of passage keys per query. Scores and order depend on the passages
+    alone, not on the block or the batch of queries.
+    """
+    excluded = np.array([np.isin(corpus_keys, keys) for keys in excluded_keys], dtype=bool)
+    excluded = excluded.reshape(len(queries), len(corpus_keys))
+    results = []
+    for indices, scores in search.best_candidates(queries, corpus, corpus_keys, depth, excluded):
+        candidates = np.empty(len(indices), dtype=CANDIDATES)
+        candidates["score"], candidates["key"] = scores, corpus_keys[indices]
+        results.append(candidates)
+    return results
+
+
+def merge_candidate_arrays(arrays: list[np.ndarray], depth: int) -> np.ndarray:
+    """The ``depth`` best of several ``CANDIDATES`` arrays (of disjoint blocks), best first, ties to the smaller key:
+    the order of ``merge_candidates``."""
+    joined = np.concatenate(arrays)
+    return joined[np.lexsort((joined["key"], -joined["score"]))[:depth]]
+
+
+def with_texts(candidates: np.ndarray, texts: dict[int, str]) -> list[Candidate]:
+    """A ``CANDIDATES`` array as candidates, each with its passage's text (``texts``: by key)."""
+    return [(score, key, texts[key]) for score, key in zip(candidates["score"].tolist(), candidates["key"].tolist())]
+
+
 def block_candidates(
     queries: np.ndarray,
     excluded_keys: list[np.ndarray],
@@ -55,17 +89,9 @@ def block_candidates(
     corpus_texts: list[str],
     depth: int,
 ) -> list[list[Candidate]]:
-    """Each query's ``depth`` best passages of one corpus block, best first, its excluded keys left out.
-
-    ``excluded_keys``: one array of passage keys per query. Scores and order depend on the passages
-    alone, not on the block or the batch of queries.
-    """
-    excluded = np.array([np.isin(corpus_keys, keys) for keys in excluded_keys], dtype=bool)
-    excluded = excluded.reshape(len(queries), len(corpus_keys))
-    return [
-        [(float(score), int(corpus_keys[index]), corpus_texts[index]) for index, score in zip(indices, scores)]
-        for indices, scores in search.best_candidates(queries, corpus, corpus_keys, depth, excluded)
-    ]
+    """``block_candidate_arrays`` as candidates with their texts."""
+    texts = dict(zip(corpus_keys.tolist(), corpus_texts, strict=True))
+    return [with_texts(found, texts) for found in block_candidate_arrays(queries, excluded_keys, corpus, corpus_keys, depth)]
 
 
 def merge_candidates(lists: list[list[Candidate]], depth: int) -> list[Candidate]:

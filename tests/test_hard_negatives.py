@@ -4,6 +4,7 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -12,7 +13,8 @@ import beam_runner
 from inspection.summary import format_summary
 from mining.dedup import normalize_for_dedup, normalized_passage_key
 from mining.hard_negatives import (
-    block_candidates, choose_negatives, false_negative_reason, merge_candidates, parse_rank_window,
+    block_candidate_arrays, block_candidates, choose_negatives, false_negative_reason, merge_candidate_arrays,
+    merge_candidates, parse_rank_window, with_texts,
 )
 from mining.search import pair_scores
 from pipelines import hard_negatives
@@ -38,6 +40,38 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
         assert scores == sorted(scores, reverse=True) and len(candidates) == 10
         assert int(positives[query]) not in [key for _, key, _ in candidates]
     assert choose_negatives(whole[0], (2, 4), 2) == ([text for _, _, text in whole[0][1:3]], {})
+
+
+class NoPickle(beam.coders.Coder):
+    def encode(self, value):
+        raise AssertionError(f"{type(value).__name__} would be pickled")
+
+
+def test_candidates_cross_the_shuffles_without_pickle_in_the_tie_order_of_uint64_keys():
+    # Keys above int64 tie with a key below it: the smaller uint64 key comes first, in every cut of the corpus.
+    keys = np.array([2**64 - 1, 5, 2**63 + 7, 2**63, 9], dtype=np.uint64)
+    corpus = np.ones((5, 4), dtype=np.float32)
+    queries = np.ones((2, 4), dtype=np.float32)
+    excluded = [np.array([9], dtype=np.uint64), np.zeros(0, dtype=np.uint64)]
+    texts = [f"passage {key}" for key in keys.tolist()]
+    triples = block_candidates(queries, excluded, corpus, keys, texts, 4)
+    assert [[key for _, key, _ in found] for found in triples] == [[5, 2**63, 2**63 + 7, 2**64 - 1], [5, 9, 2**63, 2**63 + 7]]
+    halves = [block_candidate_arrays(queries, excluded, corpus[part], keys[part], 4) for part in (slice(0, 2), slice(2, 5))]
+    merged = [merge_candidate_arrays(list(found), 4) for found in zip(*halves, strict=True)]
+    assert [with_texts(found, dict(zip(keys.tolist(), texts))) for found in merged] == triples
+
+    coder = beam.coders.FastPrimitivesCoder(fallback_coder=NoPickle())
+    search = hard_negatives.SearchBlock(4)
+    corpus_part = (keys.tobytes(), tuple(texts), corpus)
+    query_batch = (0, ("a", "b"), tuple(keys.tobytes() for keys in excluded), queries)
+    for element in search.process((0, {"corpus": [corpus_part[::2]], "queries": [query_batch]})):
+        coder.encode(element)
+        merge = hard_negatives.MergeCandidates(4)
+        coder.encode(merge.add_input(merge.create_accumulator(), element[1]))
+        for request in hard_negatives.text_requests(*element, 2):
+            coder.encode(request)
+    coder.encode(next(hard_negatives.query_texts([("a", "query", "passage")], True)))
+    assert hard_negatives.shuffled_key(2**64 - 1) == -1 and hard_negatives.unshuffled_key(-1) == 2**64 - 1
 
 
 def test_false_negative_filters_skip_inside_the_window_and_count_per_reason():
