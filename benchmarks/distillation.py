@@ -1,24 +1,28 @@
 """Does distillation from teacher scores help? Fine-tuning with and without it, side by side, on a tiny model.
 
-    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0] [--weight 1.0]
+    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0] [--weights 1 5]
 
-The whole flow runs through the real pipelines: XQuAD de and es (the shared data) are mined with
-``--pipeline finetune``, each language a run; ``--pipeline hardnegatives`` gives every row 7 negatives from
-the other language's contexts (``--corpus``, a lexical encoder, ranks 1-7), as cross-lingual mining over a
-multilingual corpus does. XQuAD is parallel, so a German question's best-ranked Spanish "negative" is often
-the translation of its own context (names and numbers match): a false negative, the kind multilingual mining
-is full of, which plain InfoNCE pushes away. ``--pipeline teacher`` scores the rows with a teacher that knows the answer:
-``label_teacher`` below, the true label (is this passage the question's paragraph, in either language?) times
-``TEACHER_MARGIN`` plus Gaussian noise of ``--noise``, seeded per pair. A tiny model pre-trained on the
-bundled samples is fine-tuned from the same start with ``--distill-weight 1`` and ``0`` (same data, order and
-seed), and each is evaluated on XQuAD en (a language it was not fine-tuned on): nDCG@10 of every question
-over the 240 contexts.
+The whole flow runs through the real pipelines. XQuAD (the shared data) is split by article: every third
+article is held out. The others' de and es versions are mined with ``--pipeline finetune`` as one run;
+``--pipeline hardnegatives`` gives every row 7 negatives from the run's own contexts in both languages (ranks
+1-7 of ``name_vectors``, a language-blind encoder of names and numbers), as mining over a multilingual corpus
+with a multilingual encoder does. XQuAD is parallel, so a German question's best-ranked "negative" is often
+the Spanish translation of its own context: a false negative, the kind multilingual mining is full of, which
+plain InfoNCE pushes away.
+``--pipeline teacher`` scores the rows with a teacher that knows the answer: ``label_teacher`` below, the true
+label (is this passage the question's paragraph, in either language?) times ``TEACHER_MARGIN`` plus Gaussian
+noise of ``--noise``, seeded per pair. A tiny model pre-trained on the bundled samples is fine-tuned from the
+same start with each ``--distill-weight`` of ``--weights`` and with ``0`` (same data, order and seed), and
+each is evaluated on the held-out articles: nDCG@10 of de questions over the es contexts and of es questions
+over the de contexts (the cross-lingual retrieval the false negatives teach against), and of de, es and en
+each over its own contexts.
 """
 
 import argparse
 import hashlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -69,13 +73,17 @@ def label_teacher(queries: list[str], passages: list[str]) -> np.ndarray:
     return np.array(scores)
 
 
-def trigram_vectors(texts: list[str], kind: str) -> np.ndarray:
-    """A lexical encoder for mining the negatives: hashed character trigrams, normalised."""
+NAME_OR_NUMBER = re.compile(r"\w*\d\w*|[^\W\d_][^\W_]*")
+
+
+def name_vectors(texts: list[str], kind: str) -> np.ndarray:
+    """A language-blind encoder for mining the negatives: hashed names and numbers (capitalised words and
+    words with digits), normalised. It ranks a context's translation high, as a multilingual encoder does."""
     vectors = np.zeros((len(texts), 4096), dtype=np.float32)
     for row, text in enumerate(texts):
-        folded = f" {text.casefold()} "
-        for start in range(len(folded) - 2):
-            vectors[row, zlib.crc32(folded[start : start + 3].encode()) % 4096] += 1.0
+        for word in NAME_OR_NUMBER.findall(text):
+            if word[0].isupper() or any(character.isdigit() for character in word):
+                vectors[row, zlib.crc32(word.casefold().encode()) % 4096] += 1.0
     return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
 
 
@@ -89,63 +97,102 @@ def _train(*arguments: str) -> None:
     subprocess.run([sys.executable, "-m", "training", *arguments], cwd=REPO, check=True, capture_output=True)
 
 
-def _xquad_en_ndcg(checkpoint: Path) -> float:
+HELD_OUT_EVERY = 3  # every third XQuAD article is held out of fine-tuning and evaluated on
+
+
+def _split_xquad(work: Path) -> tuple[int, int]:
+    """XQuAD de/es/en split by article into WORK/train.LANG.json and WORK/held-out.LANG.json (parallel files);
+    returns how many articles each side has."""
+    sizes = {}
+    for language in ("de", "es", "en"):
+        data = json.loads((XQUAD / f"xquad.{language}.json").read_text("utf-8"))
+        for name, keep in (("train", lambda a: a % HELD_OUT_EVERY), ("held-out", lambda a: not a % HELD_OUT_EVERY)):
+            articles = [article for a, article in enumerate(data["data"]) if keep(a)]
+            (work / f"{name}.{language}.json").write_text(json.dumps({**data, "data": articles}), "utf-8")
+            sizes[name] = len(articles)
+    return sizes["train"], sizes["held-out"]
+
+
+def _held_out_ndcg(checkpoint: Path, work: Path) -> dict[str, float]:
+    """nDCG@10 on the held-out articles: de and es questions over the other language's contexts, and each
+    language over its own."""
     from training import evaluation
     from training.encoder import Encoder
 
     encoder = evaluation.own_encoder(Encoder.from_pretrained(checkpoint), 64)
-    data = {"en": evaluation.retrieval_set(str(XQUAD / "xquad.en.json"))}
-    return evaluation.evaluate_retrieval(encoder, data)["mean"]["ndcg@10"]
+    sets = {lang: evaluation.retrieval_set(str(work / f"held-out.{lang}.json")) for lang in ("de", "es", "en")}
+    scores = {
+        f"{lang}->{lang}": evaluation.evaluate_retrieval(encoder, {lang: data})["mean"]["ndcg@10"]
+        for lang, data in sets.items()
+    }
+    for lang, other in (("de", "es"), ("es", "de")):
+        report = evaluation.evaluate_retrieval(encoder, {lang: sets[lang], other: sets[other]}, corpus_language=other)
+        scores[f"{lang}->{other}"] = report["per_language"][lang]["ndcg@10"]
+    return scores
+
+
+def _cross_lingual(scores: dict[str, float]) -> float:
+    return (scores["de->es"] + scores["es->de"]) / 2
+
+
+def _format(scores: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:.4f}" for name, value in scores.items())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--lr", default="1e-4", help="fine-tuning learning rate")
     parser.add_argument("--noise", type=float, default=1.0, help="standard deviation of the teacher's noise")
-    parser.add_argument("--weight", type=float, default=1.0, help="the --distill-weight set against none")
+    parser.add_argument(
+        "--weights", type=float, nargs="+", default=[1.0, 5.0], help="the --distill-weight values set against none"
+    )
     args = parser.parse_args()
     os.environ[NOISE_ENV] = str(args.noise)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        runs = {}
-        for lang in ("de", "es"):
-            _beam("--pipeline=finetune", f"--source=squad:{lang}={XQUAD / f'xquad.{lang}.json'}", f"--output={work / lang}")
-        for lang, other in (("de", "es"), ("es", "de")):
-            _beam(
-                "--pipeline=hardnegatives", f"--input={work / lang}", f"--corpus={work / other}",
-                f"--output={work / f'{lang}-negatives'}", "--model=python:benchmarks.distillation:trigram_vectors",
-                "--rank-window=1:7", "--num-negatives=7",
-            )  # fmt: skip
-            _beam("--pipeline=teacher", f"--input={work / f'{lang}-negatives'}", f"--output={work / f'{lang}-scored'}",
-                  "--model=python:benchmarks.distillation:label_teacher")
-            runs[lang] = work / f"{lang}-scored"
+        train_articles, held_out_articles = _split_xquad(work)
+        _beam("--pipeline=finetune", *(f"--source=squad:{lang}={work / f'train.{lang}.json'}" for lang in ("de", "es")),
+              f"--output={work / 'mined'}")
+        _beam(
+            "--pipeline=hardnegatives", f"--input={work / 'mined'}", f"--output={work / 'negatives'}",
+            "--model=python:benchmarks.distillation:name_vectors", "--rank-window=1:7", "--num-negatives=7",
+        )  # fmt: skip
+        _beam("--pipeline=teacher", f"--input={work / 'negatives'}", f"--output={work / 'scored'}",
+              "--model=python:benchmarks.distillation:label_teacher")
+        runs = {"scored": work / "scored"}
         rows, false_negatives = map(sum, zip(*(_rows_and_false_negatives(run) for run in runs.values())))
         pretrained = work / "pretrained"
         _pretrain(work, pretrained)
-        print(f"fine-tuning rows: {rows} (XQuAD de + es), 7 mined negatives each, {false_negatives} of them the row's "
-              f"own context in the other language; teacher noise {args.noise}")
-        print(f"pre-trained, XQuAD en nDCG@10: {_xquad_en_ndcg(pretrained):.4f}")
-        results: dict[float, list[float]] = {args.weight: [], 0.0: []}
+        print(f"fine-tuning rows: {rows} (XQuAD de + es, {train_articles} articles; {held_out_articles} held out), "
+              f"7 mined negatives each from both languages' contexts, {false_negatives} of them the row's own context "
+              f"in the other language; teacher noise {args.noise}")
+        print(f"pre-trained, held-out nDCG@10: {_format(_held_out_ndcg(pretrained, work))}", flush=True)
+        weights = [*args.weights, 0.0]
+        results: dict[float, list[dict[str, float]]] = {weight: [] for weight in weights}
         for seed in range(args.seeds):
-            for weight in results:
+            for weight in weights:
                 output = work / f"finetuned-{seed}-{weight}"
                 _train(
                     "finetune", *(argument for run in runs.values() for argument in ("--data", str(run))),
                     "--model", str(pretrained), "--output", str(output),
-                    "--negatives", "7", "--batch-size", "32", "--max-steps", str(args.steps), "--lr", "5e-4",
+                    "--negatives", "7", "--batch-size", "32", "--max-steps", str(args.steps), "--lr", args.lr,
                     "--max-query-length", "64", "--max-passage-length", "128", "--num-workers", "0",
                     "--seed", str(seed), "--distill-weight", str(weight), "--save-every", "100000", "--no-progress",
                 )  # fmt: skip
-                results[weight].append(_xquad_en_ndcg(output))
-                print(f"seed {seed}, --distill-weight {weight}: XQuAD en nDCG@10 {results[weight][-1]:.4f}", flush=True)
-        with_teacher, without = results[args.weight], results[0.0]
-        gains = [a - b for a, b in zip(with_teacher, without, strict=True)]
-        print(
-            f"\nmean nDCG@10 over {args.seeds} seeds: distilled {statistics.mean(with_teacher):.4f}, "
-            f"not distilled {statistics.mean(without):.4f}; gain {statistics.mean(gains):+.4f} "
-            f"(per seed {', '.join(f'{gain:+.4f}' for gain in gains)})"
-        )
+                results[weight].append(_held_out_ndcg(output, work))
+                print(f"seed {seed}, --distill-weight {weight}: {_format(results[weight][-1])}", flush=True)
+        baseline = [_cross_lingual(scores) for scores in results[0.0]]
+        print(f"\ncross-lingual held-out nDCG@10 (de->es, es->de), mean over {args.seeds} seeds:")
+        print(f"  --distill-weight 0: {statistics.mean(baseline):.4f}")
+        for weight in args.weights:
+            distilled = [_cross_lingual(scores) for scores in results[weight]]
+            gains = [a - b for a, b in zip(distilled, baseline, strict=True)]
+            print(
+                f"  --distill-weight {weight}: {statistics.mean(distilled):.4f}, gain {statistics.mean(gains):+.4f} "
+                f"(per seed {', '.join(f'{gain:+.4f}' for gain in gains)})"
+            )
 
 
 def _rows_and_false_negatives(run: Path) -> tuple[int, int]:
