@@ -6,7 +6,7 @@ called directly, in fixed batches of --batch-size, side by side.
 Input: the Tatoeba pairs of benchmarks/mining_throughput.py, mined once with the default pipeline. Both sides
 embed with the same cheap encoder (``word_vectors``: hashed words, so that the ranking, not the encoder,
 is what is timed) through ``training.evaluation.load_encoder``, and rank with the same functions
-(``mining.consistency.passage_ranks``; ``mining.hard_negatives.block_candidates`` per corpus block). The
+(``mining.consistency.passage_ranks``; ``mining.hard_negatives.block_candidate_arrays`` per corpus block). The
 pipeline runs in this process on one worker; its start-up, shard reading and writing are in its time, the
 direct side's shard reading in its. Runs are interleaved, the median of --repeats is printed; target ratio >= 0.7.
 """

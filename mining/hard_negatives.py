@@ -10,7 +10,6 @@ excluded keys are the positives of every row with the same normalised query, so 
 equal to the row's positive nor another positive of its query is ever a candidate.
 """
 
-import heapq
 from collections import Counter
 from dataclasses import dataclass
 
@@ -45,11 +44,6 @@ def parse_rank_window(text: str) -> tuple[int, int]:
     return window
 
 
-def _order(candidate: Candidate) -> tuple[float, int]:
-    # Best score first; ties to the smaller key, so results never depend on the split of the work.
-    return -candidate[0], candidate[1]
-
-
 def block_candidate_arrays(
     queries: np.ndarray, excluded_keys: list[np.ndarray], corpus: np.ndarray, corpus_keys: np.ndarray, depth: int
 ) -> list[np.ndarray]:
@@ -71,7 +65,7 @@ def block_candidate_arrays(
 
 def merge_candidate_arrays(arrays: list[np.ndarray], depth: int) -> np.ndarray:
     """The ``depth`` best of several ``CANDIDATES`` arrays (of disjoint blocks), best first, ties to the smaller key:
-    the order of ``merge_candidates``."""
+    the order of one search over all the blocks."""
     joined = np.concatenate(arrays)
     return joined[np.lexsort((joined["key"], -joined["score"]))[:depth]]
 
@@ -79,24 +73,6 @@ def merge_candidate_arrays(arrays: list[np.ndarray], depth: int) -> np.ndarray:
 def with_texts(candidates: np.ndarray, texts: dict[int, str]) -> list[Candidate]:
     """A ``CANDIDATES`` array as candidates, each with its passage's text (``texts``: by key)."""
     return [(score, key, texts[key]) for score, key in zip(candidates["score"].tolist(), candidates["key"].tolist())]
-
-
-def block_candidates(
-    queries: np.ndarray,
-    excluded_keys: list[np.ndarray],
-    corpus: np.ndarray,
-    corpus_keys: np.ndarray,
-    corpus_texts: list[str],
-    depth: int,
-) -> list[list[Candidate]]:
-    """``block_candidate_arrays`` as candidates with their texts."""
-    texts = dict(zip(corpus_keys.tolist(), corpus_texts, strict=True))
-    return [with_texts(found, texts) for found in block_candidate_arrays(queries, excluded_keys, corpus, corpus_keys, depth)]
-
-
-def merge_candidates(lists: list[list[Candidate]], depth: int) -> list[Candidate]:
-    """The ``depth`` best of several best-first candidate lists."""
-    return list(heapq.merge(*lists, key=_order))[:depth]
 
 
 def positive_score(query: np.ndarray, positive: np.ndarray) -> float:

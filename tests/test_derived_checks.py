@@ -13,7 +13,7 @@ import pytest
 import beam_runner
 from mining import consistency, search
 from mining.consistency import passage_ranks
-from mining.hard_negatives import block_candidates, merge_candidates
+from mining.hard_negatives import block_candidate_arrays, merge_candidate_arrays, with_texts
 from schemas.manifest import Manifest
 from tests.conftest import write_lines
 from tests.test_consistency import trigram_vectors, xquad_pairs
@@ -78,15 +78,15 @@ def tied_embeddings(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 def test_scores_and_ties_do_not_depend_on_blocks_or_batches():
     queries, corpus = tied_embeddings()
     keys = np.arange(1000, 1120, dtype=np.uint64)[::-1].copy()
-    texts = [f"passage {key}" for key in keys]
+    texts = {key: f"passage {key}" for key in keys.tolist()}
     positives = keys[np.arange(23) % 120]
 
     def searched(query_rows: slice, blocks: list[slice]) -> list:
         per_block = [
-            block_candidates(queries[query_rows], positives[query_rows, None], corpus[part], keys[part], texts[part], 12)
+            block_candidate_arrays(queries[query_rows], positives[query_rows, None], corpus[part], keys[part], 12)
             for part in blocks
         ]
-        return [merge_candidates(list(lists), 12) for lists in zip(*per_block, strict=True)]
+        return [with_texts(merge_candidate_arrays(list(arrays), 12), texts) for arrays in zip(*per_block, strict=True)]
 
     whole = searched(slice(None), [slice(None)])
     cuts = ([slice(0, 50), slice(50, 120)], [slice(start, start + 7) for start in range(0, 120, 7)])

@@ -13,8 +13,8 @@ import beam_runner
 from inspection.summary import format_summary
 from mining.dedup import normalize_for_dedup, normalized_passage_key
 from mining.hard_negatives import (
-    block_candidate_arrays, block_candidates, choose_negatives, false_negative_reason, merge_candidate_arrays,
-    merge_candidates, parse_rank_window, with_texts,
+    block_candidate_arrays, choose_negatives, false_negative_reason, merge_candidate_arrays, parse_rank_window,
+    with_texts,
 )
 from mining.search import pair_scores
 from pipelines import hard_negatives
@@ -28,12 +28,12 @@ def test_blocks_merged_equal_one_search_and_the_positive_is_never_a_candidate():
     corpus = rng.normal(size=(50, 8)).astype(np.float32)
     queries = rng.normal(size=(6, 8)).astype(np.float32)
     keys = np.arange(100, 150, dtype=np.uint64)
-    texts = [f"passage {i}" for i in range(50)]
+    texts = {key: f"passage {i}" for i, key in enumerate(keys.tolist())}
     positives = keys[:6].copy()
-    whole = block_candidates(queries, positives[:, None], corpus, keys, texts, 10)
-    halves = [block_candidates(queries, positives[:, None], corpus[part], keys[part], texts[part], 10)
+    whole = [with_texts(found, texts) for found in block_candidate_arrays(queries, positives[:, None], corpus, keys, 10)]
+    halves = [block_candidate_arrays(queries, positives[:, None], corpus[part], keys[part], 10)
               for part in (slice(0, 25), slice(25, 50))]
-    merged = [merge_candidates([first, second], 10) for first, second in zip(*halves)]
+    merged = [with_texts(merge_candidate_arrays([first, second], 10), texts) for first, second in zip(*halves)]
     assert merged == whole
     for query, candidates in enumerate(whole):
         scores = [score for score, _, _ in candidates]
@@ -53,12 +53,12 @@ def test_candidates_cross_the_shuffles_without_pickle_in_the_tie_order_of_uint64
     corpus = np.ones((5, 4), dtype=np.float32)
     queries = np.ones((2, 4), dtype=np.float32)
     excluded = [np.array([9], dtype=np.uint64), np.zeros(0, dtype=np.uint64)]
-    texts = [f"passage {key}" for key in keys.tolist()]
-    triples = block_candidates(queries, excluded, corpus, keys, texts, 4)
+    texts = {key: f"passage {key}" for key in keys.tolist()}
+    triples = [with_texts(found, texts) for found in block_candidate_arrays(queries, excluded, corpus, keys, 4)]
     assert [[key for _, key, _ in found] for found in triples] == [[5, 2**63, 2**63 + 7, 2**64 - 1], [5, 9, 2**63, 2**63 + 7]]
     halves = [block_candidate_arrays(queries, excluded, corpus[part], keys[part], 4) for part in (slice(0, 2), slice(2, 5))]
     merged = [merge_candidate_arrays(list(found), 4) for found in zip(*halves, strict=True)]
-    assert [with_texts(found, dict(zip(keys.tolist(), texts))) for found in merged] == triples
+    assert [with_texts(found, texts) for found in merged] == triples
 
     coder = beam.coders.FastPrimitivesCoder(fallback_coder=NoPickle())
     search = hard_negatives.SearchBlock(4)
