@@ -100,7 +100,7 @@ def test_dataflow_job_is_built_and_staged_without_submitting(gcs_bucket, tmp_pat
     (graph,) = [path for path in staged if path.endswith("pipeline.pb")]
     pipeline = beam_runner_api_pb2.Pipeline.FromString(download(graph))
     names = {transform.unique_name for transform in pipeline.components.transforms.values()}
-    stages = ("Read", "Clean", "LanguageID", "DedupPairs", "DedupPassages", "WriteShards", "Manifest", "DeadLetters",
+    stages = ("Read", "Clean", "LanguageID", "Dedup", "NearDedup", "WriteShards", "Manifest", "DeadLetters",
               "Manifest/Publish")  # the template publishes the run itself: no driver is there when it runs
     for stage in stages:
         assert stage in names, stage

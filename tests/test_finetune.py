@@ -112,6 +112,7 @@ def test_finetuning_a_pretrained_model_improves_retrieval_on_a_held_out_language
         PretrainConfig(
             data=[str(mine_samples(tmp_path / "mined"))], output=str(pretrained), batch_size=32, max_steps=100,
             lr=5e-4, max_query_length=32, max_passage_length=64, num_workers=0, save_every=1000, progress=False,
+            export_max_length=512,  # both models are evaluated on whole XQuAD contexts, not their trained lengths
         )
     )  # fmt: skip
     samples, xquad = tmp_path / "finetune-samples", tmp_path / "xquad"
@@ -128,7 +129,8 @@ def test_finetuning_a_pretrained_model_improves_retrieval_on_a_held_out_language
         [
             "finetune", "--data", str(samples), "--data", str(xquad), "--model", str(pretrained),
             "--output", str(finetuned), "--negatives", "7", "--batch-size", "32", "--max-steps", "60", "--lr", "5e-4",
-            "--max-query-length", "96", "--max-passage-length", "128", "--instruction", TASK, "--num-workers", "1",
+            "--max-query-length", "96", "--max-passage-length", "128", "--export-max-length", "512",
+            "--instruction", TASK, "--num-workers", "1",
             "--save-every", "1000", "--log-every", "10", "--no-progress",
             "--eval-task", f"retrieval={XQUAD / 'xquad.en.json'}", "--eval-every", "60",
         ]
