@@ -35,9 +35,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from mining.sources import get_reader  # noqa: E402
+
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
 TEACHER_MARGIN = 8.0  # logits: a relevant passage's lead over an irrelevant one, before noise
 NOISE_ENV = "EMBEDMILL_TEACHER_NOISE"
+# The rows' own instruction, stored as the checkpoints' query prompt: evaluation asks what fine-tuning taught.
+SQUAD_TASK = get_reader("squad").task
 
 
 def _folded(text: str) -> str:
@@ -143,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--lr", default="1e-4", help="fine-tuning learning rate")
+    parser.add_argument("--lr", default="5e-4", help="fine-tuning learning rate")
     parser.add_argument("--noise", type=float, default=1.0, help="standard deviation of the teacher's noise")
     parser.add_argument(
         "--weights", type=float, nargs="+", default=[1.0, 5.0], help="the --distill-weight values set against none"
@@ -180,6 +185,7 @@ def main() -> None:
                     "--negatives", "7", "--batch-size", "32", "--max-steps", str(args.steps), "--lr", args.lr,
                     "--max-query-length", "64", "--max-passage-length", "128", "--num-workers", "0",
                     "--seed", str(seed), "--distill-weight", str(weight), "--save-every", "100000", "--no-progress",
+                    "--instruction", SQUAD_TASK,
                 )  # fmt: skip
                 results[weight].append(_held_out_ndcg(output, work))
                 print(f"seed {seed}, --distill-weight {weight}: {_format(results[weight][-1])}", flush=True)
