@@ -326,6 +326,7 @@ class _Counted:
     def encode(self, texts: list[str], kind: Kind) -> np.ndarray:
         embeddings = self.encoder.encode(texts, kind)
         self.bar.update(len(texts))
+        self.bar.refresh()  # one call is a whole corpus: shown now, not when tqdm's interval next allows
         return embeddings
 
 
