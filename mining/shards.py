@@ -163,24 +163,3 @@ def _language_pairs(pairs: Counter) -> dict[str, dict[str, int]]:
     for (query_lang, passage_lang), n in sorted(pairs.items()):
         nested.setdefault(query_lang, {})[passage_lang] = n
     return nested
-
-
-def shard_lengths(records: list[dict]) -> dict[str, SideLengths]:
-    """Query and passage lengths per query language."""
-    lengths: dict[str, SideLengths] = {}
-    lengths_into(lengths, records)
-    return lengths
-
-
-def shard_entry(path: str, source: str, records: list[dict], data: bytes) -> Shard:
-    languages, pairs = Counter(), Counter()
-    languages_into(languages, pairs, records)
-    return Shard(
-        path=path,
-        rows=len(records),
-        bytes=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
-        source=source,
-        languages=dict(sorted(languages.items())),
-        language_pairs=_language_pairs(pairs),
-    )

@@ -79,8 +79,17 @@ def test_a_shard_is_written_as_a_stream_of_its_rows_sorted_by_id(shard_format, c
     rows = sorted((shard_row(record) for record in records), key=lambda row: row["id"])
     assert run_store.read_table(pa.BufferReader(data)).equals(pa.Table.from_pylist(rows, schema=PAIR_SCHEMA))
     assert data == shards.encode_shard(records, compression=compression, shard_format=shard_format)
-    assert entry == shards.shard_entry("p", "sbert", records, data)
-    assert lengths == shards.shard_lengths(records)
+    assert (entry.path, entry.source, entry.rows, entry.bytes) == ("p", "sbert", 2600, len(data))
+    assert entry.sha256 == hashlib.sha256(data).hexdigest()
+    german = sum(i % 3 == 0 for i in range(2600))
+    assert entry.languages == {"de": german, "en": 2600 - german}
+    assert entry.language_pairs == {"de": {"de": german}, "en": {"en": 2600 - german}}
+    assert sorted(lengths) == ["de", "en"]
+    for lang, sides in lengths.items():
+        mine = [record for record in records if record["query_lang"] == lang]
+        assert sides.query.count == sides.passage.count == len(mine)
+        assert sides.query.sum == sum(len(record["query"]) for record in mine)
+        assert sides.passage.sum == sum(len(record["passage"]) for record in mine)
     # Up to a record batch of rows, the bytes of a table encoded whole, as runs wrote them before streaming.
     first = sorted(records[:1000], key=lambda record: record["id"])
     whole = pa.Table.from_pylist([shard_row(record) for record in first], schema=PAIR_SCHEMA)

@@ -1,6 +1,7 @@
 """A manifest whose counts disagree with each other is refused: on write, and by every reader."""
 
 import copy
+import io
 import json
 import shutil
 from pathlib import Path
@@ -233,8 +234,7 @@ def _written(source: str, texts: list[str]) -> tuple:
                       query_lang_score=0.9, passage_lang_score=0.9)
         records.append(record)
     path = shards.shard_path(source, 0, 1)
-    data = shards.encode_shard(records)
-    return shards.shard_entry(path, source, records, data), shards.shard_lengths(records)
+    return shards.write_shard(path, source, map(shards.packed_row, records), io.BytesIO())
 
 
 def test_build_manifest_refuses_a_shard_written_twice():

@@ -11,6 +11,7 @@ the same share of every source.
 """
 
 import hashlib
+import io
 import os
 
 import fsspec
@@ -81,11 +82,13 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         table = run_store.read_table(pa.memory_map(store.local_path(ref)))
         mask = held_out_mask(table.column(f.ID).to_pylist(), fraction, seed)
         for part, rows in (("train", table.filter(pa.array(~mask))), ("heldout", table.filter(pa.array(mask)))):
-            data = run_store.encode_table(rows, shard_format=shard_format)
-            STORAGE.write_atomically(join(targets[part], shard.path), data)
-            records = rows.select([name for name in _COUNTED_COLUMNS if name in rows.column_names]).to_pylist()
-            entry = shards.shard_entry(shard.path, shard.source, records, data)
-            written[part].append((entry, shards.shard_lengths(records)))
+            records = rows.to_pylist()
+            stream = io.BytesIO()  # a part's shard is at most its parent's
+            packed = (shards.packed_row(record, rows.schema) for record in records)
+            written[part].append(
+                shards.write_shard(shard.path, shard.source, packed, stream, rows.schema, shard_format=shard_format)
+            )
+            STORAGE.write_atomically(join(targets[part], shard.path), stream.getvalue())
             _count_rows(reports[part], records)
             if rows.num_rows < table.num_rows:
                 reports[part].count_dropped(shard.source, _PARTS[part], table.num_rows - rows.num_rows)
@@ -103,10 +106,6 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         STORAGE.write_atomically(join(targets[part], DATASET_CARD), dataset_card(manifests[part]).encode("utf-8"))
         run_store.write_manifest(STORAGE, targets[part], manifests[part])
     return manifests
-
-
-# What the part's manifest counts of its rows (languages, lengths, instructions, ranks): the rest need not leave Arrow.
-_COUNTED_COLUMNS = (f.SOURCE, f.QUERY, f.PASSAGE, f.QUERY_LANG, f.PASSAGE_LANG, f.INSTRUCTION, f.CONSISTENCY_RANK)
 
 
 def _count_rows(report: FunnelReport, records: list[dict]) -> None:
