@@ -77,7 +77,6 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
 
 from inspection.diff import diff  # noqa: E402
-from inspection.html_report import run_report  # noqa: E402
 from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sample_removed, sample_rows  # noqa: E402
 from inspection.summary import format_summary, summarize  # noqa: E402
 from inspection.terminal import terminal_safe  # noqa: E402
@@ -272,6 +271,8 @@ def _inspect(args: argparse.Namespace) -> int:
         changes = diff(manifest, load_manifest(args.other))
         print(terminal_safe("\n".join(changes)) if changes else "no differences")
     else:
+        from inspection.html_report import run_report  # only this command draws the page
+
         page = run_report(manifest, f"Mining run {directory}", io.open_file, join,
                           _relative_files(directory, SHARDS_DIR), _relative_files(directory, REJECTED_DIR))
         io.write_atomically(args.html, page.encode("utf-8"))
