@@ -88,7 +88,16 @@ class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
         # Imported here: torch is heavy, and only workers that embed need it.
         from training.evaluation import load_encoder
 
+        without_weight_bars()
         return load_encoder(self._spec, self._device, self._encode_batch_size)
+
+
+def without_weight_bars() -> None:
+    """Turn off transformers' bars of loading weights in this worker: a worker's stderr is a log (or, in a local
+    run, the terminal the run's own progress lines are drawn on), never a place for them."""
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
 
     def run_inference(self, batch, model, inference_args=None):
         results = []

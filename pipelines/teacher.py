@@ -14,7 +14,9 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from mining import teacher
 from mining.records import Drop
 from pipelines import io, reporting, stages
-from pipelines.derived import FinishedRun, FixedGroups, check_options, parent_schema, read_records, read_run
+from pipelines.derived import (
+    FinishedRun, FixedGroups, check_options, parent_schema, read_records, read_run, without_weight_bars,
+)
 from pipelines.options import MiningOptions
 from schemas import pairs as f
 from schemas import reasons
@@ -58,6 +60,7 @@ class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, objec
     def load_model(self):
         from training.cross_encoder import load_cross_encoder
 
+        without_weight_bars()
         return load_cross_encoder(self._identity, self._device, self._encode_batch_size, self._logits)
 
     def run_inference(self, batch, model, inference_args=None):

@@ -164,9 +164,10 @@ def test_scores_are_split_back_per_row_whatever_the_calls():
 # --- the pipeline -----------------------------------------------------------------------------------
 
 
-def test_teacher_run_scores_every_pair_with_the_cross_encoders_logits(finetune_run, cross_encoder, tmp_path):
+def test_teacher_run_scores_every_pair_with_the_cross_encoders_logits(finetune_run, cross_encoder, tmp_path, capfd):
     output = tmp_path / "scored"
     assert _teacher(finetune_run, output, str(cross_encoder)) == 0
+    assert "Loading weights" not in capfd.readouterr().err  # transformers' bars, drawn by a worker
     manifest = Manifest.model_validate_json((output / "manifest.json").read_text())
     weights = (cross_encoder / "model.safetensors").read_bytes()
     expected_hash = hashlib.sha256(b"model.safetensors\0" + weights).hexdigest()
