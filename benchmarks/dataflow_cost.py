@@ -16,9 +16,11 @@ the local figures (time, peak RSS, each stage) and then the Dataflow estimate, w
   each in proportion to the input).
 - Prices: the flags' defaults are us-east1's batch list prices as this was written (vCPU $0.056/h, memory
   $0.003557/GB-h, standard disk $0.000054/GB-h, Dataflow Shuffle $0.011/GB); check yours.
-- The consistency filter on GPU workers: not measured here (no GPU on the machine this was written on);
-  ``--gpu-pairs-per-second`` is an assumed encoder throughput (query and passage of each pair, mE5-base at
-  fp16 and 128 tokens on one T4); measure yours with ``benchmarks/ranking_throughput.py --device cuda``.
+- The consistency filter on GPU workers (one T4 on an n1-standard-4): embedding is not measured here (no GPU
+  on the machine this was written on); ``--gpu-pairs-per-second`` is an assumed encoder throughput (query and
+  passage of each pair, mE5-base at fp16 and 128 tokens). Ranking each pair against the 10,000-passage pool is
+  measured: ``mining.consistency.passage_ranks`` at 768 dimensions, batches of 512, one BLAS thread, on the
+  worker's vCPUs. A worker runs as fast as the slower of the two.
 """
 
 import argparse
@@ -30,6 +32,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import monitoring_infos
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import common_urns
@@ -40,7 +43,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from mining_throughput import build_input  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
+from mining import consistency  # noqa: E402
 from pipelines import io, mine  # noqa: E402
 from pipelines.options import MiningOptions  # noqa: E402
 
@@ -133,6 +138,26 @@ def _run(source: Path, output: Path) -> tuple[MeteredRunner, float, float]:
     return runner, time.perf_counter() - wall, time.process_time() - cpu
 
 
+def ranking_rows_per_core(dimensions: int = 768, batch: int = 512, repeats: int = 5) -> float:
+    """Pairs a core ranks per CPU second against the default pool, on random unit vectors."""
+    rng = np.random.default_rng(0)
+
+    def unit(rows: int) -> np.ndarray:
+        vectors = rng.standard_normal((rows, dimensions)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    pool_size = consistency.ConsistencyOptions.pool_size
+    pool, pool_keys = unit(pool_size), np.arange(pool_size, dtype=np.uint64)
+    queries, passages = unit(batch), unit(batch)
+    passage_keys = np.arange(pool_size, pool_size + batch, dtype=np.uint64)
+    with threadpool_limits(limits=1, user_api="blas"):
+        consistency.passage_ranks(queries, passages, passage_keys, pool, pool_keys)  # warm
+        start = time.process_time()
+        for _ in range(repeats):
+            consistency.passage_ranks(queries, passages, passage_keys, pool, pool_keys)
+        return batch * repeats / (time.process_time() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=100000, help="distinct input pairs of the local run")
@@ -173,7 +198,9 @@ def main() -> None:
     shuffle_gb = shuffled * scale / 1e9
     compute = worker_hours * (N2_HIGHMEM_4["vcpus"] * args.vcpu_hour + N2_HIGHMEM_4["memory_gb"] * args.gb_hour)
     disk = worker_hours * BOOT_DISK_GB * args.disk_gb_hour
-    gpu_hours = args.target_pairs / args.gpu_pairs_per_second / 3600
+    ranking = ranking_rows_per_core()
+    worker_rate = min(args.gpu_pairs_per_second, ranking * args.gpu_worker_vcpus)
+    gpu_hours = args.target_pairs / worker_rate / 3600
     gpu_cost = gpu_hours * (args.gpu_hour + args.gpu_worker_vcpus * args.vcpu_hour + args.gpu_worker_gb * args.gb_hour)
     print(f"\nDataflow, {args.target_pairs:,.0f} pairs (x{scale:,.0f} the local run), assumptions in this script's docstring:")
     print("  | item | quantity | cost (USD) |\n  |---|---|---|")
@@ -182,8 +209,8 @@ def main() -> None:
     print(f"  | boot disks, {BOOT_DISK_GB} GB each | {worker_hours * BOOT_DISK_GB:,.0f} GB-h | {disk:,.0f} |")
     print(f"  | Dataflow Shuffle | {shuffle_gb:,.0f} GB | {shuffle_gb * args.shuffle_gb:,.0f} |")
     print(f"  | mining total | {worker_hours / 100:,.1f} h on 100 workers | {compute + disk + shuffle_gb * args.shuffle_gb:,.0f} |")
-    print(f"  | consistency filter, T4 workers at {args.gpu_pairs_per_second:,.0f} pairs/s (assumed) | "
-          f"{gpu_hours:,.0f} GPU-h | {gpu_cost:,.0f} |")
+    print(f"  | consistency filter, T4 workers: embedding {args.gpu_pairs_per_second:,.0f} pairs/s (assumed), ranking "
+          f"{ranking:,.0f} pairs/s per vCPU (measured) x {args.gpu_worker_vcpus} | {gpu_hours:,.0f} GPU-h | {gpu_cost:,.0f} |")
 
 
 if __name__ == "__main__":
