@@ -23,6 +23,7 @@ from mining import run_store
 from pipelines import io
 from pipelines.options import MiningOptions
 from schemas import pairs as f
+from schemas.encoder_spec import EncoderSpec
 from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard
 from schemas.pairs import (
     CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, TEACHER_SCORES, with_consistency_rank, with_teacher_scores,
@@ -70,6 +71,16 @@ class FixedGroups(beam.PTransform):
         )
 
 
+def without_weight_bars(model: str) -> None:
+    """Before ``model`` (a --model spec) loads in this worker, turn off transformers' bars of loading weights: a
+    worker's stderr is a log (or, in a local run, the terminal the run's own progress lines are drawn on), never
+    a place for them. A python: callable loads no transformers, and is not made to import it."""
+    if EncoderSpec.parse(model).module is None:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+
+
 class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
     """RunInference's model: ``training.evaluation.load_encoder(spec)``, loaded once per worker, embedding
     ``encode_batch_size`` texts per model call.
@@ -88,16 +99,8 @@ class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
         # Imported here: torch is heavy, and only workers that embed need it.
         from training.evaluation import load_encoder
 
-        without_weight_bars()
+        without_weight_bars(self._spec)
         return load_encoder(self._spec, self._device, self._encode_batch_size)
-
-
-def without_weight_bars() -> None:
-    """Turn off transformers' bars of loading weights in this worker: a worker's stderr is a log (or, in a local
-    run, the terminal the run's own progress lines are drawn on), never a place for them."""
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
 
     def run_inference(self, batch, model, inference_args=None):
         results = []

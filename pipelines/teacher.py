@@ -60,7 +60,7 @@ class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, objec
     def load_model(self):
         from training.cross_encoder import load_cross_encoder
 
-        without_weight_bars()
+        without_weight_bars(self._identity.model)
         return load_cross_encoder(self._identity, self._device, self._encode_batch_size, self._logits)
 
     def run_inference(self, batch, model, inference_args=None):
