@@ -234,9 +234,8 @@ def recorded_options(options: MiningOptions, plan: HardNegativePlan) -> dict:
         "num_negatives": options.num_negatives,
         "max_score": options.max_score,
         "relative_margin": options.relative_margin,
-        "cross_encoder": options.cross_encoder,
-        "cross_encoder_weights_sha256": plan.cross_encoder and plan.cross_encoder.weights_sha256,
-        "cross_encoder_revision": plan.cross_encoder and plan.cross_encoder.revision,
+        # The record a teacher run's manifest keeps of its cross-encoder (``Teacher``): spec, name, weights' hash.
+        "cross_encoder": plan.cross_encoder and plan.cross_encoder.model_dump(),
         **options.recorded_output_options(),
     }
 

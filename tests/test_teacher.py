@@ -20,7 +20,7 @@ from mining import teacher
 from mining.clean import CleanOptions, clean_pair
 from mining.records import new_pair
 from mining.sources import get_reader
-from schemas.manifest import Manifest
+from schemas.manifest import Manifest, Teacher
 from schemas.pairs import TEACHER_SCORES
 from training.cli import main as training_main
 from training.holdout import split_output
@@ -259,7 +259,7 @@ def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetu
         ) == 0  # fmt: skip
         return {row["id"]: row for row in _rows(output)}, Manifest.model_validate_json((output / "manifest.json").read_text())
 
-    plain, _ = mine("plain")
+    plain, plain_manifest = mine("plain")
     # The filters compare the scores as the float32 a model gives: 200 characters score float32(0.2) > 0.2.
     score = lambda text: float(np.float32(min(1.0, len(text) / 1000)))  # noqa: E731
     ceiling, manifest = mine("ceiling", f"--cross-encoder={CALLABLES}:length_probability", "--max-score=0.2")
@@ -271,10 +271,10 @@ def test_a_cross_encoder_scores_the_window_for_the_false_negative_filters(finetu
     for source in manifest.sources.values():
         counted.update(source.skipped_negatives)
     assert skipped > 0 and counted == {"above_max_score": skipped}
-    assert manifest.options["cross_encoder"] == f"{CALLABLES}:length_probability"
-    assert manifest.options["cross_encoder_weights_sha256"] == hashlib.sha256(
-        b"test_teacher.py\0" + Path(__file__).read_bytes()
-    ).hexdigest()
+    recorded = Teacher.model_validate(manifest.options["cross_encoder"])  # as a teacher run records its teacher
+    assert recorded.model == f"{CALLABLES}:length_probability" and recorded.hashed_files == ["test_teacher.py"]
+    assert recorded.weights_sha256 == hashlib.sha256(b"test_teacher.py\0" + Path(__file__).read_bytes()).hexdigest()
+    assert plain_manifest.options["cross_encoder"] is None
 
     margin, _ = mine("margin", f"--cross-encoder={CALLABLES}:length_probability", "--relative-margin=0.5")
     for row_id, row in margin.items():
