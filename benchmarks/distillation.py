@@ -1,6 +1,6 @@
 """Does distillation from teacher scores help? Fine-tuning with and without it, side by side, on a tiny model.
 
-    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--noise 1.0] [--weights 1 5]
+    python benchmarks/distillation.py [--seeds 2] [--steps 60] [--teachers 8:1 8:0.1] [--weights 1 5]
 
 The whole flow runs through the real pipelines. XQuAD (the shared data) is split by article: every third
 article is held out. The others' de and es versions are mined with ``--pipeline finetune`` as one run;
@@ -10,12 +10,17 @@ with a multilingual encoder does. XQuAD is parallel, so a German question's best
 the Spanish translation of its own context: a false negative, the kind multilingual mining is full of, which
 plain InfoNCE pushes away.
 ``--pipeline teacher`` scores the rows with a teacher that knows the answer: ``label_teacher`` below, the true
-label (is this passage the question's paragraph, in either language?) times ``TEACHER_MARGIN`` plus Gaussian
-noise of ``--noise``, seeded per pair. A tiny model pre-trained on the bundled samples is fine-tuned from the
+label (is this passage the question's paragraph, in either language?) times a margin plus Gaussian noise,
+seeded per pair, for each ``MARGIN:NOISE`` of ``--teachers``. The student is taught the teacher's whole
+distribution, at the loss's temperature (0.01), so neither number is harmless: a margin of 8 logits asks for a
+positive 0.08 of cosine above its negatives, no more (KL pulls a student surer than its teacher back), and noise
+of 1 logit asks it to rank each row's irrelevant negatives in a random order to a hundredth of a cosine; a real
+teacher's order among them means something. A tiny model pre-trained on the bundled samples is fine-tuned from the
 same start with each ``--distill-weight`` of ``--weights`` and with ``0`` (same data, order and seed), and
 each is evaluated on the held-out articles: nDCG@10 of de questions over the es contexts and of es questions
-over the de contexts (the cross-lingual retrieval the false negatives teach against), and of de, es and en
-each over its own contexts.
+over the de contexts (the cross-lingual retrieval the false negatives teach against), of de, es and en each over
+its own contexts, and of de and es questions over one pool of both languages' contexts where the paragraph is
+relevant in either (LAReQA's language-agnostic setting).
 """
 
 import argparse
@@ -39,8 +44,7 @@ sys.path.insert(0, str(REPO))
 from mining.sources import get_reader  # noqa: E402
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
-TEACHER_MARGIN = 8.0  # logits: a relevant passage's lead over an irrelevant one, before noise
-NOISE_ENV = "EMBEDMILL_TEACHER_NOISE"
+TEACHER_ENV = "EMBEDMILL_LABEL_TEACHER"  # MARGIN:NOISE, logits: a relevant passage's lead, the noise's deviation
 # The rows' own instruction, stored as the checkpoints' query prompt: evaluation asks what fine-tuning taught.
 SQUAD_TASK = get_reader("squad").task
 
@@ -69,12 +73,12 @@ def relevant(query: str, passage: str) -> bool:
 
 def label_teacher(queries: list[str], passages: list[str]) -> np.ndarray:
     """A teacher that knows the answer: label x margin + noise, the noise a pure function of the pair."""
-    noise = float(os.environ.get(NOISE_ENV, "1.0"))
+    margin, noise = _teacher(os.environ.get(TEACHER_ENV, "8:1"))
     scores = []
     for query, passage in zip(queries, passages, strict=True):
         label = relevant(query, passage)
         seed = int.from_bytes(hashlib.blake2b(f"{query}\0{passage}".encode(), digest_size=8).digest(), "little")
-        scores.append(label * TEACHER_MARGIN + noise * np.random.default_rng(seed).standard_normal())
+        scores.append(label * margin + noise * np.random.default_rng(seed).standard_normal())
     return np.array(scores)
 
 
@@ -133,11 +137,33 @@ def _held_out_ndcg(checkpoint: Path, work: Path) -> dict[str, float]:
     for lang, other in (("de", "es"), ("es", "de")):
         report = evaluation.evaluate_retrieval(encoder, {lang: sets[lang], other: sets[other]}, corpus_language=other)
         scores[f"{lang}->{other}"] = report["per_language"][lang]["ndcg@10"]
+    for lang in ("de", "es"):
+        pool = _any_language_pool(sets[lang], sets["de"], sets["es"])
+        scores[f"{lang}->de+es"] = evaluation.evaluate_retrieval(encoder, {lang: pool})["mean"]["ndcg@10"]
     return scores
+
+
+def _any_language_pool(questions, *parallel_corpora):
+    """LAReQA's setting (Roy et al., 2020, built from XQuAD): one pool of the contexts in every language, each
+    question's paragraph relevant in all of them, so a model that ranks its own language first is not rewarded."""
+    from training.evaluation import RetrievalSet
+
+    size = len(parallel_corpora[0].corpus)
+    assert all(len(corpus.corpus) == size for corpus in parallel_corpora), "XQuAD's contexts are parallel"
+    return RetrievalSet(
+        questions.queries,
+        [text for corpus in parallel_corpora for text in corpus.corpus],
+        [{copy * size + doc: grade for copy in range(len(parallel_corpora)) for doc, grade in judged.items()}
+         for judged in questions.relevant],
+    )
 
 
 def _cross_lingual(scores: dict[str, float]) -> float:
     return (scores["de->es"] + scores["es->de"]) / 2
+
+
+def _any_language(scores: dict[str, float]) -> float:
+    return (scores["de->de+es"] + scores["es->de+es"]) / 2
 
 
 def _format(scores: dict[str, float]) -> str:
@@ -149,12 +175,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", default="5e-4", help="fine-tuning learning rate")
-    parser.add_argument("--noise", type=float, default=1.0, help="standard deviation of the teacher's noise")
+    parser.add_argument(
+        "--teachers", nargs="+", default=["8:1", "8:0.1"], help="MARGIN:NOISE of each label teacher, in logits"
+    )
     parser.add_argument(
         "--weights", type=float, nargs="+", default=[1.0, 5.0], help="the --distill-weight values set against none"
     )
     args = parser.parse_args()
-    os.environ[NOISE_ENV] = str(args.noise)
+    for teacher in args.teachers:
+        try:
+            _teacher(teacher)
+        except ValueError:
+            parser.error(f"--teachers takes MARGIN:NOISE, e.g. 8:0.1, not {teacher!r}")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         train_articles, held_out_articles = _split_xquad(work)
@@ -164,41 +196,69 @@ def main() -> None:
             "--pipeline=hardnegatives", f"--input={work / 'mined'}", f"--output={work / 'negatives'}",
             "--model=python:benchmarks.distillation:name_vectors", "--rank-window=1:7", "--num-negatives=7",
         )  # fmt: skip
-        _beam("--pipeline=teacher", f"--input={work / 'negatives'}", f"--output={work / 'scored'}",
-              "--model=python:benchmarks.distillation:label_teacher")
-        runs = {"scored": work / "scored"}
-        rows, false_negatives = map(sum, zip(*(_rows_and_false_negatives(run) for run in runs.values())))
+        scored = {}
+        for teacher in args.teachers:
+            scored[teacher] = work / f"scored-{teacher}"
+            os.environ[TEACHER_ENV] = teacher
+            _beam("--pipeline=teacher", f"--input={work / 'negatives'}", f"--output={scored[teacher]}",
+                  "--model=python:benchmarks.distillation:label_teacher")
+        rows, false_negatives = _rows_and_false_negatives(work / "negatives")
         pretrained = work / "pretrained"
         _pretrain(work, pretrained)
         print(f"fine-tuning rows: {rows} (XQuAD de + es, {train_articles} articles; {held_out_articles} held out), "
               f"7 mined negatives each from both languages' contexts, {false_negatives} of them the row's own context "
-              f"in the other language; teacher noise {args.noise}")
+              f"in the other language")
         print(f"pre-trained, held-out nDCG@10: {_format(_held_out_ndcg(pretrained, work))}", flush=True)
-        weights = [*args.weights, 0.0]
-        results: dict[float, list[dict[str, float]]] = {weight: [] for weight in weights}
+        # (teacher, weight); weight 0 ignores the teacher, so one run of it serves every teacher.
+        arms = [(args.teachers[0], 0.0), *((teacher, weight) for teacher in args.teachers for weight in args.weights)]
+        results: dict[tuple[float, float], list[dict[str, float]]] = {arm: [] for arm in arms}
         for seed in range(args.seeds):
-            for weight in weights:
-                output = work / f"finetuned-{seed}-{weight}"
+            for teacher, weight in arms:
+                output = work / f"finetuned-{seed}-{teacher}-{weight}"
                 _train(
-                    "finetune", *(argument for run in runs.values() for argument in ("--data", str(run))),
+                    "finetune", "--data", str(scored[teacher]),
                     "--model", str(pretrained), "--output", str(output),
                     "--negatives", "7", "--batch-size", "32", "--max-steps", str(args.steps), "--lr", args.lr,
                     "--max-query-length", "64", "--max-passage-length", "128", "--num-workers", "0",
                     "--seed", str(seed), "--distill-weight", str(weight), "--save-every", "100000", "--no-progress",
                     "--instruction", SQUAD_TASK,
                 )  # fmt: skip
-                results[weight].append(_held_out_ndcg(output, work))
-                print(f"seed {seed}, --distill-weight {weight}: {_format(results[weight][-1])}", flush=True)
-        baseline = [_cross_lingual(scores) for scores in results[0.0]]
-        print(f"\ncross-lingual held-out nDCG@10 (de->es, es->de), mean over {args.seeds} seeds:")
-        print(f"  --distill-weight 0: {statistics.mean(baseline):.4f}")
-        for weight in args.weights:
-            distilled = [_cross_lingual(scores) for scores in results[weight]]
-            gains = [a - b for a, b in zip(distilled, baseline, strict=True)]
-            print(
-                f"  --distill-weight {weight}: {statistics.mean(distilled):.4f}, gain {statistics.mean(gains):+.4f} "
-                f"(per seed {', '.join(f'{gain:+.4f}' for gain in gains)})"
-            )
+                results[teacher, weight].append(_held_out_ndcg(output, work))
+                print(f"seed {seed}, {_arm(teacher, weight)}: {_format(results[teacher, weight][-1])}", flush=True)
+        _summarise(results, arms[0], args.seeds)
+
+
+def _teacher(text: str) -> tuple[float, float]:
+    margin, _, noise = text.partition(":")
+    return float(margin), float(noise)
+
+
+def _arm(teacher: str, weight: float) -> str:
+    margin, noise = _teacher(teacher)
+    return "--distill-weight 0" if not weight else f"--distill-weight {weight}, teacher margin {margin:g} noise {noise:g}"
+
+
+def _summarise(results: dict[tuple[str, float], list[dict[str, float]]], baseline_arm, seeds: int) -> None:
+    """Mean nDCG@10 of each arm over the seeds, and each distilled arm's gain over no distillation, paired by
+    seed (same data, order and start), with the per-seed gains."""
+    names = list(results[baseline_arm][0]) + ["cross-lingual", "any-language"]
+
+    def figures(scores: dict[str, float]) -> dict[str, float]:
+        return {**scores, "cross-lingual": _cross_lingual(scores), "any-language": _any_language(scores)}
+
+    baseline = [figures(scores) for scores in results[baseline_arm]]
+    print(f"\nheld-out nDCG@10, mean over {seeds} seeds (gain over --distill-weight 0, per seed in brackets)")
+    print("  " + " | ".join(["arm", *names]))
+    for arm, runs in results.items():
+        cells = []
+        for name in names:
+            values = [figures(scores)[name] for scores in runs]
+            cell = f"{statistics.mean(values):.4f}"
+            if arm != baseline_arm:
+                gains = [value - base[name] for value, base in zip(values, baseline, strict=True)]
+                cell += f" {statistics.mean(gains):+.4f} [{' '.join(f'{gain:+.3f}' for gain in gains)}]"
+            cells.append(cell)
+        print("  " + " | ".join([_arm(*arm), *cells]))
 
 
 def _rows_and_false_negatives(run: Path) -> tuple[int, int]:
