@@ -82,14 +82,12 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         table = run_store.read_table(pa.memory_map(store.local_path(ref)))
         mask = held_out_mask(table.column(f.ID).to_pylist(), fraction, seed)
         for part, rows in (("train", table.filter(pa.array(~mask))), ("heldout", table.filter(pa.array(mask)))):
-            records = rows.to_pylist()
             stream = io.BytesIO()  # a part's shard is at most its parent's
-            packed = (shards.packed_row(record, rows.schema) for record in records)
+            packed = _packed_and_counted(rows, reports[part])
             written[part].append(
                 shards.write_shard(shard.path, shard.source, packed, stream, rows.schema, shard_format=shard_format)
             )
             STORAGE.write_atomically(join(targets[part], shard.path), stream.getvalue())
-            _count_rows(reports[part], records)
             if rows.num_rows < table.num_rows:
                 reports[part].count_dropped(shard.source, _PARTS[part], table.num_rows - rows.num_rows)
     weights = {name: totals.sampling_weight for name, totals in manifest.sources.items()}
@@ -106,6 +104,14 @@ def split_output(source: str, train: str, heldout: str, fraction: float, seed: i
         STORAGE.write_atomically(join(targets[part], DATASET_CARD), dataset_card(manifests[part]).encode("utf-8"))
         run_store.write_manifest(STORAGE, targets[part], manifests[part])
     return manifests
+
+
+def _packed_and_counted(rows: pa.Table, report: FunnelReport):
+    """``rows`` as ``shards.packed_row``s, a record batch of them decoded at a time, counted into ``report``."""
+    for batch in rows.to_batches():
+        records = batch.to_pylist()
+        _count_rows(report, records)
+        yield from (shards.packed_row(record, rows.schema) for record in records)
 
 
 def _count_rows(report: FunnelReport, records: list[dict]) -> None:
