@@ -174,6 +174,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.pairs < 1000 or not 0 < args.efficiency <= 1:
         parser.error("--pairs must be at least 1000 and --efficiency in (0, 1]")
+    if args.target_pairs <= 0 or args.gpu_pairs_per_second <= 0 or args.gpu_worker_vcpus < 1:
+        parser.error("--target-pairs, --gpu-pairs-per-second and --gpu-worker-vcpus must be positive")
+    prices = ("vcpu_hour", "gb_hour", "disk_gb_hour", "shuffle_gb", "gpu_hour", "gpu_worker_gb")
+    if any(getattr(args, price) < 0 for price in prices):
+        parser.error("prices and memory sizes cannot be negative")
     with tempfile.TemporaryDirectory() as scratch:
         source = Path(scratch) / "pairs.jsonl"
         build_input(source, args.pairs)
