@@ -75,6 +75,7 @@ from apache_beam.options.pipeline_options import (  # noqa: E402
     DirectOptions, GoogleCloudOptions, PipelineOptions, StandardOptions,
 )
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner  # noqa: E402
+from apache_beam.runners.runner import PipelineRunner  # noqa: E402
 
 from inspection.diff import diff  # noqa: E402
 from inspection.sample import MAX_SAMPLE_ROWS, InspectionError, format_rows, sample_removed, sample_rows  # noqa: E402
@@ -149,8 +150,9 @@ def _check_local_device(options: PipelineOptions, device: str | None) -> None:
             raise SystemExit("--device cuda: this machine has no CUDA device for a local run's workers")
 
 
-def run_pipeline(argv: list[str]) -> int:
-    """Check everything that can be checked before any work starts, each failure one line; then run."""
+def run_pipeline(argv: list[str], runner: PipelineRunner | None = None) -> int:
+    """Check everything that can be checked before any work starts, each failure one line; then run, on RUNNER
+    if given (a benchmark's metered runner) instead of the one the options name."""
     options = PipelineOptions(argv)
     unknown = _unknown_options(options)
     if unknown:
@@ -169,7 +171,7 @@ def run_pipeline(argv: list[str]) -> int:
         io.prepare_output(mining.output, mining.overwrite)
     except (ValueError, FileNotFoundError, FileExistsError) as error:
         raise SystemExit(str(error)) from None
-    pipeline = beam.Pipeline(runner=_local_runner(options, mining.quiet), options=options)
+    pipeline = beam.Pipeline(runner=runner or _local_runner(options, mining.quiet), options=options)
     (derived.build if derived else mine.build)(pipeline, mining, plan, io.Destination.for_output(mining.output))
     try:
         result = pipeline.run()

@@ -24,6 +24,7 @@ the local figures (time, peak RSS, each stage) and then the Dataflow estimate, w
 """
 
 import argparse
+import contextlib
 import resource
 import sys
 import tempfile
@@ -31,10 +32,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import monitoring_infos
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.portability import common_urns
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
@@ -45,9 +44,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from mining_throughput import build_input  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from beam_runner import run_pipeline  # noqa: E402
 from mining import consistency  # noqa: E402
-from pipelines import io, mine  # noqa: E402
-from pipelines.options import MiningOptions  # noqa: E402
 
 GROUP_BY_KEY = common_urns.primitives.GROUP_BY_KEY.urn
 FLATTEN = common_urns.primitives.FLATTEN.urn
@@ -124,17 +122,11 @@ def _shuffle_inputs(components) -> dict[str, str]:
 
 
 def _run(source: Path, output: Path) -> tuple[MeteredRunner, float, float]:
-    options = PipelineOptions([f"--source=sbert={source}", f"--output={output}", "--quiet"])
-    mining = options.view_as(MiningOptions)
-    mining.anchor_local_paths()
-    mining.validate()
-    plan = mine.plan_sources(mining)
-    io.prepare_output(mining.output, mining.overwrite)
+    """The default mining run of SOURCE, as ``beam_runner.py`` runs it, on a metered runner."""
     runner = MeteredRunner()
-    pipeline = beam.Pipeline(runner=runner, options=options)
-    mine.build(pipeline, mining, plan, io.Destination.for_output(mining.output))
     wall, cpu = time.perf_counter(), time.process_time()
-    pipeline.run().wait_until_finish()
+    with contextlib.redirect_stdout(None):  # the run's own summary: this script prints its figures
+        run_pipeline([f"--source=sbert={source}", f"--output={output}", "--quiet"], runner=runner)
     return runner, time.perf_counter() - wall, time.process_time() - cpu
 
 
