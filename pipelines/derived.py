@@ -23,7 +23,7 @@ from mining import run_store
 from pipelines import io
 from pipelines.options import MiningOptions
 from schemas import pairs as f
-from schemas.encoder_spec import EncoderSpec
+from schemas.encoder_spec import SENTENCE_TRANSFORMERS_PREFIX, EncoderSpec
 from schemas.manifest import MANIFEST_NAME, Manifest, Parent, Shard
 from schemas.pairs import (
     CONSISTENCY_RANK, SCHEMA_BY_PIPELINE, TEACHER_SCORES, with_consistency_rank, with_teacher_scores,
@@ -81,6 +81,16 @@ def without_weight_bars(model: str) -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+def on_this_machine(model: str) -> str:
+    """``model`` (a --model spec) with a remote path (``gs://``) replaced by this machine's copy of its files
+    (``io.local_copy``): transformers and sentence-transformers load from local directories and the hub only."""
+    spec = EncoderSpec.parse(model)
+    if spec.path is None or FileSystems.get_scheme(spec.path) in (None, "file"):
+        return model
+    local = io.local_copy(spec.path)
+    return SENTENCE_TRANSFORMERS_PREFIX + local if spec.sentence_transformers else local
+
+
 class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
     """RunInference's model: ``training.evaluation.load_encoder(spec)``, loaded once per worker, embedding
     ``encode_batch_size`` texts per model call.
@@ -100,7 +110,7 @@ class EncoderHandler(ModelHandler[Texts, PredictionResult, object]):
         from training.evaluation import load_encoder
 
         without_weight_bars(self._spec)
-        return load_encoder(self._spec, self._device, self._encode_batch_size)
+        return load_encoder(on_this_machine(self._spec), self._device, self._encode_batch_size)
 
     def run_inference(self, batch, model, inference_args=None):
         results = []

@@ -238,23 +238,47 @@ def read_bytes(path: str) -> bytes:
 
 
 def local_copy(path: str) -> str:
-    """A local path for a file that may be remote (model files), fetched once per machine.
+    """A local path for a file or directory that may be remote (model files), fetched once per machine and
+    version of it.
 
-    Every DoFn instance and worker process on a machine shares the copy: it is
-    downloaded under a temporary name and renamed into place, so a reader never
-    sees half a file.
+    Every DoFn instance and worker process on a machine shares the copy, named by the path and its files' sizes
+    and modification times, so a model replaced in place is fetched again. It is fetched under a temporary name
+    and renamed into place: a reader never sees half of it. FileNotFoundError where nothing is there.
     """
     if FileSystems.get_scheme(path) in (None, "file"):
         return path
-    digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
+    path = path.rstrip("/")
+    files = _remote_model_files(path)
+    version = json.dumps([path, *((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in files)])
+    digest = hashlib.sha256(version.encode("utf-8")).hexdigest()[:16]
     local = os.path.join(tempfile.gettempdir(), "embedmill-models", digest, posixpath.basename(path))
-    if not os.path.exists(local):
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        partial = f"{local}.{uuid.uuid4().hex}.partial"
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as remote, open(partial, "wb") as out:
-            shutil.copyfileobj(remote, out, 1 << 20)
+    if os.path.exists(local):
+        return local
+    partial = f"{local}.{uuid.uuid4().hex}.partial"
+    for metadata in files:
+        target = partial if metadata.path == path else os.path.join(partial, metadata.path[len(path) + 1 :])
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with FileSystems.open(metadata.path, compression_type=CompressionTypes.UNCOMPRESSED) as remote:
+            with open(target, "wb") as out:
+                shutil.copyfileobj(remote, out, 1 << 20)
+    try:
         os.replace(partial, local)
+    except OSError:
+        if not os.path.isdir(local):
+            raise
+        shutil.rmtree(partial)  # another process on this machine fetched the same directory first
     return local
+
+
+def _remote_model_files(path: str) -> list:
+    """The metadata of PATH, a file, or else of every file under it, by path."""
+    (exact,) = FileSystems.match([path])
+    if exact.metadata_list:
+        return exact.metadata_list
+    (under,) = FileSystems.match([f"{path}/**"])
+    if not under.metadata_list:
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    return sorted(under.metadata_list, key=lambda metadata: metadata.path)
 
 
 STAGING_PREFIX = ".staging-"

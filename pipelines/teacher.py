@@ -15,7 +15,8 @@ from mining import teacher
 from mining.records import Drop
 from pipelines import io, reporting, stages
 from pipelines.derived import (
-    FinishedRun, FixedGroups, check_options, parent_schema, read_records, read_run, without_weight_bars,
+    FinishedRun, FixedGroups, check_options, on_this_machine, parent_schema, read_records, read_run,
+    without_weight_bars,
 )
 from pipelines.options import MiningOptions
 from schemas import pairs as f
@@ -31,12 +32,13 @@ class TeacherPlan:
 
 
 def cross_encoder_identity(option: str, spec: str) -> Teacher:
-    """``training.cross_encoder.teacher_identity``, its ValueError naming the option."""
+    """``training.cross_encoder.teacher_identity``, its ValueError naming the option; a remote checkpoint is
+    hashed in this machine's copy of it, and recorded by its own path."""
     from training.cross_encoder import teacher_identity  # torch only where a cross-encoder runs
 
     try:
-        return teacher_identity(spec)
-    except ValueError as error:
+        return teacher_identity(on_this_machine(spec)).model_copy(update={"model": spec})
+    except (ValueError, FileNotFoundError) as error:
         raise ValueError(f"{option} {spec}: {error}") from None
 
 
@@ -61,7 +63,8 @@ class CrossEncoderHandler(ModelHandler[tuple[dict, ...], PredictionResult, objec
         from training.cross_encoder import load_cross_encoder
 
         without_weight_bars(self._identity.model)
-        return load_cross_encoder(self._identity, self._device, self._encode_batch_size, self._logits)
+        identity = self._identity.model_copy(update={"model": on_this_machine(self._identity.model)})
+        return load_cross_encoder(identity, self._device, self._encode_batch_size, self._logits)
 
     def run_inference(self, batch, model, inference_args=None):
         return [

@@ -8,6 +8,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import torch
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.portability.api import beam_runner_api_pb2
 
@@ -15,6 +16,7 @@ import beam_runner
 from mining.langid import bundled_model_path
 from pipelines import io
 from tests.conftest import REPO
+from tests.test_teacher import _rows, cross_encoder  # noqa: F401  the fixture
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -80,6 +82,74 @@ def test_remote_model_is_fetched_once_per_machine(gcs_bucket):
     assert Path(first).read_bytes() == Path(bundled_model_path()).read_bytes()
     mtime = Path(first).stat().st_mtime_ns
     assert io.local_copy(remote) == first and Path(first).stat().st_mtime_ns == mtime
+
+
+def test_a_remote_model_directory_is_fetched_whole_and_again_when_replaced(gcs_bucket, tmp_path):
+    remote = f"{gcs_bucket}/models/replaced"
+    for name, text in (("config.json", "{}"), ("1_Pooling/config.json", "[1]")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+        upload(tmp_path / name, f"{remote}/{name}")
+    first = Path(io.local_copy(remote + "/"))
+    assert first.name == "replaced" and (first / "1_Pooling" / "config.json").read_text() == "[1]"
+    assert io.local_copy(remote) == str(first)
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    upload(tmp_path / "config.json", f"{remote}/config.json")
+    second = Path(io.local_copy(remote))
+    assert second != first and (second / "config.json").read_text() == '{"hidden_size": 8}'
+    with pytest.raises(FileNotFoundError, match="no such file or directory"):
+        io.local_copy(f"{gcs_bucket}/models/absent")
+
+
+def _upload_directory(local: Path, remote: str) -> None:
+    for path in sorted(local.rglob("*")):
+        if path.is_file():
+            upload(path, f"{remote}/{path.relative_to(local).as_posix()}")
+
+
+def test_consistency_embeds_with_an_encoder_on_gcs(gcs_bucket, default_pretrain_run, tmp_path):
+    from tests.training_fixtures import tiny_encoder
+
+    encoder = tmp_path / "encoder"
+    tiny_encoder(["alpha beta question answer"] * 4).save_pretrained(encoder)
+    _upload_directory(encoder, f"{gcs_bucket}/models/encoder")
+    mined, _ = default_pretrain_run
+    runs = {}
+    for where, model in (("local", encoder), ("gcs", f"{gcs_bucket}/models/encoder")):
+        runs[where] = tmp_path / where
+        options = [f"--input={mined}", f"--output={runs[where]}", f"--model={model}", "--pool-size=200", "--quiet"]
+        assert beam_runner.main(["--pipeline=consistency", *options]) == 0
+    local, remote = (json.loads((runs[where] / "manifest.json").read_text()) for where in ("local", "gcs"))
+    assert [shard["sha256"] for shard in remote["shards"]] == [shard["sha256"] for shard in local["shards"]]
+    assert remote["totals"] == local["totals"] and remote["totals"]["output"] > 0
+
+
+def test_teacher_scores_with_a_cross_encoder_on_gcs(gcs_bucket, default_pretrain_run, cross_encoder, tmp_path):
+    from sentence_transformers import CrossEncoder
+
+    from training.cross_encoder import teacher_identity
+
+    remote = f"{gcs_bucket}/models/{cross_encoder.name}"
+    _upload_directory(cross_encoder, remote)
+    mined, _ = default_pretrain_run
+    output = tmp_path / "scored"
+    assert beam_runner.main(["--pipeline=teacher", f"--input={mined}", f"--output={output}", f"--model={remote}/", "--quiet"]) == 0
+    manifest = beam_runner.load_manifest(str(output))
+    expected = teacher_identity(str(cross_encoder))
+    assert manifest.teacher.model == f"{remote}/" and manifest.teacher.name == expected.name
+    assert manifest.teacher.weights_sha256 == expected.weights_sha256
+    rows = sorted(_rows(output), key=lambda row: row["id"])[:5]
+    scores = CrossEncoder(str(cross_encoder)).predict([(row["query"], row["passage"]) for row in rows], activation_fn=torch.nn.Identity())
+    assert [row["teacher_scores"][0] for row in rows] == pytest.approx(scores.tolist(), abs=1e-5)
+
+
+def test_a_model_nowhere_on_gcs_is_one_line_before_any_work(gcs_bucket, default_pretrain_run, tmp_path, capsys):
+    mined, _ = default_pretrain_run
+    for pipeline in ("consistency", "teacher"):
+        options = [f"--pipeline={pipeline}", f"--input={mined}", f"--output={tmp_path / pipeline}"]
+        with pytest.raises(SystemExit, match=f"--model {gcs_bucket}/models/absent: no such file or directory"):
+            beam_runner.main([*options, f"--model={gcs_bucket}/models/absent"])
+        assert not (tmp_path / pipeline).exists()
 
 
 def test_dataflow_job_is_built_and_staged_without_submitting(gcs_bucket, tmp_path, capsys):
