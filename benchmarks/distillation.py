@@ -1,6 +1,6 @@
 """Does distillation from teacher scores help? Fine-tuning with and without it, side by side, on a tiny model.
 
-    python benchmarks/distillation.py [--seeds 3] [--steps 60] [--teachers 8:1] [--weights 1 0.3]
+    python benchmarks/distillation.py [--seeds 3] [--steps 60] [--teachers 8:1] [--weights 1 0.3] [--model-size 128:2]
 
 The whole flow runs through the real pipelines. XQuAD (the shared data) is split by article: every third
 article is held out. The others' de and es versions are mined with ``--pipeline finetune`` as one run;
@@ -11,7 +11,9 @@ the Spanish translation of its own context: a false negative, the kind multiling
 plain InfoNCE pushes away.
 ``--pipeline teacher`` scores the rows with a teacher that knows the answer: ``label_teacher`` below, the true
 label (is this passage the question's paragraph, in either language?) times a margin plus Gaussian noise,
-seeded per pair, for each ``MARGIN:NOISE`` of ``--teachers``. The student is taught the teacher's whole
+seeded per pair, for each ``MARGIN:NOISE`` of ``--teachers``; ``MARGIN:NOISE:own`` is the control, a teacher
+that knows only the row's own label (the translation irrelevant), so that what the loss does alone and what
+knowing the answer adds come apart. The student is taught the teacher's whole
 distribution, at the loss's temperature (0.01), so neither number is harmless: a margin of 8 logits asks for a
 positive 0.08 of cosine above its negatives, no more (KL pulls a student surer than its teacher back), and noise
 of 1 logit asks it to rank each row's irrelevant negatives in a random order to a hundredth of a cosine; a real
@@ -44,7 +46,9 @@ sys.path.insert(0, str(REPO))
 from mining.sources import get_reader  # noqa: E402
 
 XQUAD = REPO.parent / "shared" / "data" / "xquad"
-TEACHER_ENV = "EMBEDMILL_LABEL_TEACHER"  # MARGIN:NOISE, logits: a relevant passage's lead, the noise's deviation
+# MARGIN:NOISE[:own], logits: a relevant passage's lead, the noise's deviation; ":own" a teacher that knows only
+# the row's own label (its translation is irrelevant to it), the control that tells what knowing the answer adds.
+TEACHER_ENV = "EMBEDMILL_LABEL_TEACHER"
 # The rows' own instruction, stored as the checkpoints' query prompt: evaluation asks what fine-tuning taught.
 SQUAD_TASK = get_reader("squad").task
 
@@ -54,29 +58,34 @@ def _folded(text: str) -> str:
 
 
 @cache
-def _paragraphs() -> tuple[dict[str, tuple[int, int]], dict[str, tuple[int, int]]]:
-    """Each question's and each context's paragraph, (article, paragraph) in XQuAD's parallel order."""
+def _paragraphs() -> tuple[dict[str, tuple[int, int, str]], dict[str, tuple[int, int, str]]]:
+    """Each question's and each context's paragraph, (article, paragraph) in XQuAD's parallel order, and
+    language."""
     of_question, of_context = {}, {}
     for language in ("de", "es"):
         for a, article in enumerate(json.loads((XQUAD / f"xquad.{language}.json").read_text("utf-8"))["data"]):
             for p, paragraph in enumerate(article["paragraphs"]):
-                of_context[_folded(paragraph["context"])] = (a, p)
+                of_context[_folded(paragraph["context"])] = (a, p, language)
                 for question in paragraph["qas"]:
-                    of_question[_folded(question["question"])] = (a, p)
+                    of_question[_folded(question["question"])] = (a, p, language)
     return of_question, of_context
 
 
-def relevant(query: str, passage: str) -> bool:
+def relevant(query: str, passage: str, *, own_language_only: bool = False) -> bool:
+    """Is PASSAGE the query's paragraph, in either language (or in the query's own only)?"""
     of_question, of_context = _paragraphs()
-    return of_question.get(_folded(query), (-1, -1)) == of_context.get(_folded(passage))
+    question, context = of_question.get(_folded(query)), of_context.get(_folded(passage))
+    if question is None or context is None:
+        return False
+    return question == context if own_language_only else question[:2] == context[:2]
 
 
 def label_teacher(queries: list[str], passages: list[str]) -> np.ndarray:
     """A teacher that knows the answer: label x margin + noise, the noise a pure function of the pair."""
-    margin, noise = _teacher(os.environ.get(TEACHER_ENV, "8:1"))
+    margin, noise, own_language_only = _teacher(os.environ.get(TEACHER_ENV, "8:1"))
     scores = []
     for query, passage in zip(queries, passages, strict=True):
-        label = relevant(query, passage)
+        label = relevant(query, passage, own_language_only=own_language_only)
         seed = int.from_bytes(hashlib.blake2b(f"{query}\0{passage}".encode(), digest_size=8).digest(), "little")
         scores.append(label * margin + noise * np.random.default_rng(seed).standard_normal())
     return np.array(scores)
@@ -176,17 +185,28 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--lr", default="5e-4", help="fine-tuning learning rate")
     parser.add_argument(
-        "--teachers", nargs="+", default=["8:1"], help="MARGIN:NOISE of each label teacher, in logits"
+        "--teachers", nargs="+", default=["8:1"],
+        help="MARGIN:NOISE of each label teacher, in logits; MARGIN:NOISE:own for one that knows only the row's own label",
     )
     parser.add_argument(
         "--weights", type=float, nargs="+", default=[1.0, 0.3], help="the --distill-weight values set against none"
     )
+    parser.add_argument(
+        "--model-size", default="128:2", metavar="HIDDEN:LAYERS",
+        help="the student BERT's width and depth (128:2 is training's --model tiny); same vocabulary whatever the size",
+    )
     args = parser.parse_args()
+    try:
+        model_size = tuple(int(part) for part in args.model_size.split(":"))
+        if len(model_size) != 2 or model_size[0] < 32 or model_size[0] % 32 or model_size[1] < 1:
+            raise ValueError
+    except ValueError:
+        parser.error(f"--model-size takes HIDDEN:LAYERS, HIDDEN a multiple of 32, e.g. 256:4, not {args.model_size!r}")
     for teacher in args.teachers:
         try:
             _teacher(teacher)
         except ValueError:
-            parser.error(f"--teachers takes MARGIN:NOISE, e.g. 8:0.1, not {teacher!r}")
+            parser.error(f"--teachers takes MARGIN:NOISE or MARGIN:NOISE:own, e.g. 8:0.1, not {teacher!r}")
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         train_articles, held_out_articles = _split_xquad(work)
@@ -204,7 +224,7 @@ def main() -> None:
                   "--model=python:benchmarks.distillation:label_teacher")
         rows, false_negatives = _rows_and_false_negatives(work / "negatives")
         pretrained = work / "pretrained"
-        _pretrain(work, pretrained)
+        _pretrain(work, pretrained, *model_size)
         print(f"fine-tuning rows: {rows} (XQuAD de + es, {train_articles} articles; {held_out_articles} held out), "
               f"7 mined negatives each from both languages' contexts, {false_negatives} of them the row's own context "
               f"in the other language")
@@ -228,14 +248,17 @@ def main() -> None:
         _summarise(results, arms[0], args.seeds)
 
 
-def _teacher(text: str) -> tuple[float, float]:
-    margin, _, noise = text.partition(":")
-    return float(margin), float(noise)
+def _teacher(text: str) -> tuple[float, float, bool]:
+    margin, noise, *own = text.split(":")
+    if own not in ([], ["own"]):
+        raise ValueError(text)
+    return float(margin), float(noise), bool(own)
 
 
 def _arm(teacher: str, weight: float) -> str:
-    margin, noise = _teacher(teacher)
-    return "--distill-weight 0" if not weight else f"--distill-weight {weight}, teacher margin {margin:g} noise {noise:g}"
+    margin, noise, own_language_only = _teacher(teacher)
+    knows = ", the row's own label only" if own_language_only else ""
+    return "--distill-weight 0" if not weight else f"--distill-weight {weight}, teacher margin {margin:g} noise {noise:g}{knows}"
 
 
 def _summarise(results: dict[tuple[str, float], list[dict[str, float]]], baseline_arm, seeds: int) -> None:
@@ -269,11 +292,20 @@ def _rows_and_false_negatives(run: Path) -> tuple[int, int]:
     return len(rows), sum(relevant(row["query"], text) for row in rows for text in row["negatives"])
 
 
-def _pretrain(work: Path, pretrained: Path) -> None:
+def _pretrain(work: Path, pretrained: Path, hidden_size: int, layers: int) -> None:
+    """The student's start: a random BERT of this size with training's --model tiny vocabulary, pre-trained 100 steps
+    on the bundled samples."""
+    from training.shard_store import shards_by_source
+    from training.tiny import build_tiny_encoder
+
     mined = work / "pretrain-samples"
     _beam(*(f"--source={kind}=mining/samples/{kind}/*" for kind in ("sbert", "nllb", "ccnews")), f"--output={mined}")
+    model = "tiny"
+    if (hidden_size, layers) != (128, 2):
+        model = str(work / "random-start")
+        build_tiny_encoder(shards_by_source([str(mined)]), hidden_size=hidden_size, layers=layers).save_pretrained(model)
     _train(
-        "pretrain", "--data", str(mined), "--model", "tiny", "--output", str(pretrained), "--batch-size", "32",
+        "pretrain", "--data", str(mined), "--model", model, "--output", str(pretrained), "--batch-size", "32",
         "--max-steps", "100", "--lr", "5e-4", "--max-query-length", "32", "--max-passage-length", "64",
         "--num-workers", "0", "--save-every", "1000", "--no-progress",
     )  # fmt: skip
