@@ -85,9 +85,9 @@ def on_this_machine(model: str) -> str:
     """``model`` (a --model spec) with a remote path (``gs://``) replaced by this machine's copy of its files
     (``io.local_copy``): transformers and sentence-transformers load from local directories and the hub only."""
     spec = EncoderSpec.parse(model)
-    if spec.path is None or FileSystems.get_scheme(spec.path) in (None, "file"):
+    if spec.path is None:
         return model
-    local = io.local_copy(spec.path)
+    local = io.local_copy(spec.path)  # a local path or hub id as it is
     return SENTENCE_TRANSFORMERS_PREFIX + local if spec.sentence_transformers else local
 
 
