@@ -248,7 +248,7 @@ def local_copy(path: str) -> str:
     if FileSystems.get_scheme(path) in (None, "file"):
         return path
     path = path.rstrip("/")
-    files = _remote_model_files(path)
+    files = model_files(path)
     version = json.dumps([path, *((m.path, m.size_in_bytes, m.last_updated_in_seconds) for m in files)])
     digest = hashlib.sha256(version.encode("utf-8")).hexdigest()[:16]
     local = os.path.join(tempfile.gettempdir(), "embedmill-models", digest, posixpath.basename(path))
@@ -270,8 +270,9 @@ def local_copy(path: str) -> str:
     return local
 
 
-def _remote_model_files(path: str) -> list:
-    """The metadata of PATH, a file, or else of every file under it, by path."""
+def model_files(path: str) -> list:
+    """The metadata of PATH, a file (or a local directory), or else of every file under it, by path;
+    FileNotFoundError where there is none."""
     (exact,) = FileSystems.match([path])
     if exact.metadata_list:
         return exact.metadata_list

@@ -409,6 +409,8 @@ def _check_model_spec(option: str, text: str) -> None:
         raise ValueError(f"{option} {text}: {error}") from None
     if spec.module is not None and importlib.util.find_spec(spec.module) is None:
         raise ValueError(f"{option} {text}: python:MODULE:CALLABLE needs an importable module and a callable name")
-    path = os.path.expanduser(spec.path or "").rstrip("/")
-    if spec.names_a_file and not (io.match_files(path) or io.match_files(io.join(path, "**"))):
-        raise ValueError(f"{option} {text}: no such file or directory")
+    if spec.names_a_file:
+        try:
+            io.model_files(os.path.expanduser(spec.path).rstrip("/"))
+        except FileNotFoundError:
+            raise ValueError(f"{option} {text}: no such file or directory") from None
